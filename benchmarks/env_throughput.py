@@ -1,0 +1,156 @@
+"""Env steps per second of the Snake world, random actions, against Jumanji's Snake.
+
+Run with ``make bench`` (or ``.venv/bin/python benchmarks/env_throughput.py``). Every row is
+measured in this run; the ratio column divides by Jumanji's Snake (``VmapAutoResetWrapper``,
+same grid, same batch), the named baseline. Jumanji is optional (``pip install -e .[bench]``);
+without it only our own numbers are printed.
+
+Each measurement jits a ``lax.scan`` of ``n`` auto-resetting steps over the batch, with
+uniformly random actions drawn inside the scan, runs it once to compile, then reports the
+best of ``--repeats`` timed runs (the machine is shared and noisy; the best run is the one
+least disturbed by other load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from regspeed.envs import snake
+from regspeed.envs.gym import SnakeEnv, SnakeVectorEnv
+
+BATCH_SIZES = (1, 64, 1024, 8192)
+
+
+def steps_for(batch_size: int) -> int:
+    """Scan length: enough work per call that dispatch overhead does not dominate."""
+    return max(50, 200_000 // batch_size) if batch_size > 1 else 5_000
+
+
+def best_time(run: Callable[[], object], repeats: int) -> float:
+    """Best wall time of ``repeats`` calls of ``run`` (after one warm-up call)."""
+    jax.block_until_ready(run())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def ours(config: snake.SnakeConfig, batch_size: int, n: int, final_observation: bool) -> Callable[[], object]:
+    """A no-argument callable running ``n`` batched steps of our JAX Snake."""
+
+    def rollout(state: snake.SnakeState, key: jax.Array) -> tuple[snake.SnakeState, jax.Array]:
+        def body(carry, step_key):
+            state, total = carry
+            actions = jax.random.randint(step_key, (batch_size,), 0, config.num_actions)
+            state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config, s, a, final_observation=final_observation))(
+                state, actions
+            )
+            return (state, total + ts.reward.sum()), None
+
+        (state, total), _ = jax.lax.scan(body, (state, jnp.zeros(())), jax.random.split(key, n))
+        return state, total
+
+    rollout = jax.jit(rollout)
+    state = snake.reset_batch(config, jax.random.key(0), batch_size)
+    key = jax.random.key(1)
+    return lambda: rollout(state, key)
+
+
+def jumanji_snake(rows: int, cols: int, batch_size: int, n: int) -> Callable[[], object] | None:
+    """The same rollout on Jumanji's Snake, or None when Jumanji is not installed."""
+    try:
+        from jumanji.environments import Snake
+        from jumanji.wrappers import VmapAutoResetWrapper
+    except ImportError:
+        return None
+    env = VmapAutoResetWrapper(Snake(num_rows=rows, num_cols=cols))
+
+    def rollout(state, key):
+        def body(carry, step_key):
+            state, total = carry
+            actions = jax.random.randint(step_key, (batch_size,), 0, 4)
+            state, timestep = env.step(state, actions)
+            return (state, total + timestep.reward.sum()), None
+
+        (state, total), _ = jax.lax.scan(body, (state, jnp.zeros(())), jax.random.split(key, n))
+        return state, total
+
+    rollout = jax.jit(rollout)
+    state, _ = env.reset(jax.random.split(jax.random.key(0), batch_size))
+    key = jax.random.key(1)
+    return lambda: rollout(state, key)
+
+
+def gym_python(config: snake.SnakeConfig, batch_size: int, n: int) -> Callable[[], object]:
+    """Our Gymnasium adapter stepped from a Python loop (``Env`` at batch 1, else ``VectorEnv``)."""
+    rng = np.random.default_rng(0)
+    if batch_size == 1:
+        env = SnakeEnv(config=config)
+        env.reset(seed=0)
+
+        def run() -> None:
+            for _ in range(n):
+                _, _, terminated, truncated, _ = env.step(int(rng.integers(config.num_actions)))
+                if terminated or truncated:
+                    env.reset()
+
+        return run
+    vec = SnakeVectorEnv(num_envs=batch_size, config=config)
+    vec.reset(seed=0)
+
+    def run_vec() -> None:
+        for _ in range(n):
+            vec.step(rng.integers(config.num_actions, size=batch_size))
+
+    return run_vec
+
+
+def main() -> None:
+    """Print the table of env steps per second and ratios to Jumanji."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10)
+    parser.add_argument("--cols", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=list(BATCH_SIZES))
+    parser.add_argument("--observation", default="grid", choices=snake.OBSERVATIONS)
+    args = parser.parse_args()
+    config = snake.SnakeConfig(rows=args.rows, cols=args.cols, observation=args.observation)
+    console = Console()
+    console.print(
+        f"Snake {args.rows}x{args.cols}, observation {args.observation}, random actions; "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.local_device_count()} device(s)"
+    )
+    table = Table(title="env steps per second (best of repeats); ratio = / Jumanji Snake at the same batch")
+    for column in ("batch", "implementation", "steps/s", "ratio"):
+        table.add_column(column, justify="right" if column != "implementation" else "left")
+    for batch_size in args.batch_sizes:
+        n = steps_for(batch_size)
+        rows: list[tuple[str, float]] = []
+        baseline_run = jumanji_snake(args.rows, args.cols, batch_size, n)
+        baseline = batch_size * n / best_time(baseline_run, args.repeats) if baseline_run else None
+        if baseline is not None:
+            rows.append(("Jumanji Snake (baseline)", baseline))
+        for final in (True, False):
+            label = "regspeed JAX" + (" + final obs" if final else "")
+            rows.append((label, batch_size * n / best_time(ours(config, batch_size, n, final), args.repeats)))
+        python_n = max(1, min(n, 20_000 // batch_size)) if batch_size > 1 else 2_000
+        rows.append(("regspeed Gymnasium, Python loop", batch_size * python_n / best_time(gym_python(config, batch_size, python_n), 1)))
+        for label, rate in rows:
+            ratio = f"{rate / baseline:.2f}x" if baseline else "n/a"
+            table.add_row(str(batch_size), label, f"{rate:,.0f}", ratio)
+        table.add_section()
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

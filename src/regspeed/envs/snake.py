@@ -1,0 +1,531 @@
+"""The Snake world as pure JAX functions of explicit state.
+
+Every function here is pure, jit- and vmap-able and deterministic given the PRNG key that
+the episode was reset with (the key lives in the state, Jumanji-style, so stepping needs
+no key argument).
+
+Representation. The body is a ``rows x cols`` integer grid of *remaining lifetimes*: the
+head cell holds the snake's length, the cell behind it length - 1, ..., the tail 1, free
+cells 0. A step without food decrements every body cell (the tail cell reaches 0 and
+frees itself) and writes the new length at the new head; a step onto food skips the
+decrement, so the snake grows by one. Every operation is a dense elementwise pass over the
+grid, which vectorises well over a batch of environments; there is no ring buffer to
+gather from. The grid is also, divided by the length, the head-to-tail age gradient of the
+``grid`` observation.
+
+Episode ends. Hitting a wall or the body ends the episode as *terminated* (the tail cell
+that moves away this step is free, so following one's own tail is legal); filling the
+board is a win (*terminated*, with the win bonus). Starvation (``starvation_limit`` steps
+without food) and the time limit end it as *truncated*. Terminated wins over truncated
+when both happen on the same step. Agents must bootstrap on truncation, not on
+termination; :class:`TimeStep` keeps the two apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from regspeed.errors import ConfigError
+
+# Headings, clockwise. DELTAS[h] is the (row, col) step of heading h; rows grow downwards.
+UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
+HEADING_NAMES = ("up", "right", "down", "left")
+DELTAS = np.array([(-1, 0), (0, 1), (1, 0), (0, -1)], dtype=np.int32)
+
+# Relative actions.
+STRAIGHT, TURN_LEFT, TURN_RIGHT = 0, 1, 2
+
+OBSERVATIONS = ("grid", "features", "window")
+ACTION_MODES = ("relative", "absolute")
+MIN_SIZE, MAX_SIZE = 4, 64
+
+
+class Cause(enum.IntEnum):
+    """Why an episode ended (``RUNNING`` while it has not)."""
+
+    RUNNING = 0
+    WALL = 1
+    BODY = 2
+    STARVED = 3
+    TIME_LIMIT = 4
+    WON = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class SnakeConfig:
+    """Static parameters of the Snake world (hashable: they select the compiled code).
+
+    Attributes:
+        rows, cols: grid size, each between 4 and 64.
+        initial_length: length at reset, between 1 and ``min(rows, cols) - 1``.
+        action_mode: ``relative`` (straight / turn left / turn right) or ``absolute``
+            (up / right / down / left; reversing into the neck keeps the heading).
+        observation: ``grid``, ``features`` or ``window`` (see :func:`observe`).
+        window_size: side of the egocentric ``window`` view, odd, at least 3.
+        reward_food, reward_death, reward_step, reward_win: reward for eating, dying
+            (wall or body), every step, and the bonus for filling the board.
+        shaping: scale of the potential-based distance shaping (0 = off). The potential is
+            ``-shaping * manhattan(head, food) / (rows + cols - 2)`` and the shaping reward
+            ``shaping_gamma * phi(s') - phi(s)`` with ``phi = 0`` at termination, which leaves
+            optimal policies unchanged (Ng, Harada & Russell, 1999).
+        shaping_gamma: discount used by the shaping term; set it to the agent's gamma.
+        starvation_limit: steps without food before truncation (``None``: rows * cols).
+        time_limit: steps per episode before truncation (``None``: no limit).
+    """
+
+    rows: int = 10
+    cols: int = 10
+    initial_length: int = 3
+    action_mode: str = "relative"
+    observation: str = "grid"
+    window_size: int = 7
+    reward_food: float = 1.0
+    reward_death: float = -1.0
+    reward_step: float = 0.0
+    reward_win: float = 10.0
+    shaping: float = 0.0
+    shaping_gamma: float = 0.99
+    starvation_limit: int | None = None
+    time_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not MIN_SIZE <= value <= MAX_SIZE:
+                raise ConfigError(name, f"must be an integer between {MIN_SIZE} and {MAX_SIZE} (got {value!r})")
+        longest = min(self.rows, self.cols) - 1
+        if not isinstance(self.initial_length, int) or not 1 <= self.initial_length <= longest:
+            raise ConfigError(
+                "initial_length",
+                f"must be between 1 and min(rows, cols) - 1 = {longest} so the snake fits with room ahead "
+                f"(got {self.initial_length!r})",
+            )
+        if self.action_mode not in ACTION_MODES:
+            raise ConfigError("action_mode", f"must be one of {', '.join(ACTION_MODES)} (got {self.action_mode!r})")
+        if self.observation not in OBSERVATIONS:
+            raise ConfigError("observation", f"must be one of {', '.join(OBSERVATIONS)} (got {self.observation!r})")
+        if not isinstance(self.window_size, int) or self.window_size < 3 or self.window_size % 2 == 0:
+            raise ConfigError("window_size", f"must be an odd integer >= 3 (got {self.window_size!r})")
+        for name in ("starvation_limit", "time_limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(name, f"must be a positive integer, or None for the default (got {value!r})")
+        if not 0.0 <= self.shaping_gamma <= 1.0:
+            raise ConfigError("shaping_gamma", f"must be in [0, 1] (got {self.shaping_gamma!r})")
+        if self.shaping < 0:
+            raise ConfigError("shaping", f"must be >= 0; 0 turns shaping off (got {self.shaping!r})")
+
+    @property
+    def num_actions(self) -> int:
+        """Size of the discrete action space (3 relative, 4 absolute)."""
+        return 3 if self.action_mode == "relative" else 4
+
+    @property
+    def num_cells(self) -> int:
+        """Number of cells on the board."""
+        return self.rows * self.cols
+
+    @property
+    def effective_starvation_limit(self) -> int:
+        """The starvation limit in steps, with the default resolved."""
+        return self.num_cells if self.starvation_limit is None else self.starvation_limit
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        """Shape of one observation (float32)."""
+        if self.observation == "grid":
+            return (3, self.rows, self.cols)
+        if self.observation == "features":
+            return (11,)
+        return (3 * self.window_size**2 + 8,)
+
+
+@struct.dataclass
+class SnakeState:
+    """The full state of one Snake episode (a pytree; batch it with vmap)."""
+
+    key: jax.Array  # typed PRNG key, consumed by every step
+    body: jax.Array  # int32[rows, cols], remaining lifetime of each body cell, 0 = free
+    head: jax.Array  # int32[2], (row, col)
+    heading: jax.Array  # int32, one of UP, RIGHT, DOWN, LEFT
+    food: jax.Array  # int32[2], (row, col)
+    length: jax.Array  # int32, current length = initial_length + food eaten
+    steps: jax.Array  # int32, steps taken in this episode
+    steps_since_food: jax.Array  # int32
+
+
+@struct.dataclass
+class TimeStep:
+    """What one step returns besides the next state.
+
+    With :func:`autoreset_step`, ``observation`` is that of the state to continue from (a
+    fresh episode where ``done``), ``final_observation`` that of the state the step reached
+    before resetting, and ``episode_*`` describe the episode as of this step (so, where
+    ``done``, the episode that just ended).
+    """
+
+    observation: jax.Array
+    final_observation: jax.Array
+    reward: jax.Array  # float32
+    terminated: jax.Array  # bool: death or win, do not bootstrap
+    truncated: jax.Array  # bool: starvation or time limit, bootstrap
+    cause: jax.Array  # int32 Cause, RUNNING unless done
+    episode_score: jax.Array  # int32, food eaten in the episode
+    episode_length: jax.Array  # int32, snake length
+    episode_steps: jax.Array  # int32
+
+    @property
+    def done(self) -> jax.Array:
+        """True where the episode ended on this step."""
+        return self.terminated | self.truncated
+
+
+# ---------------------------------------------------------------------------- reset
+
+
+def _random_words(key: jax.Array, n: int) -> jax.Array:
+    return jax.random.bits(key, (n,), dtype=jnp.uint32)
+
+
+def _initial_snake(config: SnakeConfig, words: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A straight snake of ``initial_length`` with room for one step ahead.
+
+    ``words`` are two random uint32: one picks the heading, the other the placement among
+    every position where the body fits and the cell ahead is on the board.
+    """
+    length = config.initial_length
+    heading = (words[0] % 4).astype(jnp.int32)
+    vertical = (heading == UP) | (heading == DOWN)
+    n_along = jnp.where(vertical, config.rows, config.cols)
+    n_across = jnp.where(vertical, config.cols, config.rows)
+    n_placements = (n_along - length) * n_across
+    placement = (words[1] % n_placements.astype(jnp.uint32)).astype(jnp.int32)
+    along = 1 + placement // n_across  # distance of the head from the wall it faces
+    across = placement % n_across
+    row = jnp.select(
+        [heading == UP, heading == DOWN], [along, config.rows - 1 - along], default=across
+    )
+    col = jnp.select(
+        [heading == LEFT, heading == RIGHT], [along, config.cols - 1 - along], default=across
+    )
+    head = jnp.stack([row, col]).astype(jnp.int32)
+    delta = jnp.asarray(DELTAS)[heading]
+    rr, cc = np.indices((config.rows, config.cols))
+    dr, dc = rr - row, cc - col
+    behind = -(dr * delta[0] + dc * delta[1])  # cells behind the head along the body line
+    on_line = (dr * delta[1] - dc * delta[0]) == 0
+    body = jnp.where(on_line & (behind >= 0) & (behind < length), length - behind, 0).astype(jnp.int32)
+    return body, head, heading
+
+
+def _sample_free_cell(config: SnakeConfig, body: jax.Array, word: jax.Array) -> jax.Array:
+    """A cell drawn uniformly among the free cells of ``body`` (row, col).
+
+    The k-th free cell in row-major order, k = word mod (number of free cells); the modulo
+    bias is below n_cells / 2**32. With no free cell (a won board) it returns (0, 0).
+    """
+    free = (body == 0).reshape(-1)
+    rank = jnp.cumsum(free, dtype=jnp.int32)  # 1-based rank of each free cell
+    n_free = jnp.maximum(rank[-1], 1)
+    k = (word % n_free.astype(jnp.uint32)).astype(jnp.int32)
+    index = jnp.argmax(free & (rank == k + 1)).astype(jnp.int32)
+    return jnp.stack([index // config.cols, index % config.cols])
+
+
+def reset(config: SnakeConfig, key: jax.Array) -> SnakeState:
+    """A fresh episode: a straight snake at a uniformly random fitting place and heading,
+    and one food uniformly among the free cells."""
+    key, sub = jax.random.split(key)
+    words = _random_words(sub, 3)
+    body, head, heading = _initial_snake(config, words)
+    zero = jnp.zeros((), jnp.int32)
+    return SnakeState(
+        key=key,
+        body=body,
+        head=head,
+        heading=heading,
+        food=_sample_free_cell(config, body, words[2]),
+        length=jnp.asarray(config.initial_length, jnp.int32),
+        steps=zero,
+        steps_since_food=zero,
+    )
+
+
+# ----------------------------------------------------------------------------- step
+
+
+def next_heading(config: SnakeConfig, heading: jax.Array, action: jax.Array) -> jax.Array:
+    """The heading after ``action``; in absolute mode a reversal keeps the heading."""
+    action = jnp.asarray(action, jnp.int32)
+    if config.action_mode == "relative":
+        turn = jnp.asarray([0, 3, 1], jnp.int32)[action]  # straight, left = -1, right = +1
+        return (heading + turn) % 4
+    return jnp.where(action == (heading + 2) % 4, heading, action)
+
+
+def action_mask(config: SnakeConfig, state: SnakeState) -> jax.Array:
+    """Which actions change something other than being ignored: all of them in relative
+    mode; in absolute mode, every direction but the reversal into the neck."""
+    if config.action_mode == "relative":
+        return jnp.ones(3, bool)
+    return jnp.arange(4) != (state.heading + 2) % 4
+
+
+def _potential(config: SnakeConfig, head: jax.Array, food: jax.Array) -> jax.Array:
+    distance = jnp.abs(head - food).sum().astype(jnp.float32)
+    return -config.shaping * distance / (config.rows + config.cols - 2)
+
+
+class _Outcome(NamedTuple):
+    """What a move did, before any food is placed or episode reset."""
+
+    reached: SnakeState  # food not yet re-placed
+    ate: jax.Array
+    died: jax.Array
+    won: jax.Array
+    truncated: jax.Array
+    cause: jax.Array
+
+
+def _move(config: SnakeConfig, state: SnakeState, action: jax.Array) -> _Outcome:
+    """Move the snake one cell: new body, flags and cause; the food stays where it was."""
+    heading = next_heading(config, state.heading, action)
+    target = state.head + jnp.asarray(DELTAS)[heading]
+    in_bounds = (target >= 0).all() & (target[0] < config.rows) & (target[1] < config.cols)
+    safe_target = jnp.clip(target, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
+    # The tail cell (lifetime 1) leaves this step, so only lifetimes > 1 block. Food is never
+    # on the body, so on a step that eats (and keeps the tail) the target is free anyway.
+    hits_body = in_bounds & (state.body[safe_target[0], safe_target[1]] > 1)
+    died = ~in_bounds | hits_body
+    ate = ~died & (target == state.food).all()
+
+    rr, cc = np.indices((config.rows, config.cols))
+    new_length = state.length + ate.astype(jnp.int32)
+    moved_body = jnp.where(
+        (rr == safe_target[0]) & (cc == safe_target[1]),
+        new_length,
+        jnp.maximum(state.body - (~ate).astype(jnp.int32), 0),
+    )
+    won = ~died & (new_length == config.num_cells)
+    steps = state.steps + 1
+    steps_since_food = jnp.where(ate, 0, state.steps_since_food + 1)
+    starved = steps_since_food >= config.effective_starvation_limit
+    timed_out = steps >= config.time_limit if config.time_limit is not None else jnp.zeros((), bool)
+    truncated = ~(died | won) & (starved | timed_out)
+    cause = jnp.select(
+        [~in_bounds, hits_body, won, truncated & starved, truncated],
+        [Cause.WALL, Cause.BODY, Cause.WON, Cause.STARVED, Cause.TIME_LIMIT],
+        default=Cause.RUNNING,
+    ).astype(jnp.int32)
+    # A dead snake stays where it was (it did not enter the wall or its body).
+    reached = state.replace(
+        body=jnp.where(died, state.body, moved_body),
+        head=jnp.where(died, state.head, target),
+        heading=heading,
+        length=jnp.where(died, state.length, new_length),
+        steps=steps,
+        steps_since_food=steps_since_food,
+    )
+    return _Outcome(reached, ate, died, won, truncated, cause)
+
+
+def _reward(config: SnakeConfig, before: SnakeState, outcome: _Outcome) -> jax.Array:
+    """Reward of a move; ``outcome.reached`` must already hold the new food."""
+    reward = (
+        config.reward_step
+        + config.reward_food * outcome.ate.astype(jnp.float32)
+        + config.reward_death * outcome.died.astype(jnp.float32)
+        + config.reward_win * outcome.won.astype(jnp.float32)
+    )
+    if config.shaping > 0:
+        terminated = outcome.died | outcome.won
+        after = jnp.where(terminated, 0.0, _potential(config, outcome.reached.head, outcome.reached.food))
+        reward = reward + config.shaping_gamma * after - _potential(config, before.head, before.food)
+    return jnp.asarray(reward, jnp.float32)
+
+
+def _timestep(
+    config: SnakeConfig, before: SnakeState, outcome: _Outcome, observation: jax.Array, final_observation: jax.Array
+) -> TimeStep:
+    reached = outcome.reached
+    return TimeStep(
+        observation=observation,
+        final_observation=final_observation,
+        reward=_reward(config, before, outcome),
+        terminated=outcome.died | outcome.won,
+        truncated=outcome.truncated,
+        cause=outcome.cause,
+        episode_score=reached.length - config.initial_length,
+        episode_length=reached.length,
+        episode_steps=reached.steps,
+    )
+
+
+def step(config: SnakeConfig, state: SnakeState, action: jax.Array) -> tuple[SnakeState, TimeStep]:
+    """One step without reset. Stepping a state whose episode has ended is undefined:
+    use :func:`autoreset_step` for rollouts."""
+    key, sub = jax.random.split(state.key)
+    outcome = _move(config, state.replace(key=key), action)
+    reached = outcome.reached
+    new_food = _sample_free_cell(config, reached.body, _random_words(sub, 1)[0])
+    reached = reached.replace(food=jnp.where(outcome.ate & ~outcome.won, new_food, reached.food))
+    outcome = outcome._replace(reached=reached)
+    observation = observe(config, reached)
+    return reached, _timestep(config, state, outcome, observation, observation)
+
+
+def autoreset_step(
+    config: SnakeConfig, state: SnakeState, action: jax.Array, *, final_observation: bool = True
+) -> tuple[SnakeState, TimeStep]:
+    """One step; where the episode ends, the returned state is already a fresh episode.
+
+    The fresh episode is drawn from the same key stream, so a batch stays deterministic.
+    ``TimeStep.final_observation`` is the observation of the state the step reached before
+    the reset (what a truncated episode bootstraps from); ``final_observation=False``
+    (static) skips computing it and repeats ``observation`` instead.
+    """
+    key, sub = jax.random.split(state.key)
+    words = _random_words(sub, 4)
+    outcome = _move(config, state.replace(key=key), action)
+    reached = outcome.reached
+    new_food = _sample_free_cell(config, reached.body, words[0])
+    reached = reached.replace(food=jnp.where(outcome.ate & ~outcome.won, new_food, reached.food))
+    done = outcome.died | outcome.won | outcome.truncated
+    init_body, init_head, init_heading = _initial_snake(config, words[1:3])
+    zero = jnp.zeros((), jnp.int32)
+    continuing = reached.replace(
+        body=jnp.where(done, init_body, reached.body),
+        head=jnp.where(done, init_head, reached.head),
+        heading=jnp.where(done, init_heading, reached.heading),
+        food=jnp.where(done, _sample_free_cell(config, init_body, words[3]), reached.food),
+        length=jnp.where(done, config.initial_length, reached.length),
+        steps=jnp.where(done, zero, reached.steps),
+        steps_since_food=jnp.where(done, zero, reached.steps_since_food),
+    )
+    observation = observe(config, continuing)
+    final = observe(config, reached) if final_observation else observation
+    return continuing, _timestep(config, state, outcome._replace(reached=reached), observation, final)
+
+
+# --------------------------------------------------------------------- observations
+
+
+def observe(config: SnakeConfig, state: SnakeState) -> jax.Array:
+    """The observation selected by ``config.observation`` (float32, ``observation_shape``).
+
+    - ``grid``: channels head, body, food over the board; the body channel is the age
+      gradient, 1 at the head falling to 1/length at the tail.
+    - ``features``: the classic 11 booleans: danger straight / left / right, heading
+      one-hot (up, right, down, left), food left / right / up / down of the head.
+    - ``window``: an egocentric ``k x k`` view rotated so the heading points up (channels
+      wall, body age, food), then food ahead / behind / left / right in the snake's frame,
+      then the heading one-hot (needed to act in absolute mode); flattened.
+    """
+    if config.observation == "grid":
+        return _grid_observation(config, state)
+    if config.observation == "features":
+        return _feature_observation(config, state)
+    return _window_observation(config, state)
+
+
+def _one_hot_cell(config: SnakeConfig, cell: jax.Array) -> jax.Array:
+    rr, cc = np.indices((config.rows, config.cols))
+    return ((rr == cell[0]) & (cc == cell[1])).astype(jnp.float32)
+
+
+def _grid_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
+    age = state.body.astype(jnp.float32) / state.length.astype(jnp.float32)
+    return jnp.stack([_one_hot_cell(config, state.head), age, _one_hot_cell(config, state.food)])
+
+
+def _blocked(config: SnakeConfig, body: jax.Array, cells: jax.Array) -> jax.Array:
+    """Whether moving into each of ``cells`` (int32[..., 2]) would kill the snake."""
+    in_bounds = (cells >= 0).all(-1) & (cells[..., 0] < config.rows) & (cells[..., 1] < config.cols)
+    safe = jnp.clip(cells, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
+    return ~in_bounds | (body[safe[..., 0], safe[..., 1]] > 1)
+
+
+def _feature_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
+    deltas = jnp.asarray(DELTAS)
+    h = state.heading
+    ahead = state.head + deltas[jnp.stack([h, (h + 3) % 4, (h + 1) % 4])]  # straight, left, right
+    danger = _blocked(config, state.body, ahead)
+    heading = jnp.arange(4) == h
+    food = jnp.stack(
+        [
+            state.food[1] < state.head[1],
+            state.food[1] > state.head[1],
+            state.food[0] < state.head[0],
+            state.food[0] > state.head[0],
+        ]
+    )
+    return jnp.concatenate([danger, heading, food]).astype(jnp.float32)
+
+
+def _window_offsets(size: int) -> np.ndarray:
+    """int32[4, size*size, 2]: board offsets of each window cell, per heading.
+
+    Window row 0 is farthest ahead, the centre is the head, window columns run from the
+    snake's left to its right.
+    """
+    half = size // 2
+    forward = half - np.arange(size)[:, None]  # cells ahead, per window row
+    right = np.arange(size)[None, :] - half  # cells to the right, per window column
+    offsets = []
+    for h in range(4):
+        along, side = DELTAS[h], DELTAS[(h + 1) % 4]
+        cell = forward[..., None] * along + right[..., None] * side
+        offsets.append(cell.reshape(-1, 2))
+    return np.stack(offsets).astype(np.int32)
+
+
+def _window_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
+    size = config.window_size
+    cells = state.head + jnp.asarray(_window_offsets(size))[state.heading]
+    in_bounds = (cells >= 0).all(-1) & (cells[:, 0] < config.rows) & (cells[:, 1] < config.cols)
+    safe = jnp.clip(cells, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
+    age = state.body[safe[:, 0], safe[:, 1]].astype(jnp.float32) / state.length.astype(jnp.float32)
+    wall = ~in_bounds
+    body = jnp.where(in_bounds, age, 0.0)
+    food = in_bounds & (cells == state.food).all(-1)
+    deltas = jnp.asarray(DELTAS)
+    to_food = state.food - state.head
+    ahead = (to_food * deltas[state.heading]).sum()
+    right = (to_food * deltas[(state.heading + 1) % 4]).sum()
+    direction = jnp.stack([ahead > 0, ahead < 0, right < 0, right > 0])
+    heading = jnp.arange(4) == state.heading
+    return jnp.concatenate(
+        [wall.astype(jnp.float32), body, food.astype(jnp.float32), direction.astype(jnp.float32), heading.astype(jnp.float32)]
+    )
+
+
+# ------------------------------------------------------------------ batched helpers
+
+
+def reset_batch(config: SnakeConfig, key: jax.Array, batch_size: int) -> SnakeState:
+    """``batch_size`` independent episodes, one key each (split from ``key``)."""
+    return jax.vmap(lambda k: reset(config, k))(jax.random.split(key, batch_size))
+
+
+def body_cells(state: SnakeState) -> np.ndarray:
+    """Body cells of one (unbatched) state, head first, as an int array [length, 2]."""
+    body = np.asarray(state.body)
+    cells = np.argwhere(body > 0)
+    order = np.argsort(-body[cells[:, 0], cells[:, 1]])
+    return cells[order]
+
+
+def to_config(**kwargs: Any) -> SnakeConfig:
+    """A :class:`SnakeConfig` from keyword arguments, rejecting unknown names clearly."""
+    known = {f.name for f in dataclasses.fields(SnakeConfig)}
+    for name in kwargs:
+        if name not in known:
+            raise ConfigError(name, f"unknown Snake parameter; known: {', '.join(sorted(known))}")
+    return SnakeConfig(**kwargs)
