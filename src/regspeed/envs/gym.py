@@ -102,8 +102,8 @@ class SnakeEnv(gymnasium.Env):
         if self._state is None or self.render_mode is None:
             return None
         if self.render_mode == "ansi":
-            return render.to_text(self._state)
-        return render.to_rgb(self._state)
+            return render.to_text(self.config, self._state)
+        return render.to_rgb(self.config, self._state)
 
 
 class SnakeVectorEnv(gymnasium.vector.VectorEnv):
@@ -160,5 +160,5 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
         """One RGB frame per environment (``rgb_array`` mode)."""
         if self._states is None or self.render_mode != "rgb_array":
             return None
-        return tuple(render.to_rgb(jax.tree.map(lambda x, i=i: x[i], self._states)) for i in range(self.num_envs))
+        return tuple(render.to_rgb(self.config, jax.tree.map(lambda x, i=i: x[i], self._states)) for i in range(self.num_envs))
 

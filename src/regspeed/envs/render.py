@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from regspeed.envs.snake import SnakeConfig, SnakeState
+from regspeed.envs.snake import SnakeConfig, SnakeState, board
 
 HEAD_GLYPHS = "^>v<"  # indexed by heading: up, right, down, left
 
@@ -25,9 +25,9 @@ BODY_NEAR = np.array([70, 200, 110], np.uint8)
 BODY_FAR = np.array([30, 95, 60], np.uint8)
 
 
-def to_text(state: SnakeState) -> str:
+def to_text(config: SnakeConfig, state: SnakeState) -> str:
     """The board as text: ``#`` walls, ``o`` body, ``^>v<`` the head, ``*`` food."""
-    body = np.asarray(state.body)
+    body = board(config, state)
     rows, cols = body.shape
     chars = np.full((rows, cols), ".", dtype="<U1")
     chars[body > 0] = "o"
@@ -40,13 +40,13 @@ def to_text(state: SnakeState) -> str:
     return "\n".join(lines)
 
 
-def to_rgb(state: SnakeState, cell_pixels: int = 16) -> np.ndarray:
+def to_rgb(config: SnakeConfig, state: SnakeState, cell_pixels: int = 16) -> np.ndarray:
     """The board as an RGB image, uint8[(rows + 2) * cell_pixels, (cols + 2) * cell_pixels, 3].
 
     The body fades from bright at the neck to dark at the tail, so the direction of travel
     is visible in a still frame.
     """
-    body = np.asarray(state.body)
+    body = board(config, state)
     rows, cols = body.shape
     length = max(int(state.length), 1)
     cells = np.broadcast_to(WALL, (rows + 2, cols + 2, 3)).copy()
@@ -69,11 +69,11 @@ def to_rgb(state: SnakeState, cell_pixels: int = 16) -> np.ndarray:
     return image
 
 
-def save_gif(states: Sequence[SnakeState], path: str | Path, cell_pixels: int = 16, frame_ms: int = 80) -> Path:
+def save_gif(config: SnakeConfig, states: Sequence[SnakeState], path: str | Path, cell_pixels: int = 16, frame_ms: int = 80) -> Path:
     """Write ``states`` (one per frame) as an animated, looping GIF and return its path."""
     if not states:
         raise ValueError("states: need at least one state to make a GIF")
-    frames = [Image.fromarray(to_rgb(state, cell_pixels)) for state in states]
+    frames = [Image.fromarray(to_rgb(config, state, cell_pixels)) for state in states]
     path = Path(path)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, optimize=False)
     return path

@@ -4,7 +4,7 @@ Every function here is pure, jit- and vmap-able and deterministic given the PRNG
 the episode was reset with (the key lives in the state, Jumanji-style, so stepping needs
 no key argument).
 
-Representation. The body is a ``rows x cols`` integer grid of *remaining lifetimes*: the
+Representation. The body is a row-major ``rows * cols`` vector of *remaining lifetimes*: the
 head cell holds the snake's length, the cell behind it length - 1, ..., the tail 1, free
 cells 0. A step without food decrements every body cell (the tail cell reaches 0 and
 frees itself) and writes the new length at the new head; a step onto food skips the
@@ -152,7 +152,7 @@ class SnakeState:
     """The full state of one Snake episode (a pytree; batch it with vmap)."""
 
     key: jax.Array  # typed PRNG key, consumed by every step
-    body: jax.Array  # int32[rows, cols], remaining lifetime of each body cell, 0 = free
+    body: jax.Array  # int32[rows * cols] row-major, remaining lifetime of each body cell, 0 = free
     head: jax.Array  # int32[2], (row, col)
     heading: jax.Array  # int32, one of UP, RIGHT, DOWN, LEFT
     food: jax.Array  # int32[2], (row, col)
@@ -190,15 +190,35 @@ class TimeStep:
 # ---------------------------------------------------------------------------- reset
 
 
+def _flat(config: SnakeConfig, cell: jax.Array) -> jax.Array:
+    """Row-major index of ``cell`` (int32[..., 2]) on the board."""
+    return cell[..., 0] * config.cols + cell[..., 1]
+
+
+def _cell_rows_cols(config: SnakeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of every cell, in the row-major order of ``SnakeState.body``."""
+    rr, cc = np.indices((config.rows, config.cols))
+    return rr.ravel(), cc.ravel()
+
+
 def _random_words(key: jax.Array, n: int) -> jax.Array:
     return jax.random.bits(key, (n,), dtype=jnp.uint32)
 
 
-def _initial_snake(config: SnakeConfig, words: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """A straight snake of ``initial_length`` with room for one step ahead.
+class _Start(NamedTuple):
+    body: jax.Array
+    head: jax.Array
+    heading: jax.Array
+    food: jax.Array
 
-    ``words`` are two random uint32: one picks the heading, the other the placement among
-    every position where the body fits and the cell ahead is on the board.
+
+def _initial_snake(config: SnakeConfig, words: jax.Array) -> _Start:
+    """A straight snake of ``initial_length`` with room for one step ahead, and its food.
+
+    ``words`` are three random uint32: the heading, the placement among every position
+    where the body fits and the cell ahead is on the board, and the food cell, drawn with
+    the same rule as :func:`_sample_free_cell` (the k-th free cell in row-major order) but
+    in O(length): the body is a line, so its cells are known without scanning the board.
     """
     length = config.initial_length
     heading = (words[0] % 4).astype(jnp.int32)
@@ -209,49 +229,71 @@ def _initial_snake(config: SnakeConfig, words: jax.Array) -> tuple[jax.Array, ja
     placement = (words[1] % n_placements.astype(jnp.uint32)).astype(jnp.int32)
     along = 1 + placement // n_across  # distance of the head from the wall it faces
     across = placement % n_across
-    row = jnp.select(
-        [heading == UP, heading == DOWN], [along, config.rows - 1 - along], default=across
-    )
-    col = jnp.select(
-        [heading == LEFT, heading == RIGHT], [along, config.cols - 1 - along], default=across
-    )
+    row = jnp.select([heading == UP, heading == DOWN], [along, config.rows - 1 - along], default=across)
+    col = jnp.select([heading == LEFT, heading == RIGHT], [along, config.cols - 1 - along], default=across)
     head = jnp.stack([row, col]).astype(jnp.int32)
     delta = jnp.asarray(DELTAS)[heading]
-    rr, cc = np.indices((config.rows, config.cols))
+    rr, cc = _cell_rows_cols(config)
     dr, dc = rr - row, cc - col
     behind = -(dr * delta[0] + dc * delta[1])  # cells behind the head along the body line
     on_line = (dr * delta[1] - dc * delta[0]) == 0
     body = jnp.where(on_line & (behind >= 0) & (behind < length), length - behind, 0).astype(jnp.int32)
-    return body, head, heading
+
+    # Body cells in row-major order are first + i * stride, i < length. The k-th free cell
+    # is k plus the number of body cells before it, and body cell i precedes it exactly
+    # when the free cells before body cell i, (first + i * stride) - i, number at most k.
+    stride = jnp.where(vertical, config.cols, 1)
+    tail = head - (length - 1) * delta
+    first = jnp.minimum(head[0] * config.cols + head[1], tail[0] * config.cols + tail[1])
+    k = (words[2] % np.uint32(config.num_cells - length)).astype(jnp.int32)
+    body_index = jnp.arange(length)
+    cell = k + (first + body_index * (stride - 1) <= k).sum()
+    food = jnp.stack([cell // config.cols, cell % config.cols]).astype(jnp.int32)
+    return _Start(body, head, heading, food)
+
+
+def _inclusive_cumsum(counts: jax.Array) -> jax.Array:
+    """Prefix sums of a short float vector as one small matmul.
+
+    ``jnp.cumsum`` lowers to an associative scan of many slices on CPU, and XLA re-fuses
+    the producer of its input into every slice; a triangular matmul is one dense op.
+    Exact for integer counts below 2**24.
+    """
+    n = counts.shape[-1]
+    return counts @ jnp.asarray(np.triu(np.ones((n, n), np.float32)))
 
 
 def _sample_free_cell(config: SnakeConfig, body: jax.Array, word: jax.Array) -> jax.Array:
     """A cell drawn uniformly among the free cells of ``body`` (row, col).
 
-    The k-th free cell in row-major order, k = word mod (number of free cells); the modulo
-    bias is below n_cells / 2**32. With no free cell (a won board) it returns (0, 0).
+    The k-th free cell in row-major order, k = word mod (number of free cells), found in
+    two levels (the row from per-row counts, then the column within that row). The modulo
+    bias is below n_cells / 2**32. With no free cell (a won board) it returns row 0.
     """
-    free = (body == 0).reshape(-1)
-    rank = jnp.cumsum(free, dtype=jnp.int32)  # 1-based rank of each free cell
-    n_free = jnp.maximum(rank[-1], 1)
-    k = (word % n_free.astype(jnp.uint32)).astype(jnp.int32)
-    index = jnp.argmax(free & (rank == k + 1)).astype(jnp.int32)
-    return jnp.stack([index // config.cols, index % config.cols])
+    free = (body == 0).astype(jnp.float32).reshape(config.rows, config.cols)
+    per_row = free.sum(axis=1)
+    rows_cum = _inclusive_cumsum(per_row)
+    n_free = jnp.maximum(rows_cum[-1], 1.0).astype(jnp.uint32)
+    k = (word % n_free).astype(jnp.float32)
+    row = jnp.minimum((rows_cum <= k).sum(), config.rows - 1)
+    k_in_row = k - (rows_cum[row] - per_row[row])
+    cols_cum = _inclusive_cumsum(free[row])
+    col = jnp.minimum((cols_cum <= k_in_row).sum(), config.cols - 1)
+    return jnp.stack([row, col]).astype(jnp.int32)
 
 
 def reset(config: SnakeConfig, key: jax.Array) -> SnakeState:
     """A fresh episode: a straight snake at a uniformly random fitting place and heading,
     and one food uniformly among the free cells."""
     key, sub = jax.random.split(key)
-    words = _random_words(sub, 3)
-    body, head, heading = _initial_snake(config, words)
+    start = _initial_snake(config, _random_words(sub, 3))
     zero = jnp.zeros((), jnp.int32)
     return SnakeState(
         key=key,
-        body=body,
-        head=head,
-        heading=heading,
-        food=_sample_free_cell(config, body, words[2]),
+        body=start.body,
+        head=start.head,
+        heading=start.heading,
+        food=start.food,
         length=jnp.asarray(config.initial_length, jnp.int32),
         steps=zero,
         steps_since_food=zero,
@@ -302,16 +344,17 @@ def _move(config: SnakeConfig, state: SnakeState, action: jax.Array) -> _Outcome
     safe_target = jnp.clip(target, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
     # The tail cell (lifetime 1) leaves this step, so only lifetimes > 1 block. Food is never
     # on the body, so on a step that eats (and keeps the tail) the target is free anyway.
-    hits_body = in_bounds & (state.body[safe_target[0], safe_target[1]] > 1)
+    hits_body = in_bounds & (state.body[_flat(config, safe_target)] > 1)
     died = ~in_bounds | hits_body
     ate = ~died & (target == state.food).all()
 
-    rr, cc = np.indices((config.rows, config.cols))
     new_length = state.length + ate.astype(jnp.int32)
-    moved_body = jnp.where(
-        (rr == safe_target[0]) & (cc == safe_target[1]),
-        new_length,
-        jnp.maximum(state.body - (~ate).astype(jnp.int32), 0),
+    # A dead snake stays where it was (it did not enter the wall or its body): no cell is
+    # written and nothing ages. Folding that into one pass saves a select over the board.
+    write_at = jnp.where(died, -1, _flat(config, safe_target))
+    aging = (~ate & ~died).astype(jnp.int32)
+    body = jnp.where(
+        np.arange(config.num_cells) == write_at, new_length, jnp.maximum(state.body - aging, 0)
     )
     won = ~died & (new_length == config.num_cells)
     steps = state.steps + 1
@@ -324,9 +367,8 @@ def _move(config: SnakeConfig, state: SnakeState, action: jax.Array) -> _Outcome
         [Cause.WALL, Cause.BODY, Cause.WON, Cause.STARVED, Cause.TIME_LIMIT],
         default=Cause.RUNNING,
     ).astype(jnp.int32)
-    # A dead snake stays where it was (it did not enter the wall or its body).
     reached = state.replace(
-        body=jnp.where(died, state.body, moved_body),
+        body=body,
         head=jnp.where(died, state.head, target),
         heading=heading,
         length=jnp.where(died, state.length, new_length),
@@ -398,13 +440,13 @@ def autoreset_step(
     new_food = _sample_free_cell(config, reached.body, words[0])
     reached = reached.replace(food=jnp.where(outcome.ate & ~outcome.won, new_food, reached.food))
     done = outcome.died | outcome.won | outcome.truncated
-    init_body, init_head, init_heading = _initial_snake(config, words[1:3])
+    start = _initial_snake(config, words[1:])
     zero = jnp.zeros((), jnp.int32)
     continuing = reached.replace(
-        body=jnp.where(done, init_body, reached.body),
-        head=jnp.where(done, init_head, reached.head),
-        heading=jnp.where(done, init_heading, reached.heading),
-        food=jnp.where(done, _sample_free_cell(config, init_body, words[3]), reached.food),
+        body=jnp.where(done, start.body, reached.body),
+        head=jnp.where(done, start.head, reached.head),
+        heading=jnp.where(done, start.heading, reached.heading),
+        food=jnp.where(done, start.food, reached.food),
         length=jnp.where(done, config.initial_length, reached.length),
         steps=jnp.where(done, zero, reached.steps),
         steps_since_food=jnp.where(done, zero, reached.steps_since_food),
@@ -436,20 +478,20 @@ def observe(config: SnakeConfig, state: SnakeState) -> jax.Array:
 
 
 def _one_hot_cell(config: SnakeConfig, cell: jax.Array) -> jax.Array:
-    rr, cc = np.indices((config.rows, config.cols))
-    return ((rr == cell[0]) & (cc == cell[1])).astype(jnp.float32)
+    return (np.arange(config.num_cells) == _flat(config, cell)).astype(jnp.float32)
 
 
 def _grid_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
-    age = state.body.astype(jnp.float32) / state.length.astype(jnp.float32)
-    return jnp.stack([_one_hot_cell(config, state.head), age, _one_hot_cell(config, state.food)])
+    age = state.body.astype(jnp.float32) * (1.0 / state.length.astype(jnp.float32))
+    channels = jnp.stack([_one_hot_cell(config, state.head), age, _one_hot_cell(config, state.food)])
+    return channels.reshape(3, config.rows, config.cols)
 
 
 def _blocked(config: SnakeConfig, body: jax.Array, cells: jax.Array) -> jax.Array:
     """Whether moving into each of ``cells`` (int32[..., 2]) would kill the snake."""
     in_bounds = (cells >= 0).all(-1) & (cells[..., 0] < config.rows) & (cells[..., 1] < config.cols)
     safe = jnp.clip(cells, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
-    return ~in_bounds | (body[safe[..., 0], safe[..., 1]] > 1)
+    return ~in_bounds | (body[_flat(config, safe)] > 1)
 
 
 def _feature_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
@@ -491,7 +533,7 @@ def _window_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
     cells = state.head + jnp.asarray(_window_offsets(size))[state.heading]
     in_bounds = (cells >= 0).all(-1) & (cells[:, 0] < config.rows) & (cells[:, 1] < config.cols)
     safe = jnp.clip(cells, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
-    age = state.body[safe[:, 0], safe[:, 1]].astype(jnp.float32) / state.length.astype(jnp.float32)
+    age = state.body[_flat(config, safe)].astype(jnp.float32) / state.length.astype(jnp.float32)
     wall = ~in_bounds
     body = jnp.where(in_bounds, age, 0.0)
     food = in_bounds & (cells == state.food).all(-1)
@@ -514,11 +556,16 @@ def reset_batch(config: SnakeConfig, key: jax.Array, batch_size: int) -> SnakeSt
     return jax.vmap(lambda k: reset(config, k))(jax.random.split(key, batch_size))
 
 
-def body_cells(state: SnakeState) -> np.ndarray:
+def board(config: SnakeConfig, state: SnakeState) -> np.ndarray:
+    """The body lifetimes of one (unbatched) state as a host array int32[rows, cols]."""
+    return np.asarray(state.body).reshape(config.rows, config.cols)
+
+
+def body_cells(config: SnakeConfig, state: SnakeState) -> np.ndarray:
     """Body cells of one (unbatched) state, head first, as an int array [length, 2]."""
-    body = np.asarray(state.body)
-    cells = np.argwhere(body > 0)
-    order = np.argsort(-body[cells[:, 0], cells[:, 1]])
+    lifetimes = board(config, state)
+    cells = np.argwhere(lifetimes > 0)
+    order = np.argsort(-lifetimes[cells[:, 0], cells[:, 1]])
     return cells[order]
 
 
