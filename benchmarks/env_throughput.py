@@ -151,7 +151,12 @@ def main() -> None:
             label = "regspeed JAX" + (" + final obs" if final else "")
             rows.append((label, batch_size * n / best_time(ours(config, batch_size, n, final), args.repeats)))
         python_n = max(1, min(n, 20_000 // batch_size)) if batch_size > 1 else 2_000
-        rows.append(("regspeed Gymnasium, Python loop", batch_size * python_n / best_time(gym_python(config, batch_size, python_n), 1)))
+        rows.append(
+            (
+                "regspeed Gymnasium, Python loop",
+                batch_size * python_n / best_time(gym_python(config, batch_size, python_n), 1),
+            )
+        )
         for label, rate in rows:
             ratio = f"{rate / baseline:.2f}x" if baseline else "n/a"
             table.add_row(str(batch_size), label, f"{rate:,.0f}", ratio)

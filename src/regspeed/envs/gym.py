@@ -13,7 +13,7 @@ Both compile once per configuration and share the compiled functions between ins
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import jax
@@ -25,15 +25,18 @@ from gymnasium.vector.utils import batch_space
 
 from regspeed.envs import render, snake
 
-from regspeed import ENV_ID  # registered with Gymnasium when regspeed is imported
-
 # Static config first: the jit cache is keyed on it, so every instance with an equal config
 # shares one compiled function.
 _reset = jax.jit(snake.reset, static_argnums=0)
 _step = jax.jit(snake.step, static_argnums=0)
-_reset_batch = jax.jit(jax.vmap(snake.reset, in_axes=(None, 0)), static_argnums=0)
-_autoreset_batch = jax.jit(jax.vmap(snake.autoreset_step, in_axes=(None, 0, 0)), static_argnums=0)
+_reset_batch = jax.jit(lambda config, keys: jax.vmap(lambda k: snake.reset(config, k))(keys), static_argnums=0)
+_autoreset_batch = jax.jit(
+    lambda config, states, actions: jax.vmap(lambda s, a: snake.autoreset_step(config, s, a))(states, actions),
+    static_argnums=0,
+)
+_observe_batch = jax.jit(lambda config, states: jax.vmap(lambda s: snake.observe(config, s))(states), static_argnums=0)
 _action_mask = jax.jit(snake.action_mask, static_argnums=0)
+_observe = jax.jit(snake.observe, static_argnums=0)
 
 
 def _make_config(config: snake.SnakeConfig | None, kwargs: dict[str, Any]) -> snake.SnakeConfig:
@@ -58,22 +61,26 @@ class SnakeEnv(gymnasium.Env):
     ``action_mask`` (absolute mode masks the reversal, which would be ignored).
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 12}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 12}
 
     def __init__(self, render_mode: str | None = None, config: snake.SnakeConfig | None = None, **kwargs: Any) -> None:
         self.config = _make_config(config, kwargs)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise snake.ConfigError("render_mode", f"must be one of {self.metadata['render_modes']} or None (got {render_mode!r})")
+            raise snake.ConfigError(
+                "render_mode", f"must be one of {self.metadata['render_modes']} or None (got {render_mode!r})"
+            )
         self.render_mode = render_mode
         self.observation_space = _observation_space(self.config)
         self.action_space = spaces.Discrete(self.config.num_actions)
         self._state: snake.SnakeState | None = None
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode; the same seed gives the same episode."""
         super().reset(seed=seed)
         self._state = _reset(self.config, _key_from_generator(self.np_random))
-        observation = snake.observe(self.config, self._state)
+        observation = _observe(self.config, self._state)
         return np.asarray(observation), self._info(snake.Cause.RUNNING)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -114,7 +121,7 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
     :class:`~regspeed.envs.snake.Cause`), all masked by ``_episode``.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.SAME_STEP}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(
         self, num_envs: int, render_mode: str | None = None, config: snake.SnakeConfig | None = None, **kwargs: Any
@@ -130,7 +137,9 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._states: snake.SnakeState | None = None
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every environment; an int seed gives a reproducible batch."""
         if isinstance(seed, list):
             keys = jnp.stack([jax.random.key(s) for s in seed])
@@ -138,7 +147,7 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
             self._np_random, self._np_random_seed = gymnasium.utils.seeding.np_random(seed)
             keys = jax.random.split(_key_from_generator(self._np_random), self.num_envs)
         self._states = _reset_batch(self.config, keys)
-        observations = jax.vmap(snake.observe, in_axes=(None, 0))(self.config, self._states)
+        observations = _observe_batch(self.config, self._states)
         return np.asarray(observations), {}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -151,7 +160,12 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
         info = {
             "final_obs": ts.final_observation,
             "_final_obs": done,
-            "episode": {"score": ts.episode_score, "length": ts.episode_length, "steps": ts.episode_steps, "cause": ts.cause},
+            "episode": {
+                "score": ts.episode_score,
+                "length": ts.episode_length,
+                "steps": ts.episode_steps,
+                "cause": ts.cause,
+            },
             "_episode": done,
         }
         return ts.observation, ts.reward, ts.terminated, ts.truncated, info
@@ -160,5 +174,6 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
         """One RGB frame per environment (``rgb_array`` mode)."""
         if self._states is None or self.render_mode != "rgb_array":
             return None
-        return tuple(render.to_rgb(self.config, jax.tree.map(lambda x, i=i: x[i], self._states)) for i in range(self.num_envs))
-
+        return tuple(
+            render.to_rgb(self.config, jax.tree.map(lambda x, i=i: x[i], self._states)) for i in range(self.num_envs)
+        )

@@ -69,7 +69,9 @@ def to_rgb(config: SnakeConfig, state: SnakeState, cell_pixels: int = 16) -> np.
     return image
 
 
-def save_gif(config: SnakeConfig, states: Sequence[SnakeState], path: str | Path, cell_pixels: int = 16, frame_ms: int = 80) -> Path:
+def save_gif(
+    config: SnakeConfig, states: Sequence[SnakeState], path: str | Path, cell_pixels: int = 16, frame_ms: int = 80
+) -> Path:
     """Write ``states`` (one per frame) as an animated, looping GIF and return its path."""
     if not states:
         raise ValueError("states: need at least one state to make a GIF")

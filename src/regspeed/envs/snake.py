@@ -353,9 +353,7 @@ def _move(config: SnakeConfig, state: SnakeState, action: jax.Array) -> _Outcome
     # written and nothing ages. Folding that into one pass saves a select over the board.
     write_at = jnp.where(died, -1, _flat(config, safe_target))
     aging = (~ate & ~died).astype(jnp.int32)
-    body = jnp.where(
-        np.arange(config.num_cells) == write_at, new_length, jnp.maximum(state.body - aging, 0)
-    )
+    body = jnp.where(np.arange(config.num_cells) == write_at, new_length, jnp.maximum(state.body - aging, 0))
     won = ~died & (new_length == config.num_cells)
     steps = state.steps + 1
     steps_since_food = jnp.where(ate, 0, state.steps_since_food + 1)
@@ -414,9 +412,11 @@ def step(config: SnakeConfig, state: SnakeState, action: jax.Array) -> tuple[Sna
     """One step without reset. Stepping a state whose episode has ended is undefined:
     use :func:`autoreset_step` for rollouts."""
     key, sub = jax.random.split(state.key)
+    # The same draws as autoreset_step, so both reach the same state while an episode runs.
+    words = _random_words(sub, 4)
     outcome = _move(config, state.replace(key=key), action)
     reached = outcome.reached
-    new_food = _sample_free_cell(config, reached.body, _random_words(sub, 1)[0])
+    new_food = _sample_free_cell(config, reached.body, words[0])
     reached = reached.replace(food=jnp.where(outcome.ate & ~outcome.won, new_food, reached.food))
     outcome = outcome._replace(reached=reached)
     observation = observe(config, reached)
@@ -544,7 +544,13 @@ def _window_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
     direction = jnp.stack([ahead > 0, ahead < 0, right < 0, right > 0])
     heading = jnp.arange(4) == state.heading
     return jnp.concatenate(
-        [wall.astype(jnp.float32), body, food.astype(jnp.float32), direction.astype(jnp.float32), heading.astype(jnp.float32)]
+        [
+            wall.astype(jnp.float32),
+            body,
+            food.astype(jnp.float32),
+            direction.astype(jnp.float32),
+            heading.astype(jnp.float32),
+        ]
     )
 
 

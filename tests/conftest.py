@@ -1,0 +1,64 @@
+"""Shared, compiled-once helpers for the test suite (JAX compile time dominates it)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import jax
+import numpy as np
+from hypothesis import HealthCheck, settings
+
+from regspeed.envs import snake
+
+sys.path.insert(0, os.path.dirname(__file__))  # for reference_snake
+
+settings.register_profile(
+    "regspeed",
+    deadline=None,  # the first example of each config pays for compilation
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("regspeed")
+
+# A few configurations cover the rules' branches; keeping them few bounds compile time.
+CONFIGS = (
+    snake.SnakeConfig(rows=4, cols=4, initial_length=2, starvation_limit=10),  # tight: wins and body hits
+    snake.SnakeConfig(rows=5, cols=7, action_mode="absolute", initial_length=3, time_limit=25, observation="features"),
+    snake.SnakeConfig(rows=6, cols=4, initial_length=1, observation="window", window_size=5, starvation_limit=7),
+    snake.SnakeConfig(),
+)
+STEPS = 48
+
+
+def _rollout(config: snake.SnakeConfig, key: jax.Array, actions: jax.Array):
+    """Reset with ``key`` and take ``actions`` with auto-reset.
+
+    Returns the states before every step and after the last one (leading axis T + 1) and
+    the time steps (leading axis T).
+    """
+    state = snake.reset(config, key)
+
+    def body(state, action):
+        next_state, timestep = snake.autoreset_step(config, state, action)
+        return next_state, (state, timestep)
+
+    last, (states, timesteps) = jax.lax.scan(body, state, actions)
+    states = jax.tree.map(lambda xs, x: jax.numpy.concatenate([xs, x[None]]), states, last)
+    return states, timesteps
+
+
+rollout = jax.jit(_rollout, static_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def batched_rollout(config: snake.SnakeConfig, keys: jax.Array, actions: jax.Array):
+    """:func:`rollout` vmapped over a batch of keys and action sequences."""
+    return jax.vmap(lambda key, acts: _rollout(config, key, acts))(keys, actions)
+
+
+def index(tree, i: int):
+    """Element ``i`` along the leading axis of every leaf, as host arrays."""
+    return jax.tree.map(
+        lambda x: x[i] if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else np.asarray(x[i]), tree
+    )
