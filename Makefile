@@ -5,8 +5,11 @@ BIN    := $(VENV)/bin
 
 .PHONY: study test bench lint clean
 
+# Until studies land (issue "Studies"), the main job measures the floors a learning agent
+# is read against: a random and a greedy policy on the default 10 x 10 Snake.
 study: $(VENV)/.installed-base
-	$(BIN)/regspeed study
+	$(BIN)/regspeed play --policy random
+	$(BIN)/regspeed play --policy greedy
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

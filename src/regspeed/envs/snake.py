@@ -487,7 +487,7 @@ def _grid_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
     return channels.reshape(3, config.rows, config.cols)
 
 
-def _blocked(config: SnakeConfig, body: jax.Array, cells: jax.Array) -> jax.Array:
+def is_blocked(config: SnakeConfig, body: jax.Array, cells: jax.Array) -> jax.Array:
     """Whether moving into each of ``cells`` (int32[..., 2]) would kill the snake."""
     in_bounds = (cells >= 0).all(-1) & (cells[..., 0] < config.rows) & (cells[..., 1] < config.cols)
     safe = jnp.clip(cells, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
@@ -498,7 +498,7 @@ def _feature_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
     deltas = jnp.asarray(DELTAS)
     h = state.heading
     ahead = state.head + deltas[jnp.stack([h, (h + 3) % 4, (h + 1) % 4])]  # straight, left, right
-    danger = _blocked(config, state.body, ahead)
+    danger = is_blocked(config, state.body, ahead)
     heading = jnp.arange(4) == h
     food = jnp.stack(
         [
