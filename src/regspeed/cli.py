@@ -107,7 +107,11 @@ def play(
     table.add_column("causes", justify="left")
     causes = ", ".join(f"{name} {count}" for name, count in summary.causes.items() if count)
     table.add_row(
-        f"{summary.episodes:,}", f"{summary.mean_score:.2f}", str(summary.max_score), f"{summary.mean_steps:.1f}", causes
+        f"{summary.episodes:,}",
+        f"{summary.mean_score:.2f}",
+        str(summary.max_score),
+        f"{summary.mean_steps:.1f}",
+        causes,
     )
     console.print(table)
     console.print(f"{summary.env_steps:,} env steps in {seconds:.1f} s, compilation included")
@@ -118,4 +122,3 @@ def play(
     if gif is not None:
         render.save_gif(config, episode, gif)
         console.print(f"wrote {gif} ({len(episode)} frames)")
-

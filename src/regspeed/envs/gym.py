@@ -13,6 +13,7 @@ Both compile once per configuration and share the compiled functions between ins
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import gymnasium
@@ -27,16 +28,42 @@ from regspeed.envs import render, snake
 
 # Static config first: the jit cache is keyed on it, so every instance with an equal config
 # shares one compiled function.
-_reset = jax.jit(snake.reset, static_argnums=0)
-_step = jax.jit(snake.step, static_argnums=0)
 _reset_batch = jax.jit(lambda config, keys: jax.vmap(lambda k: snake.reset(config, k))(keys), static_argnums=0)
 _autoreset_batch = jax.jit(
     lambda config, states, actions: jax.vmap(lambda s, a: snake.autoreset_step(config, s, a))(states, actions),
     static_argnums=0,
 )
 _observe_batch = jax.jit(lambda config, states: jax.vmap(lambda s: snake.observe(config, s))(states), static_argnums=0)
-_action_mask = jax.jit(snake.action_mask, static_argnums=0)
-_observe = jax.jit(snake.observe, static_argnums=0)
+
+
+# SnakeEnv fetches everything Python needs after a reset or step as one float32 vector
+# (one device-to-host transfer instead of eight): the observation, then these scalars,
+# then the action mask.
+_SCALARS = ("reward", "terminated", "truncated", "cause", "length", "steps")
+
+
+def _pack(config: snake.SnakeConfig, state: snake.SnakeState, observation: jax.Array, *scalars: jax.Array) -> jax.Array:
+    values = jnp.stack([jnp.asarray(v, jnp.float32) for v in scalars])
+    mask = snake.action_mask(config, state).astype(jnp.float32)
+    return jnp.concatenate([observation.reshape(-1), values, mask])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _reset_packed(config: snake.SnakeConfig, key: jax.Array) -> tuple[snake.SnakeState, jax.Array]:
+    state = snake.reset(config, key)
+    running = snake.Cause.RUNNING
+    return state, _pack(config, state, snake.observe(config, state), 0.0, False, False, running, state.length, 0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _step_packed(
+    config: snake.SnakeConfig, state: snake.SnakeState, action: jax.Array
+) -> tuple[snake.SnakeState, jax.Array]:
+    state, ts = snake.step(config, state, action)
+    packed = _pack(
+        config, state, ts.observation, ts.reward, ts.terminated, ts.truncated, ts.cause, state.length, state.steps
+    )
+    return state, packed
 
 
 def _make_config(config: snake.SnakeConfig | None, kwargs: dict[str, Any]) -> snake.SnakeConfig:
@@ -79,30 +106,29 @@ class SnakeEnv(gymnasium.Env):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode; the same seed gives the same episode."""
         super().reset(seed=seed)
-        self._state = _reset(self.config, _key_from_generator(self.np_random))
-        observation = _observe(self.config, self._state)
-        return np.asarray(observation), self._info(snake.Cause.RUNNING)
+        self._state, packed = _reset_packed(self.config, _key_from_generator(self.np_random))
+        observation, _, _, _, info = self._unpack(np.asarray(packed))
+        return observation, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply one action (an int in ``action_space``)."""
         if self._state is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
-        self._state, timestep = _step(self.config, self._state, jnp.asarray(action, jnp.int32))
-        observation, reward, terminated, truncated, cause = jax.device_get(
-            (timestep.observation, timestep.reward, timestep.terminated, timestep.truncated, timestep.cause)
-        )
-        return observation, float(reward), bool(terminated), bool(truncated), self._info(snake.Cause(int(cause)))
+        self._state, packed = _step_packed(self.config, self._state, np.int32(action))
+        return self._unpack(np.asarray(packed))
 
-    def _info(self, cause: snake.Cause) -> dict[str, Any]:
-        state = self._state
-        length = int(state.length)
-        return {
-            "score": length - self.config.initial_length,
-            "length": length,
-            "steps": int(state.steps),
-            "cause": cause.name.lower(),
-            "action_mask": np.asarray(_action_mask(self.config, state)),
+    def _unpack(self, packed: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        size = int(np.prod(self.config.observation_shape))
+        observation = packed[:size].reshape(self.config.observation_shape)
+        reward, terminated, truncated, cause, length, steps = packed[size : size + len(_SCALARS)]
+        info = {
+            "score": int(length) - self.config.initial_length,
+            "length": int(length),
+            "steps": int(steps),
+            "cause": snake.Cause(int(cause)).name.lower(),
+            "action_mask": packed[size + len(_SCALARS) :] > 0,
         }
+        return observation, float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> str | np.ndarray | None:
         """Text (``ansi``) or an RGB frame (``rgb_array``) of the current state."""

@@ -62,9 +62,7 @@ def _play(config: snake.SnakeConfig, policy: str, key: jax.Array, num_envs: int,
         keys = jax.random.split(step_key, num_envs)
         actions = jax.vmap(lambda s, k: act(config, s, k))(states, keys)
         first_env = jax.tree.map(lambda x: x[0], states)
-        states, ts = jax.vmap(lambda s, a: snake.autoreset_step(config, s, a, final_observation=False))(
-            states, actions
-        )
+        states, ts = jax.vmap(lambda s, a: snake.autoreset_step(config, s, a, final_observation=False))(states, actions)
         done = ts.terminated | ts.truncated
         causes = jnp.zeros(len(snake.Cause), jnp.int32).at[ts.cause].add(done.astype(jnp.int32))
         totals = {
