@@ -12,7 +12,9 @@ runner = CliRunner()
 
 def test_play_prints_a_summary_and_writes_a_gif(tmp_path) -> None:
     gif = tmp_path / "episode.gif"
-    result = runner.invoke(app, ["play", "--rows", "5", "--cols", "5", "--envs", "8", "--steps", "60", "--gif", str(gif)])
+    result = runner.invoke(
+        app, ["play", "--rows", "5", "--cols", "5", "--envs", "8", "--steps", "60", "--gif", str(gif)]
+    )
     assert result.exit_code == 0, result.output
     assert "greedy policy on Snake 5x5" in result.output
     assert "episodes ended" in result.output
