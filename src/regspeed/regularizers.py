@@ -16,8 +16,8 @@ compiled code), and a *strength*, a traced scalar that can be vmapped across run
 
 The mask chooses which parameters a penalty or decay touches: weights only by default
 (Flax ``kernel`` and ``embedding`` leaves; biases and normalisation scales excluded unless
-asked), and which network: ``all``, ``policy`` or ``value`` (a shared ``torso`` belongs to
-both).
+asked), and which network: ``all``, ``policy`` or ``value``, chosen by the top-level name
+of the parameter tree (a shared top-level ``torso`` belongs to both).
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ def _selected(regularizer: Regularizer, path: tuple) -> bool:
     )
     if regularizer.network == "all":
         return kind_ok
-    return kind_ok and (regularizer.network in names or "torso" in names)
+    top = names[1] if names[:1] == ["params"] and len(names) > 1 else names[0]
+    return kind_ok and top in (regularizer.network, "torso")
 
 
 def mask(regularizer: Regularizer, params: Params) -> Params:

@@ -1,0 +1,159 @@
+"""Flax networks: an MLP and a small CNN torso, actor-critic heads, traced-rate dropout.
+
+Parameter names are part of the contract with :mod:`regspeed.regularizers`: dense and
+convolution weights are ``kernel`` leaves; the policy network lives under ``policy``, the
+value network under ``value``, and a shared torso under ``torso``.
+
+Dropout is written here rather than taken from ``flax.linen.Dropout`` because its rate must
+be a traced value (it is a regularizer strength, vmapped across runs); Flax's compares the
+rate with 0 in Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from regspeed.errors import ConfigError
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu}
+TORSOS = ("auto", "mlp", "cnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Static network shape (hashable: it selects the compiled code).
+
+    Attributes:
+        hidden: sizes of the dense layers of each torso.
+        activation: ``tanh``, ``relu`` or ``gelu``.
+        torso: ``mlp``, ``cnn`` (for ``grid`` observations), or ``auto`` (cnn for 3-D
+            observations, else mlp).
+        cnn_channels: channels of the 3 x 3 convolutions of the cnn torso (before its
+            dense layers).
+        shared_torso: one torso feeding both heads, instead of separate networks.
+    """
+
+    hidden: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    torso: str = "auto"
+    cnn_channels: tuple[int, ...] = (16, 32)
+    shared_torso: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ConfigError("hidden", f"must be one or more positive layer sizes (got {self.hidden!r})")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)} (got {self.activation!r})")
+        if self.torso not in TORSOS:
+            raise ConfigError("torso", f"must be one of {', '.join(TORSOS)} (got {self.torso!r})")
+        if any(not isinstance(c, int) or c < 1 for c in self.cnn_channels):
+            raise ConfigError("cnn_channels", f"must be positive channel counts (got {self.cnn_channels!r})")
+
+    def resolve_torso(self, observation_shape: Sequence[int]) -> str:
+        """The torso to use for observations of this shape, checking they fit."""
+        torso = self.torso if self.torso != "auto" else ("cnn" if len(observation_shape) == 3 else "mlp")
+        if torso == "cnn" and len(observation_shape) != 3:
+            raise ConfigError(
+                "torso", f"a cnn needs grid observations (channels x rows x cols), got shape {tuple(observation_shape)}"
+            )
+        return torso
+
+
+def dropout(x: jax.Array, rate: jax.Array, key: jax.Array) -> jax.Array:
+    """Inverted dropout with a traced ``rate`` (rate 0 returns ``x`` exactly)."""
+    keep = 1.0 - rate
+    return jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep, 0.0)
+
+
+def _dense(features: int, scale: float, name: str | None = None) -> nn.Dense:
+    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale), bias_init=nn.initializers.zeros, name=name)
+
+
+class Torso(nn.Module):
+    """Dense layers (after 3 x 3 convolutions for a cnn), each followed by the activation
+    and, when ``use_dropout``, dropout at the traced rate."""
+
+    network: NetworkConfig
+    kind: str  # "mlp" or "cnn"
+    use_dropout: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, dropout_rate: jax.Array, train: bool) -> jax.Array:
+        act = ACTIVATIONS[self.network.activation]
+
+        def maybe_dropout(h: jax.Array) -> jax.Array:
+            if self.use_dropout and train:
+                return dropout(h, dropout_rate, self.make_rng("dropout"))
+            return h
+
+        if self.kind == "cnn":
+            # channels x rows x cols -> rows x cols x channels, plus a wall channel so that
+            # zero padding is not mistaken for free cells at the border.
+            h = jnp.moveaxis(x, -3, -1)
+            h = jnp.pad(h, [(0, 0)] * (h.ndim - 3) + [(1, 1), (1, 1), (0, 0)])
+            wall = np.pad(np.zeros(x.shape[-2:], np.float32), 1, constant_values=1.0)[..., None]
+            h = jnp.concatenate([h, jnp.broadcast_to(wall, (*h.shape[:-1], 1))], axis=-1)
+            for channels in self.network.cnn_channels:
+                h = nn.Conv(channels, (3, 3), padding="SAME", kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(h)
+                h = maybe_dropout(act(h))
+            x = h.reshape(*h.shape[:-3], -1)
+        else:
+            x = x.reshape(*x.shape[: x.ndim - 1], -1) if x.ndim > 1 else x
+        for size in self.network.hidden:
+            x = maybe_dropout(act(_dense(size, np.sqrt(2))(x)))
+        return x
+
+
+class Branch(nn.Module):
+    """One network's own part: its torso (unless shared) and its output layer ``head``."""
+
+    network: NetworkConfig
+    torso_kind: str
+    use_dropout: bool
+    features: int
+    head_scale: float
+    with_torso: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array, dropout_rate: jax.Array, train: bool) -> jax.Array:
+        if self.with_torso:
+            x = Torso(self.network, self.torso_kind, self.use_dropout, name="torso")(x, dropout_rate, train)
+        return _dense(self.features, self.head_scale, name="head")(x)
+
+
+class PolicyValueNet(nn.Module):
+    """Actor-critic: action logits and a state value, from separate or shared torsos.
+
+    Parameters: ``policy/{torso,head}`` and ``value/{torso,head}``, or with a shared torso
+    ``torso``, ``policy/head`` and ``value/head``. Orthogonal initialisation as is standard
+    for PPO: gain sqrt(2) in torsos, 0.01 on the policy head (near-uniform initial policy),
+    1 on the value head.
+    """
+
+    network: NetworkConfig
+    torso_kind: str
+    num_actions: int
+    use_dropout: bool = False
+
+    @nn.compact
+    def __call__(
+        self, observation: jax.Array, dropout_rate: jax.Array | float = 0.0, train: bool = False
+    ) -> tuple[jax.Array, jax.Array]:
+        shared = self.network.shared_torso
+        x = observation
+        if shared:
+            x = Torso(self.network, self.torso_kind, self.use_dropout, name="torso")(x, dropout_rate, train)
+
+        def branch(name: str, features: int, scale: float) -> jax.Array:
+            module = Branch(self.network, self.torso_kind, self.use_dropout, features, scale, not shared, name=name)
+            return module(x, dropout_rate, train)
+
+        logits = branch("policy", self.num_actions, 0.01)
+        value = branch("value", 1, 1.0)[..., 0]
+        return logits, value
