@@ -1,0 +1,1 @@
+"""Reinforcement-learning trainers that follow the Trainer contract."""

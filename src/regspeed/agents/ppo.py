@@ -1,0 +1,402 @@
+"""PPO on the JAX Snake world, following the Trainer contract.
+
+- ``init(config, key, hparams) -> carry`` is pure; ``hparams`` holds the continuous knobs
+  (learning rate, regularizer strength) as arrays so that runs can be vmapped over them
+  and over seeds.
+- ``advance(config, carry, n_updates) -> (carry, metrics)`` is a ``lax.scan`` over PPO
+  updates; ``metrics`` has one row per update.
+- ``evaluate(config, carry) -> metrics`` plays the greedy policy on a fixed set of
+  evaluation episodes (the same for every run and every call).
+
+Clipped PPO (Schulman et al. 2017) as in CleanRL / PureJaxRL: GAE, per-minibatch
+advantage normalisation, clipped value loss, entropy bonus, global-norm gradient clipping,
+linear learning-rate annealing. Bootstrapping: truncated episodes (starvation, time limit)
+bootstrap from the value of the state reached before the auto-reset
+(``TimeStep.final_observation``); terminated ones do not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from regspeed import nets
+from regspeed import regularizers as regs
+from regspeed.envs import snake
+from regspeed.errors import ConfigError
+
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """Static PPO settings (hashable: they select the compiled code).
+
+    The defaults are the tuned ones for a 10 x 10 board (see the README's learning table).
+    """
+
+    env: snake.SnakeConfig = snake.SnakeConfig(observation="window", window_size=19)
+    network: nets.NetworkConfig = nets.NetworkConfig()
+    regularizer: regs.Regularizer = regs.Regularizer()
+    num_envs: int = 64
+    rollout_steps: int = 128
+    epochs: int = 4
+    minibatches: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    value_coef: float = 0.5
+    entropy_coef: float = 0.01
+    max_grad_norm: float = 0.5
+    adam_eps: float = 1e-5
+    anneal_lr: bool = True
+    total_updates: int = 1000  # the horizon of the learning-rate annealing
+    eval_envs: int = 32
+    eval_steps: int = 500
+
+    def __post_init__(self) -> None:
+        for name in ("num_envs", "rollout_steps", "epochs", "minibatches", "total_updates", "eval_envs", "eval_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be a positive integer (got {value!r})")
+        if self.batch_size % self.minibatches:
+            raise ConfigError(
+                "minibatches",
+                f"must divide num_envs * rollout_steps = {self.batch_size} (got {self.minibatches})",
+            )
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(name, f"must be in [0, 1] (got {getattr(self, name)})")
+        self.network.resolve_torso(self.env.observation_shape)  # observation/network mismatch
+
+    @property
+    def batch_size(self) -> int:
+        """Transitions per update."""
+        return self.num_envs * self.rollout_steps
+
+    @property
+    def steps_per_update(self) -> int:
+        """Env steps per update (the same as the batch size)."""
+        return self.batch_size
+
+
+@flax.struct.dataclass
+class Hparams:
+    """The continuous, vmappable knobs of a run."""
+
+    learning_rate: jax.Array
+    strength: jax.Array
+
+
+def hparams(learning_rate: float = 2.5e-4, strength: float = 0.0) -> Hparams:
+    """Hyperparameters as float32 arrays (stack several with ``jax.tree.map`` to vmap)."""
+    return Hparams(jnp.asarray(learning_rate, jnp.float32), jnp.asarray(strength, jnp.float32))
+
+
+@flax.struct.dataclass
+class Carry:
+    """Everything a run needs to continue: a checkpoint is exactly this pytree."""
+
+    params: Any
+    init_params: Any  # w0, for l2_init and for diagnostics
+    opt_state: Any
+    env_state: snake.SnakeState  # batched over num_envs
+    observation: jax.Array  # batched over num_envs
+    key: jax.Array
+    update: jax.Array  # int32, updates done
+    hparams: Hparams
+
+
+def network(config: PPOConfig) -> nets.PolicyValueNet:
+    """The actor-critic network of a configuration."""
+    return nets.PolicyValueNet(
+        network=config.network,
+        torso_kind=config.network.resolve_torso(config.env.observation_shape),
+        num_actions=config.env.num_actions,
+        use_dropout=config.regularizer.kind == "dropout",
+    )
+
+
+def _optimizer(config: PPOConfig, hp: Hparams) -> optax.GradientTransformation:
+    return regs.optimizer(
+        config.regularizer,
+        hp.learning_rate,
+        hp.strength,
+        base="adam",
+        max_grad_norm=config.max_grad_norm,
+        eps=config.adam_eps,
+    )
+
+
+def init(config: PPOConfig, key: jax.Array, hp: Hparams) -> Carry:
+    """A fresh run: initial parameters, optimizer state and a batch of environments."""
+    key, net_key, env_key = jax.random.split(key, 3)
+    dummy = jnp.zeros(config.env.observation_shape, jnp.float32)
+    params = network(config).init(net_key, dummy)["params"]
+    env_state = snake.reset_batch(config.env, env_key, config.num_envs)
+    observation = jax.vmap(lambda s: snake.observe(config.env, s))(env_state)
+    return Carry(
+        params=params,
+        init_params=params,
+        opt_state=_optimizer(config, hp).init(params),
+        env_state=env_state,
+        observation=observation,
+        key=key,
+        update=jnp.zeros((), jnp.int32),
+        hparams=hp,
+    )
+
+
+@flax.struct.dataclass
+class _Transition:
+    observation: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    next_value: jax.Array  # value of the state reached (before any reset)
+    reward: jax.Array
+    terminated: jax.Array
+    done: jax.Array
+    episode_score: jax.Array
+    episode_length: jax.Array
+    episode_steps: jax.Array
+
+
+def _rollout(config: PPOConfig, carry: Carry) -> tuple[Carry, _Transition]:
+    net = network(config)
+
+    def step(state: tuple, _: None) -> tuple[tuple, _Transition]:
+        env_state, observation, key = state
+        key, action_key = jax.random.split(key)
+        logits, value = net.apply({"params": carry.params}, observation)
+        action = jax.random.categorical(action_key, logits)
+        log_prob = jax.nn.log_softmax(logits)[jnp.arange(config.num_envs), action]
+        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a))(env_state, action)
+        # Where the episode did not end, final_observation is the next observation, so one
+        # value pass gives the bootstrap target of every transition.
+        _, next_value = net.apply({"params": carry.params}, ts.final_observation)
+        transition = _Transition(
+            observation=observation,
+            action=action,
+            log_prob=log_prob,
+            value=value,
+            next_value=next_value,
+            reward=ts.reward,
+            terminated=ts.terminated,
+            done=ts.terminated | ts.truncated,
+            episode_score=ts.episode_score,
+            episode_length=ts.episode_length,
+            episode_steps=ts.episode_steps,
+        )
+        return (env_state, ts.observation, key), transition
+
+    (env_state, observation, key), transitions = jax.lax.scan(
+        step, (carry.env_state, carry.observation, carry.key), None, length=config.rollout_steps
+    )
+    return carry.replace(env_state=env_state, observation=observation, key=key), transitions
+
+
+def _advantages(config: PPOConfig, t: _Transition) -> tuple[jax.Array, jax.Array]:
+    """GAE over a rollout (time-major); returns advantages and value targets."""
+    not_terminated = 1.0 - t.terminated.astype(jnp.float32)
+    not_done = 1.0 - t.done.astype(jnp.float32)
+    deltas = t.reward + config.gamma * t.next_value * not_terminated - t.value
+
+    def backward(next_advantage: jax.Array, xs: tuple) -> tuple[jax.Array, jax.Array]:
+        delta, continues = xs
+        advantage = delta + config.gamma * config.gae_lambda * continues * next_advantage
+        return advantage, advantage
+
+    _, advantages = jax.lax.scan(backward, jnp.zeros_like(deltas[0]), (deltas, not_done), reverse=True)
+    return advantages, advantages + t.value
+
+
+def _losses(
+    config: PPOConfig, params: Any, carry: Carry, batch: dict[str, jax.Array], dropout_key: jax.Array
+) -> tuple[jax.Array, Metrics]:
+    """The task loss (PPO's, without the regularizer) and its parts."""
+    logits, value = network(config).apply(
+        {"params": params},
+        batch["observation"],
+        regs.dropout_rate(config.regularizer, carry.hparams.strength),
+        train=True,
+        rngs={"dropout": dropout_key},
+    )
+    log_probs = jax.nn.log_softmax(logits)
+    log_prob = jnp.take_along_axis(log_probs, batch["action"][:, None], axis=1)[:, 0]
+    log_ratio = log_prob - batch["log_prob"]
+    ratio = jnp.exp(log_ratio)
+    advantage = batch["advantage"]
+    advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+    policy_loss = -jnp.minimum(
+        ratio * advantage, jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps) * advantage
+    ).mean()
+    clipped_value = batch["value"] + jnp.clip(value - batch["value"], -config.clip_eps, config.clip_eps)
+    value_loss = 0.5 * jnp.maximum((value - batch["target"]) ** 2, (clipped_value - batch["target"]) ** 2).mean()
+    entropy = -(jnp.exp(log_probs) * log_probs).sum(-1).mean()
+    loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
+    return loss, {
+        "policy_loss": policy_loss,
+        "value_loss": value_loss,
+        "entropy": entropy,
+        "approx_kl": ((ratio - 1) - log_ratio).mean(),
+        "clip_fraction": (jnp.abs(ratio - 1) > config.clip_eps).mean(),
+    }
+
+
+def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metrics]:
+    """Epochs of minibatch updates on one rollout."""
+    advantages, targets = _advantages(config, t)
+    flat = {
+        "observation": t.observation.reshape(config.batch_size, *config.env.observation_shape),
+        "action": t.action.reshape(-1),
+        "log_prob": t.log_prob.reshape(-1),
+        "value": t.value.reshape(-1),
+        "advantage": advantages.reshape(-1),
+        "target": targets.reshape(-1),
+    }
+    optimizer = _optimizer(config, carry.hparams)
+    opt_state = carry.opt_state
+    if config.anneal_lr:
+        remaining = 1.0 - carry.update.astype(jnp.float32) / config.total_updates
+        annealed = carry.hparams.learning_rate * jnp.maximum(remaining, 0.0)
+        opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": annealed})
+    regularizer, strength = config.regularizer, carry.hparams.strength
+
+    def minibatch_step(state: tuple, batch: dict[str, jax.Array]) -> tuple[tuple, Metrics]:
+        params, opt_state, key = state
+        key, dropout_key = jax.random.split(key)
+        (_, parts), task_grad = jax.value_and_grad(_losses, argnums=1, has_aux=True)(
+            config, params, carry, batch, dropout_key
+        )
+        reg_grad = regs.direction(regularizer, params, carry.init_params, strength)
+        grad = task_grad
+        if regularizer.kind in regs.PENALTY_KINDS:
+            grad = jax.tree.map(jnp.add, task_grad, reg_grad)
+        updates, opt_state = optimizer.update(grad, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        parts = {
+            **parts,
+            "grad_norm": optax.tree.norm(task_grad),
+            "grad_cosine": regs.cosine(task_grad, reg_grad),
+        }
+        return (params, opt_state, key), parts
+
+    def epoch(state: tuple, _: None) -> tuple[tuple, Metrics]:
+        params, opt_state, key = state
+        key, shuffle_key = jax.random.split(key)
+        order = jax.random.permutation(shuffle_key, config.batch_size)
+        batches = jax.tree.map(lambda x: x[order].reshape(config.minibatches, -1, *x.shape[1:]), flat)
+        return jax.lax.scan(minibatch_step, (params, opt_state, key), batches)
+
+    (params, opt_state, key), parts = jax.lax.scan(
+        epoch, (carry.params, opt_state, carry.key), None, length=config.epochs
+    )
+    metrics = jax.tree.map(jnp.mean, parts)
+    metrics["learning_rate"] = opt_state.hyperparams["learning_rate"]
+    metrics["reg_loss"] = regs.penalty(regularizer, params, carry.init_params, strength)
+    metrics.update(regs.weight_statistics(params))
+    return carry.replace(params=params, opt_state=opt_state, key=key), metrics
+
+
+def _episode_metrics(t: _Transition) -> Metrics:
+    """Statistics of the training episodes that ended during a rollout (NaN if none did)."""
+    done = t.done
+    count = done.sum()
+    mean = lambda x: jnp.where(count > 0, jnp.where(done, x, 0).sum() / jnp.maximum(count, 1), jnp.nan)  # noqa: E731
+    return {
+        "episodes": count,
+        "score": mean(t.episode_score.astype(jnp.float32)),
+        "max_score": jnp.where(count > 0, jnp.where(done, t.episode_score, 0).max(), -1).astype(jnp.float32),
+        "length": mean(t.episode_length.astype(jnp.float32)),
+        "steps": mean(t.episode_steps.astype(jnp.float32)),
+    }
+
+
+def update(config: PPOConfig, carry: Carry) -> tuple[Carry, Metrics]:
+    """One PPO update: a rollout of ``rollout_steps`` in every environment, then learning."""
+    carry, transitions = _rollout(config, carry)
+    episode = _episode_metrics(transitions)
+    carry, metrics = _learn(config, carry, transitions)
+    carry = carry.replace(update=carry.update + 1)
+    return carry, {
+        "env_steps": carry.update * config.steps_per_update,
+        **episode,
+        **metrics,
+    }
+
+
+def advance(config: PPOConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
+    """``n_updates`` PPO updates; metrics have a leading axis of length ``n_updates``."""
+    return jax.lax.scan(lambda c, _: update(config, c), carry, None, length=n_updates)
+
+
+EVAL_SEED = 20_261_125  # fixed: every run and every evaluation plays the same episodes
+
+
+def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
+    """The greedy policy on ``eval_envs`` fixed episodes, for at most ``eval_steps`` steps.
+
+    Reports the mean score, length and steps of each environment's first episode; an
+    episode still running at ``eval_steps`` counts with what it had reached (censored).
+    """
+    net = network(config)
+    states = snake.reset_batch(config.env, jax.random.key(EVAL_SEED), config.eval_envs)
+    observation = jax.vmap(lambda s: snake.observe(config.env, s))(states)
+    zero = jnp.zeros(config.eval_envs, jnp.int32)
+
+    def step(state: tuple, _: None) -> tuple[tuple, None]:
+        env_state, observation, finished, score, length, steps = state
+        logits, _ = net.apply({"params": carry.params}, observation)
+        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a, final_observation=False))(
+            env_state, jnp.argmax(logits, axis=-1)
+        )
+        live = ~finished
+        score = jnp.where(live, ts.episode_score, score)
+        length = jnp.where(live, ts.episode_length, length)
+        steps = jnp.where(live, ts.episode_steps, steps)
+        finished = finished | ts.terminated | ts.truncated
+        return (env_state, ts.observation, finished, score, length, steps), None
+
+    initial = (states, observation, jnp.zeros(config.eval_envs, bool), zero, zero, zero)
+    (_, _, finished, score, length, steps), _ = jax.lax.scan(step, initial, None, length=config.eval_steps)
+    return {
+        "eval_score": score.mean(dtype=jnp.float32),
+        "eval_max_score": score.max().astype(jnp.float32),
+        "eval_length": length.mean(dtype=jnp.float32),
+        "eval_steps": steps.mean(dtype=jnp.float32),
+        "eval_finished": finished.mean(dtype=jnp.float32),
+    }
+
+
+# ----------------------------------------------------------------- batched, compiled
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init_batch(config: PPOConfig, keys: jax.Array, hp: Hparams) -> Carry:
+    """:func:`init` vmapped over runs (keys and hparams with a leading run axis)."""
+    return jax.vmap(lambda k, h: init(config, k, h))(keys, hp)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
+def advance_batch(config: PPOConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
+    """:func:`advance` vmapped over runs; the input carry's buffers are reused."""
+    return jax.vmap(lambda c: advance(config, c, n_updates))(carry)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def evaluate_batch(config: PPOConfig, carry: Carry) -> Metrics:
+    """:func:`evaluate` vmapped over runs."""
+    return jax.vmap(lambda c: evaluate(config, c))(carry)
+
+
+def run_keys(seeds: list[int] | np.ndarray) -> jax.Array:
+    """One PRNG key per seed."""
+    return jnp.stack([jax.random.key(int(seed)) for seed in seeds])
