@@ -42,9 +42,11 @@ class PPOConfig:
     The defaults are the tuned ones for a 10 x 10 board (see the README's learning table).
     """
 
-    env: snake.SnakeConfig = snake.SnakeConfig(observation="window", window_size=19)
-    network: nets.NetworkConfig = nets.NetworkConfig()
-    regularizer: regs.Regularizer = regs.Regularizer()
+    env: snake.SnakeConfig = dataclasses.field(
+        default_factory=lambda: snake.SnakeConfig(observation="window", window_size=19)
+    )
+    network: nets.NetworkConfig = dataclasses.field(default_factory=nets.NetworkConfig)
+    regularizer: regs.Regularizer = dataclasses.field(default_factory=regs.Regularizer)
     num_envs: int = 64
     rollout_steps: int = 128
     epochs: int = 4
