@@ -1,0 +1,119 @@
+"""Driving a batch of vmapped runs through chunks: the loop between trainer and caller.
+
+``train`` calls a trainer's ``advance`` in chunks (Chunked execution contract), runs the
+greedy evaluation at chunk boundaries, stops runs whose numbers turned non-finite (their
+recorded history is kept, the other runs are unaffected: vmapped runs share no values),
+and hands every chunk to a callback (progress display, store, checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from regspeed.errors import ConfigError
+
+
+class Trainer(NamedTuple):
+    """The batched, compiled entry points of a task (see the Trainer contract)."""
+
+    init_batch: Callable[[Any, jax.Array, Any], Any]  # (config, keys, hparams) -> carry
+    advance_batch: Callable[[Any, Any, int], tuple[Any, dict[str, jax.Array]]]  # (config, carry, n) -> ...
+    evaluate_batch: Callable[[Any, Any], dict[str, jax.Array]]  # (config, carry) -> metrics per run
+
+
+@dataclasses.dataclass
+class History:
+    """What a batch of runs recorded: per-update and per-evaluation metrics, runs first."""
+
+    updates: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # name -> [runs, updates]
+    evaluations: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # name -> [runs, evals]
+    evaluated_at: list[int] = dataclasses.field(default_factory=list)  # update count of each evaluation
+    failures: dict[int, str] = dataclasses.field(default_factory=dict)  # run index -> why it stopped
+
+    def append_updates(self, metrics: dict[str, np.ndarray]) -> None:
+        """Add a chunk of per-update metrics."""
+        for name, values in metrics.items():
+            previous = self.updates.get(name)
+            self.updates[name] = values if previous is None else np.concatenate([previous, values], axis=1)
+
+    def append_evaluation(self, at_update: int, metrics: dict[str, np.ndarray]) -> None:
+        """Add one evaluation (one value per run)."""
+        self.evaluated_at.append(at_update)
+        for name, values in metrics.items():
+            column = values[:, None]
+            previous = self.evaluations.get(name)
+            self.evaluations[name] = column if previous is None else np.concatenate([previous, column], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkReport:
+    """Handed to the callback after every chunk."""
+
+    updates_done: int
+    total_updates: int
+    metrics: dict[str, np.ndarray]  # this chunk's per-update metrics, [runs, chunk]
+    evaluation: dict[str, np.ndarray] | None  # this boundary's evaluation, [runs], if any
+    carry: Any
+    newly_failed: dict[int, str]
+
+
+FINITE_CHECKS = ("policy_loss", "value_loss", "weight_l2", "loss", "train_loss")
+
+
+def _non_finite_runs(metrics: dict[str, np.ndarray]) -> dict[int, str]:
+    failed: dict[int, str] = {}
+    for name in FINITE_CHECKS:
+        if name not in metrics:
+            continue
+        bad = ~np.isfinite(metrics[name])
+        for run in np.flatnonzero(bad.any(axis=1)):
+            first = int(np.argmax(bad[run]))
+            failed.setdefault(int(run), f"{name} became {metrics[name][run, first]} at update {first + 1} of the chunk")
+    return failed
+
+
+def train(
+    trainer: Trainer,
+    config: Any,
+    carry: Any,
+    total_updates: int,
+    chunk: int,
+    eval_every: int = 0,
+    on_chunk: Callable[[ChunkReport], None] | None = None,
+    history: History | None = None,
+) -> tuple[Any, History]:
+    """Advance a batch of runs to ``total_updates`` updates (from wherever ``carry`` is).
+
+    Chunks end at multiples of ``chunk`` and of ``eval_every`` (when > 0), so that a run
+    resumed from any chunk boundary sees exactly the same boundaries as an uninterrupted
+    one. Evaluation runs at update 0 (if not recorded yet) and at every multiple of
+    ``eval_every``.
+    """
+    if chunk < 1:
+        raise ConfigError("chunk", f"must be a positive number of updates (got {chunk})")
+    history = history if history is not None else History()
+    done = int(np.asarray(jax.device_get(carry.update)).reshape(-1)[0])
+    if eval_every and done == 0 and not history.evaluated_at:
+        history.append_evaluation(0, jax.device_get(trainer.evaluate_batch(config, carry)))
+    while done < total_updates:
+        boundary = min(total_updates, (done // chunk + 1) * chunk)
+        if eval_every:
+            boundary = min(boundary, (done // eval_every + 1) * eval_every)
+        carry, metrics = trainer.advance_batch(config, carry, boundary - done)
+        metrics = jax.device_get(metrics)
+        done = boundary
+        newly_failed = {run: why for run, why in _non_finite_runs(metrics).items() if run not in history.failures}
+        history.failures.update(newly_failed)
+        history.append_updates(metrics)
+        evaluation = None
+        if eval_every and done % eval_every == 0:
+            evaluation = jax.device_get(trainer.evaluate_batch(config, carry))
+            history.append_evaluation(done, evaluation)
+        if on_chunk is not None:
+            on_chunk(ChunkReport(done, total_updates, metrics, evaluation, carry, newly_failed))
+    return carry, history
