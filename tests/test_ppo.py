@@ -68,7 +68,7 @@ def test_gae_bootstraps_on_truncation_not_on_termination() -> None:
     delta0 = 0.5 + 0.9 * 10.0 - 1.0  # truncated: bootstraps, and the next episode's advantage is cut
     expected = [delta0, delta1 + 0.45 * delta2, delta2]
     np.testing.assert_allclose(np.asarray(advantages[:, 0]), expected, atol=1e-5)  # float32 on magnitudes ~10
-    np.testing.assert_allclose(np.asarray(targets[:, 0]), np.asarray(expected) + [1.0, 2.0, 3.0], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(targets[:, 0]), np.add(expected, [1.0, 2.0, 3.0]), atol=1e-5)
 
 
 def test_advance_reports_every_metric_per_update_and_per_run() -> None:
