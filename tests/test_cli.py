@@ -33,3 +33,51 @@ def test_unknown_policy_is_refused() -> None:
     result = runner.invoke(app, ["play", "--policy", "clever", "--rows", "5", "--cols", "5"])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: policy: must be one of random, greedy")
+
+
+def test_train_writes_curves_figure_and_a_loadable_checkpoint(tmp_path) -> None:
+    import json
+
+    import jax
+
+    from regspeed import checkpoint, nets
+    from regspeed.agents import ppo
+    from regspeed.envs import snake
+
+    out = tmp_path / "run"
+    args = ["train", "--rows", "5", "--cols", "5", "--observation", "features", "--hidden", "16", "--num-envs", "8"]
+    args += ["--rollout-steps", "16", "--steps", "640", "--seeds", "2", "--eval-every", "5", "--out", str(out)]
+    args += ["--reg", "l2", "--strength", "1e-3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = (out / "curve.csv").read_text().splitlines()
+    assert lines[0].startswith("seed,env_steps,") and "score" in lines[0] and "reg_loss" in lines[0]
+    assert len(lines) == 1 + 2 * 5  # 2 seeds x 5 updates of 128 steps
+    assert len((out / "eval.csv").read_text().splitlines()) == 1 + 2 * 2  # updates 0 and 5
+    assert (out / "curve.png").stat().st_size > 10_000
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["regularizer"]["kind"] == "l2" and saved["seeds"] == [0, 1]
+    config = ppo.PPOConfig(
+        env=snake.SnakeConfig(rows=5, cols=5, observation="features", window_size=9),
+        network=nets.NetworkConfig(hidden=(16,)),
+        num_envs=8,
+        rollout_steps=16,
+    )
+    template = ppo.init_batch(config, ppo.run_keys([0, 0]), jax.tree.map(lambda x: x.repeat(2), ppo.hparams()))
+    carry = checkpoint.load(out / "checkpoint.npz", template)
+    assert [int(u) for u in carry.update] == [5, 5]
+
+
+def test_train_refuses_a_budget_below_one_update() -> None:
+    result = runner.invoke(app, ["train", "--steps", "100"])
+    assert result.exit_code == 2
+    assert (
+        result.output.strip() == "error: steps: must be at least one update = num_envs * rollout_steps = 8192 env steps"
+    )
+
+
+def test_train_refuses_an_unknown_regularizer_and_a_bad_strength() -> None:
+    result = runner.invoke(app, ["train", "--reg", "l3"])
+    assert result.exit_code == 2 and result.output.startswith("error: reg: unknown regularizer 'l3'")
+    result = runner.invoke(app, ["train", "--reg", "dropout", "--strength", "1.5"])
+    assert result.exit_code == 2 and "strength: a dropout rate must be in [0, 1)" in result.output

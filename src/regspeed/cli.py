@@ -122,3 +122,147 @@ def play(
     if gif is not None:
         render.save_gif(config, episode, gif)
         console.print(f"wrote {gif} ({len(episode)} frames)")
+
+
+@app.command()
+@user_errors_exit_cleanly
+def train(
+    algo: Annotated[str, typer.Option(help="Learning algorithm: ppo.")] = "ppo",
+    rows: Annotated[int, typer.Option(help="Grid rows (4-64).")] = 10,
+    cols: Annotated[int, typer.Option(help="Grid columns (4-64).")] = 10,
+    observation: Annotated[str, typer.Option(help="window, grid or features.")] = "window",
+    window: Annotated[
+        int | None, typer.Option(help="Side of the egocentric window (default: sees the whole board).")
+    ] = None,
+    reg: Annotated[
+        str, typer.Option(help="Regularizer: none, l1, l2, weight_decay, l2_init, elastic, dropout.")
+    ] = "none",
+    strength: Annotated[float, typer.Option(help="Regularizer strength (the drop rate for dropout).")] = 0.0,
+    reg_network: Annotated[str, typer.Option(help="Network the regularizer acts on: all, policy, value.")] = "all",
+    steps: Annotated[int, typer.Option(help="Env steps per run.")] = 2_000_000,
+    seeds: Annotated[int, typer.Option(help="Runs (seeds 0..N-1 after --first-seed), vmapped together.")] = 1,
+    first_seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (annealed linearly to 0).")] = 2.5e-4,
+    hidden: Annotated[str, typer.Option(help="Hidden layer sizes, comma-separated.")] = "128,128",
+    num_envs: Annotated[int, typer.Option(help="Environments per run.")] = 64,
+    rollout_steps: Annotated[int, typer.Option(help="Steps per environment per update.")] = 128,
+    eval_every: Annotated[int, typer.Option(help="Greedy evaluation every N updates (0: never).")] = 10,
+    out: Annotated[Path, typer.Option(help="Folder for curves, figure and checkpoint.")] = Path("runs/train"),
+) -> None:
+    """Train an agent on Snake, several seeds at once in one compiled program.
+
+    Writes curve.csv (per update), eval.csv, curve.png, config.json and checkpoint.npz (the
+    full training state) to --out.
+    """
+    import dataclasses
+    import json
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from regspeed import checkpoint, curves, nets, training
+    from regspeed import regularizers as regs
+    from regspeed.agents import ppo
+    from regspeed.envs import snake
+
+    if algo != "ppo":
+        raise ConfigError("algo", f"must be ppo (got {algo!r})")
+    try:
+        sizes = tuple(int(size) for size in hidden.split(","))
+    except ValueError:
+        raise ConfigError("hidden", f"must be comma-separated integers like 128,128 (got {hidden!r})") from None
+    if seeds < 1:
+        raise ConfigError("seeds", f"must be at least 1 (got {seeds})")
+    regularizer = regs.Regularizer(reg, network=reg_network)
+    regs.check_strength(regularizer, strength)
+    env = snake.SnakeConfig(
+        rows=rows, cols=cols, observation=observation, window_size=window or 2 * max(rows, cols) - 1
+    )
+    probe = ppo.PPOConfig(
+        env=env, network=nets.NetworkConfig(hidden=sizes), num_envs=num_envs, rollout_steps=rollout_steps
+    )
+    updates = steps // probe.steps_per_update
+    if updates < 1:
+        raise ConfigError(
+            "steps", f"must be at least one update = num_envs * rollout_steps = {probe.steps_per_update} env steps"
+        )
+    if eval_every < 0:
+        raise ConfigError("eval_every", f"must be >= 0 (got {eval_every})")
+    config = dataclasses.replace(probe, regularizer=regularizer, total_updates=updates)
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    seed_list = list(range(first_seed, first_seed + seeds))
+    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), ppo.hparams(lr, strength))
+    trainer = training.Trainer(ppo.init_batch, ppo.advance_batch, ppo.evaluate_batch)
+    chunk = eval_every if eval_every else 10
+    title = f"PPO, {reg}" + (f" {strength:g}" if reg != "none" else "") + f", {render_description(env)}"
+    console.print(f"[bold]{title}[/]: {seeds} seed(s) x {updates * config.steps_per_update:,} env steps")
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("score {task.fields[score]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    start = time.perf_counter()
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("compiling", total=updates * config.steps_per_update, rate="", score="-")
+
+        def on_chunk(report: training.ChunkReport) -> None:
+            elapsed = time.perf_counter() - start
+            done_steps = report.updates_done * config.steps_per_update
+            recent = np.nanmean(report.metrics["score"]) if np.isfinite(report.metrics["score"]).any() else float("nan")
+            progress.update(
+                task,
+                completed=done_steps,
+                description="training",
+                rate=f"{done_steps * seeds / elapsed:,.0f} steps/s",
+                score=f"{recent:.1f}",
+            )
+            for run, why in report.newly_failed.items():
+                progress.console.print(f"[red]seed {seed_list[run]} stopped:[/] {why}")
+            checkpoint.save(out / "checkpoint.npz", report.carry)
+
+        carry = ppo.init_batch(config, ppo.run_keys(seed_list), hp)
+        carry, history = training.train(trainer, config, carry, updates, chunk, eval_every, on_chunk)
+    seconds = time.perf_counter() - start
+
+    steps_axis = np.arange(1, updates + 1) * config.steps_per_update
+    curves.write_csv(out / "curve.csv", seed_list, steps_axis, history.updates)
+    if history.evaluated_at:
+        eval_axis = np.asarray(history.evaluated_at) * config.steps_per_update
+        curves.write_csv(out / "eval.csv", seed_list, eval_axis, history.evaluations)
+    curves.plot(out / "curve.png", title, seed_list, history, config.steps_per_update)
+    (out / "config.json").write_text(
+        json.dumps(
+            dataclasses.asdict(config) | {"seeds": seed_list, "learning_rate": lr, "strength": strength}, indent=2
+        )
+    )
+
+    table = Table(title=f"after {updates * config.steps_per_update:,} env steps per seed, {seconds:.0f} s")
+    for name in ("seed", "train score (last 10%)", "eval score", "eval max", "status"):
+        table.add_column(name, justify="right")
+    tail = max(1, updates // 10)
+    for run, seed in enumerate(seed_list):
+        last_scores = history.updates["score"][run, -tail:]
+        train_score = f"{np.nanmean(last_scores):.1f}" if np.isfinite(last_scores).any() else "-"
+        evaluation = history.evaluations
+        eval_score = f"{evaluation['eval_score'][run, -1]:.1f}" if history.evaluated_at else "-"
+        eval_max = f"{evaluation['eval_max_score'][run, -1]:.0f}" if history.evaluated_at else "-"
+        status = "[red]failed[/]" if run in history.failures else "ok"
+        table.add_row(str(seed), train_score, eval_score, eval_max, status)
+    console.print(table)
+    console.print(f"wrote {out}/curve.csv, curve.png, checkpoint.npz")
+
+
+def render_description(env) -> str:
+    """One-line description of a Snake configuration."""
+    from regspeed.envs import render
+
+    return render.describe(env)
