@@ -1,0 +1,110 @@
+"""Learning competence of PPO on Snake without regularization: how soon the agent gets good.
+
+Trains ``--seeds`` runs of the default configuration (vmapped, one program), then reports
+the IQM across seeds (with a 95% stratified bootstrap interval, scipy) of the mean
+training-episode score, smoothed over ``--smooth`` updates, at a few budgets, and the first
+env step at which that IQM curve reaches each threshold.
+
+    .venv/bin/python benchmarks/learning.py                         # window obs, 2 M steps, 8 seeds
+    .venv/bin/python benchmarks/learning.py --observation features --steps 500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from scipy import stats
+
+import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
+from regspeed import curves, nets, training
+from regspeed.agents import ppo
+from regspeed.envs import snake
+
+
+def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Interquartile mean: the mean of the middle 50% (scipy's 25%-trimmed mean)."""
+    return stats.trim_mean(values, 0.25, axis=axis)
+
+
+def iqm_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the IQM of one sample of runs."""
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    result = stats.bootstrap((values,), iqm, n_resamples=2000, confidence_level=0.95, random_state=seed)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def main() -> None:
+    """Train, then print the learning table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--observation", default="window", choices=snake.OBSERVATIONS)
+    parser.add_argument("--steps", type=int, default=2_000_000)
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=10)
+    parser.add_argument("--hidden", default="128,128")
+    parser.add_argument("--lr", type=float, default=2.5e-4)
+    parser.add_argument("--smooth", type=int, default=5, help="updates in the trailing mean of each run's curve")
+    parser.add_argument("--thresholds", type=float, nargs="*", default=[10.0, 25.0])
+    parser.add_argument(
+        "--budgets", type=int, nargs="*", default=[500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000]
+    )
+    args = parser.parse_args()
+
+    env = snake.SnakeConfig(rows=args.rows, cols=args.rows, observation=args.observation, window_size=2 * args.rows - 1)
+    base = ppo.PPOConfig(env=env, network=nets.NetworkConfig(hidden=tuple(int(h) for h in args.hidden.split(","))))
+    updates = args.steps // base.steps_per_update
+    config = dataclasses.replace(base, total_updates=updates)
+    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (args.seeds,)), ppo.hparams(args.lr))
+    trainer = training.Trainer(ppo.init_batch, ppo.advance_batch, ppo.evaluate_batch)
+    console = Console()
+    console.print(
+        f"PPO, no regularization, {snake_description(env)}, {args.seeds} seeds x {updates * base.steps_per_update:,} "
+        f"steps, lr {args.lr:g}, hidden {args.hidden}; jax {jax.__version__} on {jax.devices()[0].platform}"
+    )
+    start = time.perf_counter()
+    carry = ppo.init_batch(config, ppo.run_keys(range(args.seeds)), hp)
+    _, history = training.train(trainer, config, carry, updates, chunk=10)
+    seconds = time.perf_counter() - start
+
+    curve = curves.smooth(history.updates["score"], args.smooth)  # [seeds, updates]
+    steps = np.arange(1, updates + 1) * base.steps_per_update
+    iqm_curve = iqm(np.nan_to_num(curve, nan=0.0), axis=0)
+    table = Table(title=f"IQM over {args.seeds} seeds of the mean training-episode score ({seconds:.0f} s)")
+    for column in ("env steps", "IQM score", "95% CI", "min seed", "max seed"):
+        table.add_column(column, justify="right")
+    for budget in [b for b in args.budgets if b <= steps[-1]] + [int(steps[-1])]:
+        index = int(np.searchsorted(steps, budget, side="right")) - 1
+        values = np.nan_to_num(curve[:, index], nan=0.0)
+        low, high = iqm_interval(values)
+        table.add_row(
+            f"{steps[index]:,}",
+            f"{iqm(values):.1f}",
+            f"[{low:.1f}, {high:.1f}]",
+            f"{values.min():.1f}",
+            f"{values.max():.1f}",
+        )
+    console.print(table)
+    for threshold in args.thresholds:
+        reached = np.flatnonzero(iqm_curve >= threshold)
+        when = f"{steps[reached[0]]:,} env steps" if reached.size else f"not within {steps[-1]:,} env steps"
+        console.print(f"IQM score reaches {threshold:g}: {when}")
+    aggregate = args.seeds * updates * base.steps_per_update / seconds
+    console.print(f"aggregate {aggregate:,.0f} env steps/s over {args.seeds} seeds, compilation included")
+
+
+def snake_description(env: snake.SnakeConfig) -> str:
+    """Short description of the board and observation."""
+    return f"Snake {env.rows}x{env.cols} {env.observation}" + (
+        f" {env.window_size}" if env.observation == "window" else ""
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Speed of PPO training: env steps per second, FLOP efficiency, and Stable-Baselines3.
+
+Measured in one run on this machine, for the default configuration (10 x 10, window
+observations, two 128 x 128 ReLU MLPs, 64 envs x 128 steps, 4 epochs of 4 minibatches):
+
+1. our env steps/s for 1 run and the aggregate for 8 vmapped runs (compilation excluded);
+2. FLOPs per env step (XLA's cost analysis of the compiled update) and the fraction of
+   this machine's dense-matmul FLOP/s, measured here with matmuls of the network's shapes;
+3. Stable-Baselines3 PPO with the same sizes on our environment (stepped in one call per
+   step through ``sb3_vec_env.SnakeSB3VecEnv``), in its best use of the cores: one process
+   using all threads, or one single-threaded process per core (aggregate); and the share
+   of SB3's time spent stepping the environment. SB3 and a CPU build of torch come with
+   the ``bench`` extra (``make bench``); without them, part 3 is skipped.
+
+    .venv/bin/python benchmarks/train_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import multiprocessing
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+from rich.console import Console
+from rich.table import Table
+
+import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
+from regspeed.agents import ppo
+
+CONFIG = dataclasses.replace(ppo.PPOConfig(), total_updates=10_000)
+HIDDEN = CONFIG.network.hidden
+
+
+def ours(seeds: int, updates: int, repeats: int) -> tuple[float, float]:
+    """(aggregate env steps/s, FLOPs per env step) for ``seeds`` vmapped runs."""
+    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), ppo.hparams())
+    carry = ppo.init_batch(CONFIG, ppo.run_keys(range(seeds)), hp)
+    compiled = ppo.advance_batch.lower(CONFIG, carry, updates).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    flops_per_step = float(analysis["flops"]) / (seeds * updates * CONFIG.steps_per_update)
+    carry, _ = compiled(carry)  # warm-up
+    jax.block_until_ready(carry)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        carry, metrics = compiled(carry)
+        jax.block_until_ready(metrics)
+        best = min(best, time.perf_counter() - start)
+    return seeds * updates * CONFIG.steps_per_update / best, flops_per_step
+
+
+def matmul_flops_per_second(repeats: int) -> float:
+    """Dense-matmul FLOP/s on the MLP's layer shapes at the minibatch size."""
+    rows = CONFIG.batch_size // CONFIG.minibatches
+    widths = [CONFIG.env.observation_shape[0], *HIDDEN]
+    shapes = list(itertools.pairwise(widths))
+    inputs = [jnp.full((rows, a), 0.01, jnp.float32) for a, _ in shapes]
+    weights = [jnp.full((a, b), 0.01, jnp.float32) for a, b in shapes]
+    loops = 50
+
+    @jax.jit
+    def run(inputs: list[jax.Array], weights: list[jax.Array]) -> jax.Array:
+        def body(_: int, acc: jax.Array) -> jax.Array:
+            # Scaling by the carry keeps the compiler from hoisting the products out of the loop.
+            return acc + sum(((x * (1 + acc * 1e-30)) @ w).sum() for x, w in zip(inputs, weights, strict=True))
+
+        return jax.lax.fori_loop(0, loops, body, jnp.zeros(()))
+
+    flops = loops * sum(2 * rows * a * b for a, b in shapes)
+    jax.block_until_ready(run(inputs, weights))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run(inputs, weights))
+        best = min(best, time.perf_counter() - start)
+    return flops / best
+
+
+def _sb3_worker(threads: int, timesteps: int, queue: multiprocessing.Queue) -> None:
+    import torch
+    from sb3_vec_env import SnakeSB3VecEnv
+    from stable_baselines3 import PPO
+
+    torch.set_num_threads(threads)
+    env = SnakeSB3VecEnv(
+        CONFIG.num_envs, rows=CONFIG.env.rows, cols=CONFIG.env.cols, observation=CONFIG.env.observation,
+        window_size=CONFIG.env.window_size,
+    )  # fmt: skip
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=CONFIG.rollout_steps,
+        batch_size=CONFIG.batch_size // CONFIG.minibatches,
+        n_epochs=CONFIG.epochs,
+        learning_rate=2.5e-4,
+        policy_kwargs={"net_arch": {"pi": list(HIDDEN), "vf": list(HIDDEN)}, "activation_fn": torch.nn.ReLU},
+        device="cpu",
+        verbose=0,
+    )
+    model.learn(CONFIG.steps_per_update)  # warm-up
+    env.env_seconds = 0.0
+    start = time.perf_counter()
+    model.learn(timesteps, reset_num_timesteps=False)
+    seconds = time.perf_counter() - start
+    queue.put((timesteps / seconds, env.env_seconds / seconds))
+
+
+def sb3(processes: int, threads: int, updates: int) -> tuple[float, float] | None:
+    """(aggregate steps/s, env share) of SB3 PPO in ``processes`` concurrent processes."""
+    try:
+        import stable_baselines3  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [
+        context.Process(target=_sb3_worker, args=(threads, updates * CONFIG.steps_per_update, queue))
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [queue.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return sum(rate for rate, _ in results), sum(share for _, share in results) / len(results)
+
+
+def main() -> None:
+    """Measure and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=3, help="PPO updates per timed call")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sb3-updates", type=int, default=3)
+    args = parser.parse_args()
+    console = Console()
+    cores = os.cpu_count() or 1
+    console.print(
+        f"PPO on Snake {CONFIG.env.rows}x{CONFIG.env.cols} {CONFIG.env.observation} {CONFIG.env.window_size}, "
+        f"MLPs {HIDDEN}, {CONFIG.num_envs} envs x {CONFIG.rollout_steps} steps, {CONFIG.epochs} epochs x "
+        f"{CONFIG.minibatches} minibatches; jax {jax.__version__} on {jax.devices()[0].platform}, {cores} cores"
+    )
+    one, flops_per_step = ours(1, args.updates, args.repeats)
+    eight, _ = ours(8, args.updates, args.repeats)
+    peak = matmul_flops_per_second(args.repeats)
+    table = Table(title="training throughput (best of repeats, compilation excluded)")
+    for column in ("what", "env steps/s", "ratio", "notes"):
+        table.add_column(column, justify="left" if column in ("what", "notes") else "right")
+    table.add_row("regspeed PPO, 1 run", f"{one:,.0f}", "1.00x", "baseline of this table")
+    table.add_row("regspeed PPO, 8 vmapped runs (aggregate)", f"{eight:,.0f}", f"{eight / one:.2f}x", "one program")
+    table.add_row("FLOPs per env step", f"{flops_per_step / 1e6:.2f} M", "", "XLA cost analysis of the compiled update")
+    table.add_row("dense matmul, same shapes", f"{peak / 1e9:.1f} GFLOP/s", "", "measured in this run")
+    table.add_row(
+        "fraction of matmul FLOP/s reached",
+        f"{eight * flops_per_step / peak:.0%}",
+        "",
+        f"8 runs: {eight * flops_per_step / 1e9:.1f} GFLOP/s",
+    )
+    best_sb3 = None
+    for processes, threads in ((1, cores), (cores, 1)):
+        result = sb3(processes, threads, args.sb3_updates)
+        if result is None:
+            table.add_row("Stable-Baselines3 PPO", "n/a", "", "install the bench extra")
+            break
+        rate, share = result
+        label = f"SB3 PPO, {processes} process(es) x {threads} thread(s)"
+        table.add_row(label, f"{rate:,.0f}", f"{rate / one:.2f}x", f"env stepping {share:.0%} of its time")
+        best_sb3 = max(best_sb3 or 0.0, rate)
+    if best_sb3:
+        table.add_row("regspeed 8 runs / best SB3", "", f"{eight / best_sb3:.1f}x", "target >= 5x")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
