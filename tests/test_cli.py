@@ -81,3 +81,9 @@ def test_train_refuses_an_unknown_regularizer_and_a_bad_strength() -> None:
     assert result.exit_code == 2 and result.output.startswith("error: reg: unknown regularizer 'l3'")
     result = runner.invoke(app, ["train", "--reg", "dropout", "--strength", "1.5"])
     assert result.exit_code == 2 and "strength: a dropout rate must be in [0, 1)" in result.output
+
+
+def test_train_refuses_a_network_that_does_not_fit_the_observation() -> None:
+    result = runner.invoke(app, ["train", "--observation", "features", "--torso", "cnn"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: torso: a cnn needs grid observations")

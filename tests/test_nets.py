@@ -64,5 +64,5 @@ def test_bad_network_options_name_the_field(kwargs: dict, field: str) -> None:
 
 
 def test_cnn_needs_grid_observations() -> None:
-    with pytest.raises(ConfigError, match="^torso: a cnn needs grid observations"):
+    with pytest.raises(ConfigError, match=r"^torso: a cnn needs grid observations"):
         nets.NetworkConfig(torso="cnn").resolve_torso((11,))

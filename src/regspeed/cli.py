@@ -183,9 +183,8 @@ def train(
     env = snake.SnakeConfig(
         rows=rows, cols=cols, observation=observation, window_size=window or 2 * max(rows, cols) - 1
     )
-    probe = ppo.PPOConfig(
-        env=env, network=nets.NetworkConfig(hidden=sizes), num_envs=num_envs, rollout_steps=rollout_steps
-    )
+    network = nets.NetworkConfig(hidden=sizes, activation=activation, torso=torso, shared_torso=shared_torso)
+    probe = ppo.PPOConfig(env=env, network=network, num_envs=num_envs, rollout_steps=rollout_steps)
     updates = steps // probe.steps_per_update
     if updates < 1:
         raise ConfigError(
