@@ -4,8 +4,9 @@ Measured in one run on this machine, for the default configuration (10 x 10, win
 observations, two 128 x 128 ReLU MLPs, 64 envs x 128 steps, 4 epochs of 4 minibatches):
 
 1. our env steps/s for 1 run and the aggregate for 8 vmapped runs (compilation excluded);
-2. FLOPs per env step (XLA's cost analysis of the compiled update) and the fraction of
-   this machine's dense-matmul FLOP/s, measured here with matmuls of the network's shapes;
+2. FLOPs per env step (matrix products counted from the layer shapes; XLA's cost analysis
+   counts a loop body once, so it cannot be used) and the fraction of this machine's
+   dense-matmul FLOP/s, measured here with matmuls of the network's shapes;
 3. Stable-Baselines3 PPO with the same sizes on our environment (stepped in one call per
    step through ``sb3_vec_env.SnakeSB3VecEnv``), in its best use of the cores: one process
    using all threads, or one single-threaded process per core (aggregate); and the share
@@ -32,27 +33,47 @@ from rich.table import Table
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
 from regspeed.agents import ppo
 
-CONFIG = dataclasses.replace(ppo.PPOConfig(), total_updates=10_000)
+
+def make_config(observation: str) -> ppo.PPOConfig:
+    """The default PPO configuration with the given observation (the window sees the board)."""
+    base = ppo.PPOConfig()
+    return dataclasses.replace(base, env=dataclasses.replace(base.env, observation=observation), total_updates=10_000)
+
+
+CONFIG = make_config("window")
 HIDDEN = CONFIG.network.hidden
 
 
-def ours(seeds: int, updates: int, repeats: int) -> tuple[float, float]:
-    """(aggregate env steps/s, FLOPs per env step) for ``seeds`` vmapped runs."""
+def ours(seeds: int, updates: int, repeats: int) -> float:
+    """Aggregate env steps/s of ``seeds`` vmapped runs (best of ``repeats``)."""
     hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), ppo.hparams())
     carry = ppo.init_batch(CONFIG, ppo.run_keys(range(seeds)), hp)
-    compiled = ppo.advance_batch.lower(CONFIG, carry, updates).compile()
-    analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, list) else analysis
-    flops_per_step = float(analysis["flops"]) / (seeds * updates * CONFIG.steps_per_update)
-    carry, _ = compiled(carry)  # warm-up
-    jax.block_until_ready(carry)
+    carry, metrics = ppo.advance_batch(CONFIG, carry, updates)  # compile and warm up
+    jax.block_until_ready(metrics)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        carry, metrics = compiled(carry)
+        carry, metrics = ppo.advance_batch(CONFIG, carry, updates)
         jax.block_until_ready(metrics)
         best = min(best, time.perf_counter() - start)
-    return seeds * updates * CONFIG.steps_per_update / best, flops_per_step
+    return seeds * updates * CONFIG.steps_per_update / best
+
+
+def flops_per_env_step() -> float:
+    """Matrix-product FLOPs of training per env step, counted from the layer shapes.
+
+    Acting runs the policy network once per step; the values of the observed and of the
+    reached states are one value-network pass each; each epoch runs both networks forward
+    and backward (about twice the forward's products) on every transition.
+    """
+    params = ppo.network(CONFIG).init(jax.random.key(0), jnp.zeros(CONFIG.env.observation_shape))["params"]
+
+    def macs(tree: dict) -> int:
+        return sum(leaf.shape[0] * leaf.shape[1] for leaf in jax.tree.leaves(tree) if leaf.ndim == 2)
+
+    policy, value = macs(params["policy"]), macs(params["value"])
+    per_step = policy + 2 * value + CONFIG.epochs * 3 * (policy + value)
+    return 2.0 * per_step
 
 
 def matmul_flops_per_second(repeats: int) -> float:
@@ -82,7 +103,9 @@ def matmul_flops_per_second(repeats: int) -> float:
     return flops / best
 
 
-def _sb3_worker(threads: int, timesteps: int, queue: multiprocessing.Queue) -> None:
+def _sb3_worker(observation: str, threads: int, timesteps: int, queue: multiprocessing.Queue) -> None:
+    global CONFIG
+    CONFIG = make_config(observation)
     import torch
     from sb3_vec_env import SnakeSB3VecEnv
     from stable_baselines3 import PPO
@@ -121,7 +144,9 @@ def sb3(processes: int, threads: int, updates: int) -> tuple[float, float] | Non
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     workers = [
-        context.Process(target=_sb3_worker, args=(threads, updates * CONFIG.steps_per_update, queue))
+        context.Process(
+            target=_sb3_worker, args=(CONFIG.env.observation, threads, updates * CONFIG.steps_per_update, queue)
+        )
         for _ in range(processes)
     ]
     for worker in workers:
@@ -138,7 +163,10 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3, help="PPO updates per timed call")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sb3-updates", type=int, default=3)
+    parser.add_argument("--observation", default="window", help="window (default config) or features")
     args = parser.parse_args()
+    global CONFIG
+    CONFIG = make_config(args.observation)
     console = Console()
     cores = os.cpu_count() or 1
     console.print(
@@ -146,15 +174,16 @@ def main() -> None:
         f"MLPs {HIDDEN}, {CONFIG.num_envs} envs x {CONFIG.rollout_steps} steps, {CONFIG.epochs} epochs x "
         f"{CONFIG.minibatches} minibatches; jax {jax.__version__} on {jax.devices()[0].platform}, {cores} cores"
     )
-    one, flops_per_step = ours(1, args.updates, args.repeats)
-    eight, _ = ours(8, args.updates, args.repeats)
+    one = ours(1, args.updates, args.repeats)
+    eight = ours(8, args.updates, args.repeats)
+    flops_per_step = flops_per_env_step()
     peak = matmul_flops_per_second(args.repeats)
     table = Table(title="training throughput (best of repeats, compilation excluded)")
     for column in ("what", "env steps/s", "ratio", "notes"):
         table.add_column(column, justify="left" if column in ("what", "notes") else "right")
     table.add_row("regspeed PPO, 1 run", f"{one:,.0f}", "1.00x", "baseline of this table")
     table.add_row("regspeed PPO, 8 vmapped runs (aggregate)", f"{eight:,.0f}", f"{eight / one:.2f}x", "one program")
-    table.add_row("FLOPs per env step", f"{flops_per_step / 1e6:.2f} M", "", "XLA cost analysis of the compiled update")
+    table.add_row("FLOPs per env step", f"{flops_per_step / 1e6:.2f} M", "", "matrix products, from the layer shapes")
     table.add_row("dense matmul, same shapes", f"{peak / 1e9:.1f} GFLOP/s", "", "measured in this run")
     table.add_row(
         "fraction of matmul FLOP/s reached",

@@ -12,6 +12,7 @@ rate with 0 in Python.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -39,7 +40,7 @@ class NetworkConfig:
         shared_torso: one torso feeding both heads, instead of separate networks.
     """
 
-    hidden: tuple[int, ...] = (256, 256)
+    hidden: tuple[int, ...] = (128, 128)
     activation: str = "relu"
     torso: str = "auto"
     cnn_channels: tuple[int, ...] = (16, 32)
@@ -141,19 +142,30 @@ class PolicyValueNet(nn.Module):
     num_actions: int
     use_dropout: bool = False
 
-    @nn.compact
+    def setup(self) -> None:
+        shared = self.network.shared_torso
+        if shared:
+            self.torso = Torso(self.network, self.torso_kind, self.use_dropout)
+        branch = functools.partial(Branch, self.network, self.torso_kind, self.use_dropout, with_torso=not shared)
+        self.policy = branch(features=self.num_actions, head_scale=0.01)
+        self.value = branch(features=1, head_scale=1.0)
+
+    def _features(self, observation: jax.Array, dropout_rate: jax.Array | float, train: bool) -> jax.Array:
+        if self.network.shared_torso:
+            return self.torso(observation, dropout_rate, train)
+        return observation
+
     def __call__(
         self, observation: jax.Array, dropout_rate: jax.Array | float = 0.0, train: bool = False
     ) -> tuple[jax.Array, jax.Array]:
-        shared = self.network.shared_torso
-        x = observation
-        if shared:
-            x = Torso(self.network, self.torso_kind, self.use_dropout, name="torso")(x, dropout_rate, train)
+        """Action logits and state values."""
+        x = self._features(observation, dropout_rate, train)
+        return self.policy(x, dropout_rate, train), self.value(x, dropout_rate, train)[..., 0]
 
-        def branch(name: str, features: int, scale: float) -> jax.Array:
-            module = Branch(self.network, self.torso_kind, self.use_dropout, features, scale, not shared, name=name)
-            return module(x, dropout_rate, train)
+    def logits(self, observation: jax.Array) -> jax.Array:
+        """Action logits alone (acting: no dropout, and no value network to run)."""
+        return self.policy(self._features(observation, 0.0, False), 0.0, False)
 
-        logits = branch("policy", self.num_actions, 0.01)
-        value = branch("value", 1, 1.0)[..., 0]
-        return logits, value
+    def values(self, observation: jax.Array) -> jax.Array:
+        """State values alone (no dropout)."""
+        return self.value(self._features(observation, 0.0, False), 0.0, False)[..., 0]
