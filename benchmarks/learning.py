@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--rows", type=int, default=10)
     parser.add_argument("--hidden", default="128,128")
-    parser.add_argument("--lr", type=float, default=2.5e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--smooth", type=int, default=5, help="updates in the trailing mean of each run's curve")
     parser.add_argument("--thresholds", type=float, nargs="*", default=[10.0, 25.0])
     parser.add_argument(

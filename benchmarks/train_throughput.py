@@ -121,7 +121,7 @@ def _sb3_worker(observation: str, threads: int, timesteps: int, queue: multiproc
         n_steps=CONFIG.rollout_steps,
         batch_size=CONFIG.batch_size // CONFIG.minibatches,
         n_epochs=CONFIG.epochs,
-        learning_rate=2.5e-4,
+        learning_rate=1e-3,
         policy_kwargs={"net_arch": {"pi": list(HIDDEN), "vf": list(HIDDEN)}, "activation_fn": torch.nn.ReLU},
         device="cpu",
         verbose=0,

@@ -31,6 +31,11 @@ error_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Options shared by several commands.
+RowsOption = Annotated[int, typer.Option(help="Grid rows (4-64).")]
+ColsOption = Annotated[int, typer.Option(help="Grid columns (4-64).")]
+SeedOption = Annotated[int, typer.Option(help="PRNG seed.")]
+
 
 def user_errors_exit_cleanly(command: F) -> F:
     """Turn a :class:`ConfigError` raised by ``command`` into one line and exit code 2."""
@@ -65,15 +70,15 @@ def main(
 @user_errors_exit_cleanly
 def play(
     policy: Annotated[str, typer.Option(help="random or greedy (safe move closest to the food).")] = "greedy",
-    rows: Annotated[int, typer.Option(help="Grid rows (4-64).")] = 10,
-    cols: Annotated[int, typer.Option(help="Grid columns (4-64).")] = 10,
+    rows: RowsOption = 10,
+    cols: ColsOption = 10,
     initial_length: Annotated[int, typer.Option(help="Snake length at reset.")] = 3,
     action_mode: Annotated[str, typer.Option(help="relative or absolute.")] = "relative",
     starvation_limit: Annotated[int | None, typer.Option(help="Steps without food before truncation.")] = None,
     time_limit: Annotated[int | None, typer.Option(help="Steps per episode before truncation.")] = None,
     envs: Annotated[int, typer.Option(help="Environments played in parallel.")] = 1024,
     steps: Annotated[int, typer.Option(help="Steps per environment.")] = 1000,
-    seed: Annotated[int, typer.Option(help="PRNG seed.")] = 0,
+    seed: SeedOption = 0,
     show: Annotated[bool, typer.Option(help="Replay the first episode in the terminal.")] = False,
     gif: Annotated[Path | None, typer.Option(help="Write the first episode as an animated GIF.")] = None,
 ) -> None:
@@ -128,8 +133,8 @@ def play(
 @user_errors_exit_cleanly
 def train(
     algo: Annotated[str, typer.Option(help="Learning algorithm: ppo.")] = "ppo",
-    rows: Annotated[int, typer.Option(help="Grid rows (4-64).")] = 10,
-    cols: Annotated[int, typer.Option(help="Grid columns (4-64).")] = 10,
+    rows: RowsOption = 10,
+    cols: ColsOption = 10,
     observation: Annotated[str, typer.Option(help="window, grid or features.")] = "window",
     window: Annotated[
         int | None, typer.Option(help="Side of the egocentric window (default: sees the whole board).")
@@ -142,7 +147,7 @@ def train(
     steps: Annotated[int, typer.Option(help="Env steps per run.")] = 2_000_000,
     seeds: Annotated[int, typer.Option(help="Runs (seeds 0..N-1 after --first-seed), vmapped together.")] = 1,
     first_seed: Annotated[int, typer.Option(help="First seed.")] = 0,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (annealed linearly to 0).")] = 2.5e-4,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (annealed linearly to 0).")] = 1e-3,
     hidden: Annotated[str, typer.Option(help="Hidden layer sizes, comma-separated.")] = "128,128",
     activation: Annotated[str, typer.Option(help="relu, tanh or gelu.")] = "relu",
     torso: Annotated[str, typer.Option(help="auto, mlp or cnn (cnn needs grid observations).")] = "auto",
@@ -158,14 +163,13 @@ def train(
     full training state) to --out.
     """
     import dataclasses
-    import json
 
     import jax
     import jax.numpy as jnp
     import numpy as np
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from regspeed import checkpoint, curves, nets, training
+    from regspeed import checkpoint, nets, training
     from regspeed import regularizers as regs
     from regspeed.agents import ppo
     from regspeed.envs import snake
@@ -234,24 +238,39 @@ def train(
         carry = ppo.init_batch(config, ppo.run_keys(seed_list), hp)
         carry, history = training.train(trainer, config, carry, updates, chunk, eval_every, on_chunk)
     seconds = time.perf_counter() - start
+    run_info = {"seeds": seed_list, "learning_rate": lr, "strength": strength}
+    _write_training_outputs(out, title, config, seed_list, history, run_info)
+    console.print(_training_table(seed_list, history, updates, config.steps_per_update, seconds))
+    console.print(f"wrote {out}/curve.csv, curve.png, checkpoint.npz")
 
-    steps_axis = np.arange(1, updates + 1) * config.steps_per_update
-    curves.write_csv(out / "curve.csv", seed_list, steps_axis, history.updates)
+
+def _write_training_outputs(out: Path, title: str, config: Any, seeds: list[int], history: Any, run: dict) -> None:
+    """curve.csv, eval.csv, curve.png and config.json of a finished batch of runs."""
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    from regspeed import curves
+
+    steps_axis = np.arange(1, history.updates["score"].shape[1] + 1) * config.steps_per_update
+    curves.write_csv(out / "curve.csv", seeds, steps_axis, history.updates)
     if history.evaluated_at:
         eval_axis = np.asarray(history.evaluated_at) * config.steps_per_update
-        curves.write_csv(out / "eval.csv", seed_list, eval_axis, history.evaluations)
-    curves.plot(out / "curve.png", title, seed_list, history, config.steps_per_update)
-    (out / "config.json").write_text(
-        json.dumps(
-            dataclasses.asdict(config) | {"seeds": seed_list, "learning_rate": lr, "strength": strength}, indent=2
-        )
-    )
+        curves.write_csv(out / "eval.csv", seeds, eval_axis, history.evaluations)
+    curves.plot(out / "curve.png", title, seeds, history, config.steps_per_update)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config) | run, indent=2))
 
-    table = Table(title=f"after {updates * config.steps_per_update:,} env steps per seed, {seconds:.0f} s")
+
+def _training_table(seeds: list[int], history: Any, updates: int, steps_per_update: int, seconds: float) -> Table:
+    """Per seed: training score over the last 10% of updates, last evaluation, status."""
+    import numpy as np
+
+    table = Table(title=f"after {updates * steps_per_update:,} env steps per seed, {seconds:.0f} s")
     for name in ("seed", "train score (last 10%)", "eval score", "eval max", "status"):
         table.add_column(name, justify="right")
     tail = max(1, updates // 10)
-    for run, seed in enumerate(seed_list):
+    for run, seed in enumerate(seeds):
         last_scores = history.updates["score"][run, -tail:]
         train_score = f"{np.nanmean(last_scores):.1f}" if np.isfinite(last_scores).any() else "-"
         evaluation = history.evaluations
@@ -259,8 +278,7 @@ def train(
         eval_max = f"{evaluation['eval_max_score'][run, -1]:.0f}" if history.evaluated_at else "-"
         status = "[red]failed[/]" if run in history.failures else "ok"
         table.add_row(str(seed), train_score, eval_score, eval_max, status)
-    console.print(table)
-    console.print(f"wrote {out}/curve.csv, curve.png, checkpoint.npz")
+    return table
 
 
 def render_description(env) -> str:

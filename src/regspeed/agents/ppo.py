@@ -97,7 +97,7 @@ class Hparams:
     strength: jax.Array
 
 
-def hparams(learning_rate: float = 2.5e-4, strength: float = 0.0) -> Hparams:
+def hparams(learning_rate: float = 1e-3, strength: float = 0.0) -> Hparams:
     """Hyperparameters as float32 arrays (stack several with ``jax.tree.map`` to vmap)."""
     return Hparams(jnp.asarray(learning_rate, jnp.float32), jnp.asarray(strength, jnp.float32))
 
