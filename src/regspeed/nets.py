@@ -86,6 +86,7 @@ class Torso(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, dropout_rate: jax.Array, train: bool) -> jax.Array:
+        """Features of a batch of observations (dropout only when ``train``)."""
         act = ACTIVATIONS[self.network.activation]
 
         def maybe_dropout(h: jax.Array) -> jax.Array:
@@ -123,6 +124,7 @@ class Branch(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, dropout_rate: jax.Array, train: bool) -> jax.Array:
+        """This network's output (logits or value) from observations or shared features."""
         if self.with_torso:
             x = Torso(self.network, self.torso_kind, self.use_dropout, name="torso")(x, dropout_rate, train)
         return _dense(self.features, self.head_scale, name="head")(x)
@@ -143,6 +145,7 @@ class PolicyValueNet(nn.Module):
     use_dropout: bool = False
 
     def setup(self) -> None:
+        """The shared torso (if any) and the two branches, named as the masks expect."""
         shared = self.network.shared_torso
         if shared:
             self.torso = Torso(self.network, self.torso_kind, self.use_dropout)
