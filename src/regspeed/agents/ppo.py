@@ -282,9 +282,12 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
         opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": annealed})
     regularizer, strength = config.regularizer, carry.hparams.strength
 
-    def minibatch_step(state: tuple, batch: dict[str, jax.Array]) -> tuple[tuple, Metrics]:
+    def minibatch_step(state: tuple, indices: jax.Array) -> tuple[tuple, Metrics]:
         params, opt_state, key = state
         key, dropout_key = jax.random.split(key)
+        # Gathered here rather than as a permuted copy of the whole rollout per epoch: the
+        # minibatch is still in cache when the forward and backward passes read it.
+        batch = jax.tree.map(lambda x: x[indices], flat)
         (_, parts), task_grad = jax.value_and_grad(_losses, argnums=1, has_aux=True)(
             config, params, carry, batch, dropout_key
         )
@@ -304,9 +307,8 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
     def epoch(state: tuple, _: None) -> tuple[tuple, Metrics]:
         params, opt_state, key = state
         key, shuffle_key = jax.random.split(key)
-        order = jax.random.permutation(shuffle_key, config.batch_size)
-        batches = jax.tree.map(lambda x: x[order].reshape(config.minibatches, -1, *x.shape[1:]), flat)
-        return jax.lax.scan(minibatch_step, (params, opt_state, key), batches)
+        order = jax.random.permutation(shuffle_key, config.batch_size).reshape(config.minibatches, -1)
+        return jax.lax.scan(minibatch_step, (params, opt_state, key), order)
 
     (params, opt_state, key), parts = jax.lax.scan(
         epoch, (carry.params, opt_state, carry.key), None, length=config.epochs
