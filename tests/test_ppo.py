@@ -154,3 +154,22 @@ def test_bad_configuration_names_the_option(change: dict, field: str) -> None:
     with pytest.raises(ConfigError) as error:
         dataclasses.replace(TINY, **change)
     assert error.value.field == field
+
+
+def test_checkpoint_refuses_another_configuration_and_never_leaves_a_partial_file(tmp_path, monkeypatch) -> None:
+    hp = stacked(ppo.hparams(), ppo.hparams())
+    carry = ppo.init_batch(TINY, ppo.run_keys([0, 1]), hp)
+    path = checkpoint.save(tmp_path / "carry.npz", carry)
+    wider = dataclasses.replace(TINY, network=nets.NetworkConfig(hidden=(64,)))
+    with pytest.raises(ValueError, match="leaf"):
+        checkpoint.load(path, ppo.init_batch(wider, ppo.run_keys([0, 1]), hp))
+
+    def failing_savez(file, **arrays):
+        file.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.np, "savez", failing_savez)
+    with pytest.raises(OSError):
+        checkpoint.save(path, carry)
+    assert leaves_equal(checkpoint.load(path, carry), carry)  # the previous checkpoint is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["carry.npz"]
