@@ -567,14 +567,6 @@ def board(config: SnakeConfig, state: SnakeState) -> np.ndarray:
     return np.asarray(state.body).reshape(config.rows, config.cols)
 
 
-def body_cells(config: SnakeConfig, state: SnakeState) -> np.ndarray:
-    """Body cells of one (unbatched) state, head first, as an int array [length, 2]."""
-    lifetimes = board(config, state)
-    cells = np.argwhere(lifetimes > 0)
-    order = np.argsort(-lifetimes[cells[:, 0], cells[:, 1]])
-    return cells[order]
-
-
 def to_config(**kwargs: Any) -> SnakeConfig:
     """A :class:`SnakeConfig` from keyword arguments, rejecting unknown names clearly."""
     known = {f.name for f in dataclasses.fields(SnakeConfig)}
