@@ -18,6 +18,7 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/env_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py --observation features
 
 # About 20 minutes on 2 cores: the four rows of the README's learning table.
 bench-learning: $(VENV)/.installed-base
