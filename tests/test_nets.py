@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +26,7 @@ def test_outputs_and_parameter_layout(shared: bool, shape: tuple[int, ...]) -> N
         assert set(params["policy"]) == {"torso", "head"}
     if len(shape) == 3:  # the cnn reads a wall channel beside the 3 observation channels
         torso = params["torso"] if shared else params["policy"]["torso"]
-        assert torso["Conv_0"]["kernel"].shape == (3, 3, 4, 4)
+        assert torso["PatchConv3x3_0"]["Dense_0"]["kernel"].shape == (9 * 4, 4)
     # Near-uniform initial policy: the policy head is initialised with gain 0.01.
     assert float(jnp.abs(logits).max()) < 0.1
 
@@ -66,3 +67,14 @@ def test_bad_network_options_name_the_field(kwargs: dict, field: str) -> None:
 def test_cnn_needs_grid_observations() -> None:
     with pytest.raises(ConfigError, match=r"^torso: a cnn needs grid observations"):
         nets.NetworkConfig(torso="cnn").resolve_torso((11,))
+
+
+def test_patch_convolution_is_a_same_padded_3x3_convolution() -> None:
+    x = jax.random.normal(jax.random.key(0), (5, 6, 7, 4))
+    layer = nets.PatchConv3x3(8)
+    params = layer.init(jax.random.key(1), x)
+    ours = layer.apply(params, x)
+    dense = params["params"]["Dense_0"]
+    conv = flax.linen.Conv(8, (3, 3), padding="SAME")
+    reference = conv.apply({"params": {"kernel": dense["kernel"].reshape(3, 3, 4, 8), "bias": dense["bias"]}}, x)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-5, atol=1e-5)
