@@ -25,7 +25,7 @@ from scipy import stats
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
 from regspeed import curves, nets, training
 from regspeed.agents import ppo
-from regspeed.envs import snake
+from regspeed.envs import render, snake
 
 
 def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -65,7 +65,8 @@ def main() -> None:
     trainer = training.Trainer(ppo.init_batch, ppo.advance_batch, ppo.evaluate_batch)
     console = Console()
     console.print(
-        f"PPO, no regularization, {snake_description(env)}, {args.seeds} seeds x {updates * base.steps_per_update:,} "
+        f"PPO, no regularization, {render.describe(env)} (window {env.window_size}), "
+        f"{args.seeds} seeds x {updates * base.steps_per_update:,} "
         f"steps, lr {args.lr:g}, hidden {args.hidden}; jax {jax.__version__} on {jax.devices()[0].platform}"
     )
     start = time.perf_counter()
@@ -97,13 +98,6 @@ def main() -> None:
         console.print(f"IQM score reaches {threshold:g}: {when}")
     aggregate = args.seeds * updates * base.steps_per_update / seconds
     console.print(f"aggregate {aggregate:,.0f} env steps/s over {args.seeds} seeds, compilation included")
-
-
-def snake_description(env: snake.SnakeConfig) -> str:
-    """Short description of the board and observation."""
-    return f"Snake {env.rows}x{env.cols} {env.observation}" + (
-        f" {env.window_size}" if env.observation == "window" else ""
-    )
 
 
 if __name__ == "__main__":

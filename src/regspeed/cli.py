@@ -172,7 +172,7 @@ def train(
     from regspeed import checkpoint, nets, training
     from regspeed import regularizers as regs
     from regspeed.agents import ppo
-    from regspeed.envs import snake
+    from regspeed.envs import render, snake
 
     if algo != "ppo":
         raise ConfigError("algo", f"must be ppo (got {algo!r})")
@@ -205,7 +205,7 @@ def train(
     hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), ppo.hparams(lr, strength))
     trainer = training.Trainer(ppo.init_batch, ppo.advance_batch, ppo.evaluate_batch)
     chunk = eval_every if eval_every else 10
-    title = f"PPO, {reg}" + (f" {strength:g}" if reg != "none" else "") + f", {render_description(env)}"
+    title = f"PPO, {reg}" + (f" {strength:g}" if reg != "none" else "") + f", {render.describe(env)}"
     console.print(f"[bold]{title}[/]: {seeds} seed(s) x {updates * config.steps_per_update:,} env steps")
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -279,10 +279,3 @@ def _training_table(seeds: list[int], history: Any, updates: int, steps_per_upda
         status = "[red]failed[/]" if run in history.failures else "ok"
         table.add_row(str(seed), train_score, eval_score, eval_max, status)
     return table
-
-
-def render_description(env) -> str:
-    """One-line description of a Snake configuration."""
-    from regspeed.envs import render
-
-    return render.describe(env)
