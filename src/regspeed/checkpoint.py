@@ -23,12 +23,19 @@ def _is_key(leaf: Any) -> bool:
     return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
-def save(path: str | Path, carry: Any) -> Path:
-    """Write ``carry`` to ``path`` (atomically) and return the path."""
-    path = Path(path)
-    leaves = jax.tree.leaves(carry)
-    arrays = {f"leaf_{i}": np.asarray(jax.random.key_data(x) if _is_key(x) else x) for i, x in enumerate(leaves)}
+def to_arrays(carry: Any) -> dict[str, np.ndarray]:
+    """The carry's leaves as host NumPy arrays, as a checkpoint holds them (picklable, for
+    sending a carry between processes)."""
+    leaves = jax.device_get([jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(carry)])
+    arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}
     arrays["format_version"] = np.asarray(FORMAT_VERSION)
+    return arrays
+
+
+def save(path: str | Path, carry: Any) -> Path:
+    """Write ``carry`` (or its :func:`to_arrays`) to ``path`` atomically; return the path."""
+    path = Path(path)
+    arrays = carry if isinstance(carry, dict) and "format_version" in carry else to_arrays(carry)
     temporary = path.with_name(path.name + ".partial")
     try:
         with open(temporary, "wb") as file:
@@ -43,19 +50,24 @@ def save(path: str | Path, carry: Any) -> Path:
 
 def load(path: str | Path, template: Any) -> Any:
     """Read a carry saved by :func:`save`, shaped like ``template``."""
-    leaves, treedef = jax.tree.flatten(template)
     with np.load(Path(path)) as data:
-        if int(data["format_version"]) != FORMAT_VERSION:
-            raise ValueError(f"{path}: checkpoint format {int(data['format_version'])}, expected {FORMAT_VERSION}")
-        restored = []
-        for i, like in enumerate(leaves):
-            array = data[f"leaf_{i}"]
-            if _is_key(like):
-                restored.append(jax.random.wrap_key_data(array, impl=jax.random.key_impl(like)))
-            else:
-                if array.shape != like.shape or array.dtype != like.dtype:
-                    raise ValueError(
-                        f"{path}: leaf {i} is {array.dtype}{array.shape}, expected {like.dtype}{like.shape}"
-                    )
-                restored.append(jax.numpy.asarray(array))
+        return from_arrays(dict(data), template, str(path))
+
+
+def from_arrays(data: dict[str, np.ndarray], template: Any, path: str = "checkpoint") -> Any:
+    """Rebuild a carry from :func:`to_arrays`, shaped like ``template``."""
+    leaves, treedef = jax.tree.flatten(template)
+    if int(data["format_version"]) != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {int(data['format_version'])}, expected {FORMAT_VERSION}")
+    restored = []
+    for i, like in enumerate(leaves):
+        array = data[f"leaf_{i}"]
+        if _is_key(like):
+            restored.append(jax.random.wrap_key_data(array, impl=jax.random.key_impl(like)))
+        else:
+            if array.shape != like.shape or array.dtype != like.dtype:
+                raise ValueError(
+                    f"{path}: leaf {i} is {array.dtype}{array.shape}, expected {like.dtype}{like.shape}"
+                )
+            restored.append(jax.numpy.asarray(array))
     return jax.tree.unflatten(treedef, restored)

@@ -279,3 +279,212 @@ def _training_table(seeds: list[int], history: Any, updates: int, steps_per_upda
         status = "[red]failed[/]" if run in history.failures else "ok"
         table.add_row(str(seed), train_score, eval_score, eval_max, status)
     return table
+
+
+# ----------------------------------------------------------------------------- studies
+
+SpecArgument = Annotated[
+    Path | None, typer.Argument(help="Study spec (TOML). Default: the embedded default study (`regspeed spec`).")
+]
+StudyFolder = Annotated[Path, typer.Argument(help="A study's folder, e.g. runs/default.")]
+
+
+@app.command()
+@user_errors_exit_cleanly
+def spec() -> None:
+    """Print the default study spec, with comments: a starting point for your own."""
+    from regspeed.study import spec as spec_module
+
+    print(spec_module.default_text(), end="")
+
+
+@app.command()
+@user_errors_exit_cleanly
+def study(
+    spec_file: SpecArgument = None,
+    out: Annotated[Path | None, typer.Option(help="Study folder (default: runs/<name>).")] = None,
+    quick: Annotated[bool, typer.Option(help="The same study, small: 3 seeds and 1/12 of the budget.")] = False,
+    backend: Annotated[str, typer.Option(help="local (this process) or ray (each batch a Ray task).")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")] = None,
+    cpus_per_batch: Annotated[float, typer.Option(help="Ray: CPUs reserved by each batch.")] = 1.0,
+    gpus_per_batch: Annotated[float, typer.Option(help="Ray: GPUs reserved by each batch.")] = 0.0,
+) -> None:
+    """Run a study (baseline vs regularizers x strengths x seeds), or resume it.
+
+    Results go to a SQLite store in the study folder; re-running continues where it
+    stopped and never recomputes a finished run.
+    """
+    from regspeed.study import runner
+    from regspeed.study import spec as spec_module
+
+    text = spec_module.default_text() if spec_file is None else _read_spec_text(spec_file)
+    the_spec = spec_module.load(spec_file)
+    if quick:
+        the_spec = spec_module.quick(the_spec)
+    folder = out if out is not None else Path("runs") / the_spec.name
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError("out", f"{folder} exists and is not a folder")
+    options = {"address": address, "cpus_per_batch": cpus_per_batch, "gpus_per_batch": gpus_per_batch}
+    with _StudyProgress(the_spec) as progress:
+        outcome = runner.run(
+            the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=progress.chunk
+        )
+    if outcome.already_finished:
+        console.print(f"{folder}: this study is already finished; nothing to do")
+    else:
+        console.print(f"finished in {outcome.seconds:.0f} s")
+    _print_summary(folder)
+
+
+def _read_spec_text(path: Path) -> str:
+    if not path.is_file():
+        raise ConfigError("spec", f"{path} is not a file; write one with `regspeed spec > {path.name}`")
+    return path.read_text()
+
+
+class _StudyProgress:
+    """A Rich display: the whole study with its ETA, and the batch being trained."""
+
+    def __init__(self, the_spec: Any) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.spec = the_spec
+        self.progress = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.batches: dict[int, tuple[Any, int]] = {}  # batch id -> (progress task, runs)
+        self.batch_updates: dict[int, int] = {}
+        self.batch_steps: dict[int, int] = {}
+
+    def __enter__(self) -> _StudyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start(self, store: Any, jobs: list) -> None:
+        """Called once the plan is known: totals in updates x runs (shown only if there is work)."""
+        if not jobs:
+            return
+        self.progress.start()
+        self.study = self.progress.add_task("study", total=1.0, detail="compiling")
+        runs = store.runs()
+        batches = store.batches()
+        self.total = sum(batch.total_updates * sum(r.batch == batch.batch_id for r in runs) for batch in batches)
+        self.done = {batch.batch_id: batch.updates_done for batch in batches}
+        self.sizes = {batch.batch_id: sum(r.batch == batch.batch_id for r in runs) for batch in batches}
+        self.progress.update(self.study, total=max(1, self.total), completed=self._completed())
+        count = len(batches)
+        for job in jobs:
+            names = sorted({store_name for store_name in self._conditions(store, job.batch_id)})
+            label = f"batch {job.batch_id + 1}/{count}: {', '.join(names)}"
+            task = self.progress.add_task(
+                label if len(label) < 60 else label[:57] + "...", total=1.0, detail="waiting", start=False
+            )
+            self.batches[job.batch_id] = (task, len(job.seeds))
+
+    @staticmethod
+    def _conditions(store: Any, batch_id: int) -> list[str]:
+        return [run.condition for run in store.runs() if run.batch == batch_id]
+
+    def _completed(self) -> int:
+        return sum(self.done[b] * self.sizes[b] for b in self.done)
+
+    def chunk(self, outcome: Any, runs: int) -> None:
+        """Called after every chunk of every batch."""
+        task, size = self.batches[outcome.batch_id]
+        chunk_updates = outcome.updates_done - self.done[outcome.batch_id]
+        self.done[outcome.batch_id] = outcome.updates_done
+        rate = chunk_updates * outcome.steps_per_update * size / max(outcome.seconds, 1e-9)
+        self.progress.start_task(task)
+        self.progress.update(
+            task,
+            total=outcome.total_updates,
+            completed=outcome.updates_done,
+            detail=f"{size} runs, {rate:,.0f} steps/s",
+        )
+        self.progress.update(self.study, completed=self._completed(), detail="")
+        if outcome.updates_done >= outcome.total_updates:
+            self.progress.remove_task(task)
+
+
+def _print_summary(folder: Path) -> None:
+    from regspeed.study import results
+    from regspeed.study import store as store_module
+
+    store = store_module.Store.open(folder)
+    try:
+        rows = results.summary(store)
+    finally:
+        store.close()
+    table = Table(title=f"{folder}: final performance (IQM over seeds of the last 10% of the budget)")
+    for name in ("condition", "runs", "finished", "failed", "progress", "train score", "eval score", "survival"):
+        table.add_column(name, justify="right" if name != "condition" else "left")
+    for row in rows:
+        table.add_row(
+            row.condition,
+            str(row.runs),
+            str(row.finished),
+            str(row.failed) if not row.failed else f"[red]{row.failed}[/]",
+            f"{row.progress:.0%}",
+            *(_number(row.final[metric]) for metric in ("score", "eval_score", "steps")),
+        )
+    console.print(table)
+
+
+def _number(value: float) -> str:
+    return f"{value:.1f}" if value == value else "-"
+
+
+@app.command()
+@user_errors_exit_cleanly
+def status(folder: StudyFolder) -> None:
+    """Show a study's progress: runs finished, failed and pending per condition."""
+    from regspeed.study import store as store_module
+
+    store = store_module.Store.open(folder)
+    try:
+        runs = store.runs()
+        failed = [run for run in runs if run.status == "failed"]
+        meta = store.meta()
+    finally:
+        store.close()
+    console.print(f"{folder}: study created {meta.get('created', '?')}")
+    _print_summary(folder)
+    for run in failed:
+        console.print(f"[red]{run.condition} seed {run.seed} failed:[/] {run.error}", highlight=False)
+
+
+@app.command()
+@user_errors_exit_cleanly
+def export(
+    folder: StudyFolder,
+    format: Annotated[str, typer.Option("--format", help="csv (long form, every metric) or npz (rliable-shaped).")]
+    = "csv",
+    metric: Annotated[str, typer.Option(help="npz: the metric to export.")] = "score",
+    out: Annotated[Path | None, typer.Option(help="Output file (default: DIR/curves.csv or DIR/<metric>.npz).")] = None,
+) -> None:
+    """Export a study's curves: CSV (condition, seed, metric, step, value) or NPZ shaped as
+    rliable expects (per condition: runs x tasks x points; the step axis under 'steps')."""
+    from regspeed.study import results
+    from regspeed.study import store as store_module
+
+    if format not in results.FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(results.FORMATS)} (got {format!r})")
+    target = out if out is not None else folder / ("curves.csv" if format == "csv" else f"{metric}.npz")
+    store = store_module.Store.open(folder)
+    try:
+        results.export(store, target, format, metric)
+    finally:
+        store.close()
+    console.print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    app()

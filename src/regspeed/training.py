@@ -9,7 +9,7 @@ and hands every chunk to a callback (progress display, store, checkpoint).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -57,7 +57,7 @@ class ChunkReport:
     updates_done: int
     total_updates: int
     metrics: dict[str, np.ndarray]  # this chunk's per-update metrics, [runs, chunk]
-    evaluation: dict[str, np.ndarray] | None  # this boundary's evaluation, [runs], if any
+    evaluations: list[tuple[int, dict[str, np.ndarray]]]  # (at update, [runs] values) since the last report
     carry: Any
     newly_failed: dict[int, str]
 
@@ -77,29 +77,32 @@ def _non_finite_runs(metrics: dict[str, np.ndarray]) -> dict[int, str]:
     return failed
 
 
-def train(
+def iterate(
     trainer: Trainer,
     config: Any,
     carry: Any,
     total_updates: int,
     chunk: int,
     eval_every: int = 0,
-    on_chunk: Callable[[ChunkReport], None] | None = None,
     history: History | None = None,
-) -> tuple[Any, History]:
-    """Advance a batch of runs to ``total_updates`` updates (from wherever ``carry`` is).
+) -> Iterator[ChunkReport]:
+    """Advance a batch of runs to ``total_updates`` updates (from wherever ``carry`` is),
+    yielding a report after every chunk.
 
     Chunks end at multiples of ``chunk`` and of ``eval_every`` (when > 0), so that a run
     resumed from any chunk boundary sees exactly the same boundaries as an uninterrupted
     one. Evaluation runs at update 0 (if not recorded yet) and at every multiple of
-    ``eval_every``.
+    ``eval_every``. A report's carry is only valid until the next chunk starts (its
+    buffers are donated to it).
     """
     if chunk < 1:
         raise ConfigError("chunk", f"must be a positive number of updates (got {chunk})")
     history = history if history is not None else History()
     done = int(np.asarray(jax.device_get(carry.update)).reshape(-1)[0])
+    pending: list[tuple[int, dict[str, np.ndarray]]] = []
     if eval_every and done == 0 and not history.evaluated_at:
-        history.append_evaluation(0, jax.device_get(trainer.evaluate_batch(config, carry)))
+        pending.append((0, jax.device_get(trainer.evaluate_batch(config, carry))))
+        history.append_evaluation(*pending[-1])
     while done < total_updates:
         boundary = min(total_updates, (done // chunk + 1) * chunk)
         if eval_every:
@@ -110,10 +113,28 @@ def train(
         newly_failed = {run: why for run, why in _non_finite_runs(metrics).items() if run not in history.failures}
         history.failures.update(newly_failed)
         history.append_updates(metrics)
-        evaluation = None
         if eval_every and done % eval_every == 0:
-            evaluation = jax.device_get(trainer.evaluate_batch(config, carry))
-            history.append_evaluation(done, evaluation)
+            pending.append((done, jax.device_get(trainer.evaluate_batch(config, carry))))
+            history.append_evaluation(*pending[-1])
+        yield ChunkReport(done, total_updates, metrics, pending, carry, newly_failed)
+        pending = []
+
+
+def train(
+    trainer: Trainer,
+    config: Any,
+    carry: Any,
+    total_updates: int,
+    chunk: int,
+    eval_every: int = 0,
+    on_chunk: Callable[[ChunkReport], None] | None = None,
+    history: History | None = None,
+) -> tuple[Any, History]:
+    """:func:`iterate` to the end, handing every report to ``on_chunk``; returns the final
+    carry and the whole history."""
+    history = history if history is not None else History()
+    for report in iterate(trainer, config, carry, total_updates, chunk, eval_every, history):
+        carry = report.carry
         if on_chunk is not None:
-            on_chunk(ChunkReport(done, total_updates, metrics, evaluation, carry, newly_failed))
+            on_chunk(report)
     return carry, history

@@ -395,8 +395,13 @@ def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
 
 @functools.partial(jax.jit, static_argnums=0)
 def init_batch(config: PPOConfig, keys: jax.Array, hp: Hparams) -> Carry:
-    """:func:`init` vmapped over runs (keys and hparams with a leading run axis)."""
-    return jax.vmap(lambda k, h: init(config, k, h))(keys, hp)
+    """:func:`init` for each run (keys and hparams with a leading run axis).
+
+    Runs are initialised one after another (``lax.map``), not vmapped: with 20 or more
+    runs the batched QR decompositions of the orthogonal initialisation deadlock
+    jaxlib 0.10.2's CPU LAPACK thread pool. It is a one-off cost of about a second.
+    """
+    return jax.lax.map(lambda key_and_hp: init(config, *key_and_hp), (keys, hp))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)

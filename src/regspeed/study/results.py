@@ -1,0 +1,136 @@
+"""Reading a study's results: curves as arrays per condition, a summary, and exports.
+
+``curves(store, metric)`` gives, per condition, an array ``[runs, points]`` on the union of
+the steps any run recorded (NaN where a run has no value), which is also the shape
+rliable expects once a task axis is added: ``[runs, tasks, points]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from regspeed.errors import ConfigError
+from regspeed.study.store import Store
+
+FORMATS = ("csv", "npz")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditionCurves:
+    """One metric of one condition: ``values[run, point]`` at ``steps[point]``."""
+
+    condition: str
+    seeds: list[int]
+    steps: np.ndarray
+    values: np.ndarray
+
+
+def curves(store: Store, metric: str) -> list[ConditionCurves]:
+    """Per condition (study order), the metric's curves of all runs on a common step axis."""
+    by_run = store.curve(metric)
+    runs = store.runs()
+    steps = np.unique(np.concatenate([s for s, _ in by_run.values()])) if by_run else np.zeros(0, np.int64)
+    result = []
+    for condition in [c["name"] for c in store.conditions()]:
+        members = [run for run in runs if run.condition == condition]
+        values = np.full((len(members), len(steps)), np.nan)
+        for row, run in enumerate(members):
+            if run.run_id in by_run:
+                run_steps, run_values = by_run[run.run_id]
+                values[row, np.searchsorted(steps, run_steps)] = run_values
+        result.append(ConditionCurves(condition, [run.seed for run in members], steps, values))
+    return result
+
+
+def final_performance(curve: ConditionCurves, budget_steps: int, fraction: float = 0.1) -> np.ndarray:
+    """Per run: the mean of its values over the last ``fraction`` of the budget (NaN if none)."""
+    window = curve.steps > budget_steps * (1 - fraction)
+    if not window.any():
+        return np.full(len(curve.seeds), np.nan)
+    values = curve.values[:, window]
+    counts = np.isfinite(values).sum(axis=1)
+    totals = np.where(np.isfinite(values), values, 0.0).sum(axis=1)
+    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+
+
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean of the finite values (NaN when there are none)."""
+    finite = values[np.isfinite(values)]
+    return float(stats.trim_mean(finite, 0.25)) if len(finite) else float("nan")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditionSummary:
+    """Progress and end results of one condition."""
+
+    condition: str
+    runs: int
+    finished: int
+    failed: int
+    progress: float  # fraction of the condition's updates done
+    final: dict[str, float]  # metric -> IQM over runs of final performance
+
+
+def summary(store: Store, metrics: tuple[str, ...] = ("score", "eval_score", "steps")) -> list[ConditionSummary]:
+    """One row per condition: runs finished / failed, progress, IQM of final performance."""
+    runs = store.runs()
+    totals = {batch.batch_id: batch.total_updates for batch in store.batches()}
+    budget_steps = 0
+    tables = {}
+    for metric in metrics:
+        tables[metric] = {curve.condition: curve for curve in curves(store, metric)}
+        for curve in tables[metric].values():
+            if len(curve.steps):
+                budget_steps = max(budget_steps, int(curve.steps[-1]))
+    rows = []
+    for condition in [c["name"] for c in store.conditions()]:
+        members = [run for run in runs if run.condition == condition]
+        done = sum(min(run.updates_done, totals[run.batch]) for run in members)
+        final = {}
+        for metric in metrics:
+            curve = tables[metric].get(condition)
+            final[metric] = iqm(final_performance(curve, budget_steps)) if curve is not None else float("nan")
+        rows.append(
+            ConditionSummary(
+                condition=condition,
+                runs=len(members),
+                finished=sum(run.status == "finished" for run in members),
+                failed=sum(run.status == "failed" for run in members),
+                progress=done / max(1, sum(totals[run.batch] for run in members)),
+                final=final,
+            )
+        )
+    return rows
+
+
+def export(store: Store, path: Path, format: str, metric: str = "score") -> Path:
+    """Write the curves to ``path``: ``csv`` (long form, every metric) or ``npz`` (one metric,
+    rliable-shaped ``[runs, 1, points]`` per condition, plus its ``steps`` axis)."""
+    if format not in FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {format!r})")
+    if format == "csv":
+        names = {run.run_id: (run.condition, run.seed) for run in store.runs()}
+        with open(path, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["condition", "seed", "metric", "step", "value"])
+            for name in store.metric_names():
+                for run_id, (steps, values) in store.curve(name).items():
+                    condition, seed = names[run_id]
+                    writer.writerows(
+                        (condition, seed, name, step, f"{value:.9g}")
+                        for step, value in zip(steps.tolist(), values.tolist(), strict=True)
+                    )
+        return path
+    if metric not in store.metric_names():
+        raise ConfigError("metric", f"no values of {metric!r}; choose one of {', '.join(store.metric_names())}")
+    per_condition = curves(store, metric)
+    arrays = {curve.condition: curve.values[:, None, :] for curve in per_condition}
+    if "steps" in arrays:
+        raise ConfigError("metric", "a condition is named 'steps', which the npz format reserves")
+    np.savez(path, steps=per_condition[0].steps, **arrays)
+    return path

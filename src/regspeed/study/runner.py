@@ -1,0 +1,372 @@
+"""Running a study: plan the runs into batches, execute them in chunks, store every chunk.
+
+- **Plan.** Conditions x seeds become runs. Runs whose regularizer has the same static
+  part (kind and mask) share compiled code and form a group; a group is split into
+  batches small enough for ``execution.memory_cap_gb``. Within a batch, strength and seed
+  are vmapped. The plan is stored with the study and never recomputed.
+- **Execute.** :func:`execute_batch` is a generator that trains one batch from its last
+  checkpoint and yields after every chunk (metrics, evaluations, the carry as arrays). The
+  ``local`` backend iterates it in this process; the ``ray`` backend runs it as a Ray task
+  (a streaming generator) per batch, several at once.
+- **Store.** Only the driver writes: for every chunk, the checkpoint file first, then one
+  transaction with the curves and progress (:meth:`Store.record_chunk`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from regspeed import __version__, checkpoint, training
+from regspeed import regularizers as regs
+from regspeed.errors import ConfigError
+from regspeed.study import spec as spec_module
+from regspeed.study import store as store_module
+from regspeed.study import tasks
+from regspeed.study.spec import Spec
+
+BACKENDS = ("local", "ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchJob:
+    """Everything needed to run one batch anywhere (picklable, for Ray)."""
+
+    batch_id: int
+    spec: dict[str, Any]  # the spec as validated data
+    regularizer: dict[str, Any]  # fields of regs.Regularizer
+    seeds: list[int]  # one per run, in batch order
+    strengths: list[float]  # one per run, in batch order
+    start: dict[str, np.ndarray] | None  # checkpoint arrays to resume from, or None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkOutcome:
+    """What a batch reports after each chunk."""
+
+    batch_id: int
+    updates_done: int
+    total_updates: int
+    steps_per_update: int
+    metrics: dict[str, np.ndarray]  # [runs, chunk]
+    evaluations: list[tuple[int, dict[str, np.ndarray]]]
+    carry: dict[str, np.ndarray]  # checkpoint arrays
+    newly_failed: dict[int, str]
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyOutcome:
+    """How a call of :func:`run` ended."""
+
+    folder: Path
+    already_finished: bool
+    runs_total: int
+    runs_failed: int
+    seconds: float
+
+
+# --------------------------------------------------------------------------------- plan
+
+
+def plan(spec: Spec) -> tuple[list[tuple[regs.Regularizer, list[tuple[str, float, int]]]], dict[str, Any]]:
+    """Batches as (regularizer, [(condition, strength, seed), ...]) and facts about the plan."""
+    task = tasks.REGISTRY[spec.task]
+    groups: dict[regs.Regularizer, list[tuple[str, float, int]]] = {}
+    for condition in spec_module.conditions(spec):
+        runs = groups.setdefault(condition.regularizer, [])
+        runs += [(condition.name, condition.strength, seed) for seed in spec.seed_list()]
+    batches = []
+    cap = spec.execution.memory_cap_gb * 2**30
+    for regularizer, runs in groups.items():
+        per_run = task.bytes_per_run(task.static_config(spec, regularizer))
+        most = max(1, int(cap // per_run))
+        count = math.ceil(len(runs) / most)
+        size = math.ceil(len(runs) / count)
+        batches += [(regularizer, runs[i : i + size]) for i in range(0, len(runs), size)]
+    return batches, {"memory_cap_gb": spec.execution.memory_cap_gb}
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of what computes the numbers, and the machine."""
+    import flax
+    import jaxlib
+    import optax
+
+    return {
+        "regspeed": __version__,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(jax.devices()[0].device_kind),
+        "cpu_count": str(__import__("os").cpu_count()),
+    }
+
+
+# ------------------------------------------------------------------------ execution
+
+
+def execute_batch(job: BatchJob, chunk_updates: int) -> Iterator[ChunkOutcome]:
+    """Train one batch from its start (fresh, or a checkpoint) to the end, chunk by chunk."""
+    spec = spec_module.validate(job.spec)
+    task = tasks.REGISTRY[spec.task]
+    config = task.static_config(spec, regs.Regularizer(**job.regularizer))
+    carry = task.trainer.init_batch(config, task.run_keys(job.seeds), task.hparams(spec, np.asarray(job.strengths)))
+    if job.start is not None:
+        carry = checkpoint.from_arrays(job.start, carry, f"batch {job.batch_id}")
+    total = task.total_updates(config)
+    eval_every = spec.evaluation.every_updates
+    started = time.perf_counter()
+    for report in training.iterate(task.trainer, config, carry, total, chunk_updates, eval_every):
+        arrays = checkpoint.to_arrays(report.carry)
+        now = time.perf_counter()
+        yield ChunkOutcome(
+            batch_id=job.batch_id,
+            updates_done=report.updates_done,
+            total_updates=total,
+            steps_per_update=task.steps_per_update(config),
+            metrics=report.metrics,
+            evaluations=report.evaluations,
+            carry=arrays,
+            newly_failed=report.newly_failed,
+            seconds=now - started,
+        )
+        started = now
+
+
+def _local_outcomes(jobs: list[BatchJob], chunk_updates: int, options: dict[str, Any]) -> Iterator[ChunkOutcome]:
+    for job in jobs:
+        yield from execute_batch(job, chunk_updates)
+
+
+def _ray_outcomes(jobs: list[BatchJob], chunk_updates: int, options: dict[str, Any]) -> Iterator[ChunkOutcome]:
+    """Each batch a Ray task (a streaming generator); results come back as they are made."""
+    try:
+        import ray
+    except ImportError:
+        missing = "ray is not installed: pip install 'regspeed[ray]', or use --backend local"
+        raise ConfigError("backend", missing) from None
+    if not ray.is_initialized():
+        ray.init(address=options.get("address"), include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(_execute_batch_list).options(
+        num_returns="streaming", num_cpus=options.get("cpus_per_batch", 1), num_gpus=options.get("gpus_per_batch", 0)
+    )
+    results: queue.Queue[ChunkOutcome | BaseException | None] = queue.Queue()
+
+    def consume(job: BatchJob) -> None:
+        try:
+            for reference in remote.remote(job, chunk_updates):
+                results.put(ray.get(reference))
+        except BaseException as error:  # handed to the driver, which raises it
+            results.put(error)
+        finally:
+            results.put(None)
+
+    threads = [threading.Thread(target=consume, args=(job,), daemon=True) for job in jobs]
+    for thread in threads:
+        thread.start()
+    remaining = len(threads)
+    while remaining:
+        item = results.get()
+        if item is None:
+            remaining -= 1
+        elif isinstance(item, BaseException):
+            raise item
+        else:
+            yield item
+
+
+def _execute_batch_list(job: BatchJob, chunk_updates: int) -> Iterator[ChunkOutcome]:
+    """The Ray task: import regspeed first (XLA flags), then run the batch."""
+    import regspeed  # noqa: F401
+
+    yield from execute_batch(job, chunk_updates)
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.Store:
+    """The study's store: created with its plan, or opened after checking the spec is the same."""
+    normalized = spec_module.normalized(spec)
+    if store_module.exists(folder):
+        store = store_module.Store.open(folder)
+        stored = json.loads(store.meta()["spec_json"])
+        differences = spec_module.differences(stored, normalized)
+        if differences:
+            store.close()
+            shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+            raise ConfigError(
+                "spec",
+                f"differs from the one {folder} was started with ({shown}); "
+                "run it in another folder (--out) or restore the spec",
+            )
+        return store
+    task = tasks.REGISTRY[spec.task]
+    batches, facts = plan(spec)
+    conditions = [
+        (c.name, c.regularizer.kind, c.strength, json.dumps(dataclasses.asdict(c.regularizer)))
+        for c in spec_module.conditions(spec)
+    ]
+    planned = []
+    batch_rows = []
+    for batch_id, (regularizer, runs) in enumerate(batches):
+        total = task.total_updates(task.static_config(spec, regularizer))
+        batch_rows.append((sorted({name for name, _, _ in runs}, key=[c[0] for c in conditions].index), total))
+        planned += [
+            store_module.PlannedRun(name, seed, batch_id, position) for position, (name, _, seed) in enumerate(runs)
+        ]
+    meta = {
+        "spec_toml": spec_text,
+        "spec_json": json.dumps(normalized),
+        "versions": json.dumps(software_versions()),
+        "plan": json.dumps(facts),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return store_module.Store.create(folder, meta, conditions, batch_rows, planned)
+
+
+def _jobs(spec: Spec, store: store_module.Store) -> list[BatchJob]:
+    """The unfinished batches, each from its last checkpoint."""
+    conditions = {c["name"]: c for c in store.conditions()}
+    runs_by_batch: dict[int, list[store_module.RunRow]] = {}
+    for run in store.runs():
+        runs_by_batch.setdefault(run.batch, []).append(run)
+    jobs = []
+    for batch in store.batches():
+        if batch.updates_done >= batch.total_updates:
+            continue
+        runs = sorted(runs_by_batch[batch.batch_id], key=lambda run: run.position)
+        start = None
+        if batch.checkpoint is not None:
+            with np.load(store.folder / store_module.CHECKPOINTS / batch.checkpoint) as data:
+                start = dict(data)
+        jobs.append(
+            BatchJob(
+                batch_id=batch.batch_id,
+                spec=spec.model_dump(mode="json"),
+                regularizer=conditions[runs[0].condition]["regularizer"],
+                seeds=[run.seed for run in runs],
+                strengths=[conditions[run.condition]["strength"] for run in runs],
+                start=start,
+            )
+        )
+    return jobs
+
+
+def _remove_stale_checkpoints(store: store_module.Store) -> None:
+    """Checkpoint files the store does not name (a crash between file and transaction)."""
+    named = {batch.checkpoint for batch in store.batches()}
+    for path in (store.folder / store_module.CHECKPOINTS).glob("*"):
+        if path.name not in named:
+            path.unlink()
+
+
+def _chunk_curves(outcome: ChunkOutcome, alive: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """metric -> (positions, steps, values) of the finite values of runs alive before this chunk."""
+    curves = {}
+    chunk = next(iter(outcome.metrics.values())).shape[1]
+    first = outcome.updates_done - chunk + 1
+    update_steps = (np.arange(first, outcome.updates_done + 1) * outcome.steps_per_update).astype(np.int64)
+    for name, values in outcome.metrics.items():
+        keep = np.isfinite(values) & alive[:, None]
+        positions, points = np.nonzero(keep)
+        curves[name] = (positions, update_steps[points], values[positions, points].astype(np.float64))
+    for at_update, evaluation in outcome.evaluations:
+        for name, values in evaluation.items():
+            keep = np.isfinite(values) & alive
+            positions = np.flatnonzero(keep)
+            steps = np.full(len(positions), at_update * outcome.steps_per_update, np.int64)
+            curves[name] = (positions, steps, values[positions].astype(np.float64))
+    return curves
+
+
+ProgressCallback = Callable[[ChunkOutcome, int], None]  # (outcome, runs in its batch)
+
+
+def run(
+    spec: Spec,
+    folder: Path,
+    spec_text: str = "",
+    backend: str = "local",
+    backend_options: dict[str, Any] | None = None,
+    on_start: Callable[[store_module.Store, list[BatchJob]], None] | None = None,
+    on_chunk: ProgressCallback | None = None,
+) -> StudyOutcome:
+    """Run (or resume) a study into ``folder``; returns how it ended.
+
+    Holds the folder's lock throughout. Finished runs are never recomputed; unfinished
+    batches continue from their last checkpoint, so that the stored results equal those
+    of an uninterrupted run.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    started = time.perf_counter()
+    with store_module.locked(folder):
+        store = _open_or_create(spec, folder, spec_text)
+        try:
+            _remove_stale_checkpoints(store)
+            jobs = _jobs(spec, store)
+            if on_start is not None:
+                on_start(store, jobs)
+            source = _local_outcomes if backend == "local" else _ray_outcomes
+            alive = {job.batch_id: _alive(store, job.batch_id) for job in jobs}
+            for job in jobs:
+                store.start_batch(job.batch_id)
+            for outcome in source(jobs, spec.execution.chunk_updates, backend_options or {}):
+                _record(store, outcome, alive[outcome.batch_id])
+                if on_chunk is not None:
+                    on_chunk(outcome, len(alive[outcome.batch_id]))
+            runs = store.runs()
+        finally:
+            store.close()
+    return StudyOutcome(
+        folder=folder,
+        already_finished=not jobs,
+        runs_total=len(runs),
+        runs_failed=sum(run.status == "failed" for run in runs),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _alive(store: store_module.Store, batch_id: int) -> np.ndarray:
+    """Which positions of a batch have not failed (as stored)."""
+    runs = sorted((run for run in store.runs() if run.batch == batch_id), key=lambda run: run.position)
+    return np.asarray([run.status != "failed" for run in runs])
+
+
+def _record(store: store_module.Store, outcome: ChunkOutcome, alive: np.ndarray) -> None:
+    """Checkpoint file, then one transaction; then the previous checkpoint goes."""
+    previous = next(batch.checkpoint for batch in store.batches() if batch.batch_id == outcome.batch_id)
+    name = f"batch-{outcome.batch_id:04d}-update-{outcome.updates_done:07d}.npz"
+    checkpoint.save(store.folder / store_module.CHECKPOINTS / name, outcome.carry)
+    curves = _chunk_curves(outcome, alive)
+    store.record_chunk(
+        batch_id=outcome.batch_id,
+        updates_done=outcome.updates_done,
+        curves=curves,
+        live_positions=np.flatnonzero(alive).tolist(),
+        failures={run: why for run, why in outcome.newly_failed.items() if alive[run]},
+        checkpoint=name,
+        seconds=outcome.seconds,
+        finished=outcome.updates_done >= outcome.total_updates,
+    )
+    for run in outcome.newly_failed:
+        alive[run] = False
+    if previous is not None and previous != name:
+        (store.folder / store_module.CHECKPOINTS / previous).unlink(missing_ok=True)

@@ -1,0 +1,249 @@
+"""Tasks a study can run, behind one interface, so that the runner never knows which it drives.
+
+A task turns a validated spec into the static configuration of a batch (hashable: it
+selects the compiled code), the batched continuous hyperparameters (vmapped), the PRNG keys
+of its seeds, and the compiled :class:`~regspeed.training.Trainer`. New tasks add
+themselves to :data:`REGISTRY` with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pydantic
+
+from regspeed import regularizers as regs
+from regspeed import training
+from regspeed.errors import ConfigError
+from regspeed.study.spec import Spec, describe_validation_error
+
+Problems = list[tuple[str, str]]
+
+
+class Task(Protocol):
+    """What the runner needs from a task."""
+
+    name: str
+    speed_metrics: tuple[str, ...]  # curves (higher is better) whose learning speed a study measures
+    step_unit: str  # what ``budget`` and the curves' step axis count, e.g. "env steps"
+    trainer: training.Trainer
+
+    def check(self, spec: Spec) -> Problems:
+        """Problems in the task's part of the spec (``config``, ``budget``), as (path, message)."""
+        ...
+
+    def resolved_config(self, spec: Spec) -> dict[str, Any]:
+        """The task's configuration with every default filled in, as plain JSON data."""
+        ...
+
+    def static_config(self, spec: Spec, regularizer: regs.Regularizer) -> Any:
+        """The hashable configuration of a batch of runs with this regularizer."""
+        ...
+
+    def total_updates(self, static: Any) -> int:
+        """Updates of each run."""
+        ...
+
+    def steps_per_update(self, static: Any) -> int:
+        """Budget units (e.g. env steps) per update."""
+        ...
+
+    def hparams(self, spec: Spec, strengths: np.ndarray) -> Any:
+        """Continuous hyperparameters of a batch, one row per run."""
+        ...
+
+    def run_keys(self, seeds: list[int]) -> jax.Array:
+        """One PRNG key per seed (the same seed gives the same key in every condition)."""
+        ...
+
+    def bytes_per_run(self, static: Any) -> int:
+        """A generous estimate of the device memory one run of a batch needs."""
+        ...
+
+
+REGISTRY: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Make a task available to specs as ``task = "<name>"``."""
+    REGISTRY[task.name] = task
+    return task
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses and tuples as JSON would give them back."""
+    return json.loads(json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value))
+
+
+def _unknown_keys(table: dict[str, Any], kind: type, path: str) -> Problems:
+    """Keys of a TOML table that are not fields of the dataclass it configures."""
+    known = {field.name for field in dataclasses.fields(kind)}
+    return [(f"{path}.{key}", "unknown key; remove it or check its spelling") for key in table if key not in known]
+
+
+# ------------------------------------------------------------------------------ snake-ppo
+
+
+class SnakePPO:
+    """PPO on the JAX Snake world (:mod:`regspeed.agents.ppo`).
+
+    ``config`` has three tables: ``env`` (fields of ``SnakeConfig``), ``network`` (of
+    ``NetworkConfig``) and ``ppo`` (of ``PPOConfig``, plus ``learning_rate``); omitted
+    fields keep ``PPOConfig()``'s defaults. ``budget`` is in env steps.
+    """
+
+    name = "snake-ppo"
+    speed_metrics = ("score", "steps", "eval_score", "eval_steps")
+    step_unit = "env steps"
+    study_fields = ("env", "network", "regularizer", "total_updates", "eval_envs", "eval_steps")
+
+    def __init__(self) -> None:
+        from regspeed.agents import ppo
+
+        self.ppo = ppo
+        self.trainer = training.Trainer(ppo.init_batch, ppo.advance_batch, ppo.evaluate_batch)
+
+    def _build(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float, Problems]:
+        """(PPOConfig or None, learning rate, problems)."""
+        from regspeed import nets
+        from regspeed.envs import snake
+
+        ppo = self.ppo
+        defaults = ppo.PPOConfig()
+        problems: Problems = []
+        table = dict(spec.config)
+        for key in sorted(set(table) - {"env", "network", "ppo"}):
+            problems.append((f"config.{key}", "unknown table; snake-ppo takes config.env, config.network, config.ppo"))
+        parts: dict[str, Any] = {}
+        for part, kind in (("env", snake.SnakeConfig), ("network", nets.NetworkConfig)):
+            given = table.get(part, {})
+            if not isinstance(given, dict):
+                problems.append((f"config.{part}", "must be a table"))
+                continue
+            unknown = _unknown_keys(given, kind, f"config.{part}")
+            if unknown:
+                problems += unknown
+                continue
+            try:
+                parts[part] = pydantic.TypeAdapter(kind).validate_python(_plain(getattr(defaults, part)) | given)
+            except pydantic.ValidationError as error:
+                problems += describe_validation_error(error, ("config", part))
+        ppo_table = dict(table.get("ppo", {})) if isinstance(table.get("ppo", {}), dict) else None
+        if ppo_table is None:
+            return None, 0.0, [*problems, ("config.ppo", "must be a table")]
+        learning_rate = ppo_table.pop("learning_rate", 1e-3)
+        if not isinstance(learning_rate, int | float) or not (math.isfinite(learning_rate) and learning_rate > 0):
+            problems.append(("config.ppo.learning_rate", f"must be a number > 0 (got {learning_rate!r})"))
+        for key in sorted(set(ppo_table) & set(self.study_fields)):
+            problems.append((f"config.ppo.{key}", "set by the study (budget, [evaluation], [[regularizers]])"))
+            ppo_table.pop(key)
+        problems += _unknown_keys(ppo_table, ppo.PPOConfig, "config.ppo")
+        if problems:
+            return None, 0.0, problems
+        sizes = [ppo_table.get(name, getattr(defaults, name)) for name in ("num_envs", "rollout_steps")]
+        valid_sizes = all(isinstance(size, int) and size > 0 for size in sizes)
+        updates = spec.budget // math.prod(sizes) if valid_sizes else 1
+        try:
+            config = pydantic.TypeAdapter(ppo.PPOConfig).validate_python(
+                ppo_table
+                | {
+                    "env": parts["env"],
+                    "network": parts["network"],
+                    "regularizer": regularizer,
+                    "total_updates": max(1, updates),
+                    "eval_envs": spec.evaluation.episodes,
+                    "eval_steps": spec.evaluation.max_steps,
+                }
+            )
+        except pydantic.ValidationError as error:
+            for path, message in describe_validation_error(error, ("config", "ppo")):
+                if path in ("config.ppo.torso", "config.ppo.observation"):  # observation/network mismatch
+                    path = "config.network.torso"
+                problems.append((path, message))
+            return None, float(learning_rate), problems
+        if updates < 1:
+            problems.append(
+                (
+                    "budget",
+                    f"must be at least one update = num_envs x rollout_steps = {config.steps_per_update} env steps "
+                    f"(got {spec.budget})",
+                )
+            )
+        return config, float(learning_rate), problems
+
+    def check(self, spec: Spec) -> Problems:
+        """Problems in ``config`` and ``budget``."""
+        return self._build(spec, regs.Regularizer())[2]
+
+    def _config(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float]:
+        config, learning_rate, problems = self._build(spec, regularizer)
+        if problems:
+            raise ConfigError(*problems[0])
+        return config, learning_rate
+
+    def resolved_config(self, spec: Spec) -> dict[str, Any]:
+        """env, network and ppo tables with all defaults (regularizer and budget excluded)."""
+        config, learning_rate = self._config(spec, regs.Regularizer())
+        ppo_fields = {
+            field.name: getattr(config, field.name)
+            for field in dataclasses.fields(config)
+            if field.name not in self.study_fields
+        }
+        return _plain(
+            {
+                "env": dataclasses.asdict(config.env),
+                "network": dataclasses.asdict(config.network),
+                "ppo": ppo_fields | {"learning_rate": learning_rate},
+            }
+        )
+
+    def static_config(self, spec: Spec, regularizer: regs.Regularizer) -> Any:
+        """The PPOConfig of a batch."""
+        return self._config(spec, regularizer)[0]
+
+    def total_updates(self, static: Any) -> int:
+        """PPO updates per run (the budget rounded down)."""
+        return static.total_updates
+
+    def steps_per_update(self, static: Any) -> int:
+        """Env steps per update."""
+        return static.steps_per_update
+
+    def hparams(self, spec: Spec, strengths: np.ndarray) -> Any:
+        """Learning rate (the same for all) and strength per run."""
+        learning_rate = self._config(spec, regs.Regularizer())[1]
+        strengths = jnp.asarray(strengths, jnp.float32)
+        return self.ppo.Hparams(jnp.full(strengths.shape, learning_rate, jnp.float32), strengths)
+
+    def run_keys(self, seeds: list[int]) -> jax.Array:
+        """One key per seed."""
+        return self.ppo.run_keys(seeds)
+
+    def bytes_per_run(self, static: Any) -> int:
+        """Rollout buffers, parameters with optimizer state, minibatch activations, envs."""
+        ppo = self.ppo
+        observation = math.prod(static.env.observation_shape)
+        shapes = jax.eval_shape(
+            lambda key: ppo.network(static).init(key, jnp.zeros(static.env.observation_shape)),
+            jax.random.key(0),
+        )
+        parameters = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+        width = sum(static.network.hidden)
+        if static.network.resolve_torso(static.env.observation_shape) == "cnn":
+            width += sum(static.network.cnn_channels) * static.env.rows * static.env.cols
+        batch = static.batch_size
+        minibatch = batch // static.minibatches
+        rollout = batch * (2 * observation + 16)
+        learning = 4 * minibatch * (observation + 2 * width) + 2 * batch * width
+        weights = 10 * parameters
+        envs = static.num_envs * static.env.rows * static.env.cols * 3
+        return int(1.5 * 4 * (rollout + learning + weights + envs))
+
+
+register(SnakePPO())

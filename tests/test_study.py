@@ -1,0 +1,313 @@
+"""Studies: spec validation, the store, resume after SIGKILL, refusal of changed specs, the
+lock, and the Ray backend giving the same store as the local one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from regspeed.cli import app
+from regspeed.errors import ConfigError
+from regspeed.study import results, runner
+from regspeed.study import spec as spec_module
+from regspeed.study import store as store_module
+
+# Two batches (baseline; l2 at two strengths) x 2 seeds; 120 short updates in chunks of 4,
+# so that a study can be stopped in the middle of a batch.
+TINY_SPEC = """
+name = "tiny"
+task = "snake-ppo"
+seeds = 2
+budget = 15_360
+[config.env]
+rows = 6
+cols = 6
+observation = "features"
+[config.network]
+hidden = [16]
+[config.ppo]
+num_envs = 8
+rollout_steps = 16
+epochs = 1
+minibatches = 2
+[[regularizers]]
+kind = "l2"
+strengths = [1e-3, 1e-2]
+[evaluation]
+every_updates = 8
+episodes = 4
+max_steps = 40
+[thresholds]
+score = [1, 2]
+[execution]
+chunk_updates = 4
+"""
+
+
+def tiny_spec() -> spec_module.Spec:
+    return spec_module.parse(TINY_SPEC, "tiny.toml")
+
+
+def store_contents(folder: Path) -> dict[str, list[tuple]]:
+    """Everything a study computed, without timings: runs, batches, curves."""
+    with sqlite3.connect(folder / store_module.DATABASE) as connection:
+        return {
+            "runs": connection.execute(
+                "SELECT condition_id, seed, batch_id, position, status, updates_done, error FROM runs ORDER BY run_id"
+            ).fetchall(),
+            "batches": connection.execute(
+                "SELECT batch_id, condition_ids, total_updates, updates_done, checkpoint FROM batches"
+            ).fetchall(),
+            "curves": connection.execute(
+                "SELECT run_id, metrics.name, step, value FROM curves JOIN metrics USING (metric_id) "
+                "ORDER BY run_id, metrics.name, step"
+            ).fetchall(),
+        }
+
+
+def checkpoints(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    found = {}
+    for path in sorted((folder / store_module.CHECKPOINTS).glob("*.npz")):
+        with np.load(path) as data:
+            found[path.name] = dict(data)
+    return found
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny study, run uninterrupted in this process."""
+    folder = tmp_path_factory.mktemp("reference")
+    outcome = runner.run(tiny_spec(), folder, TINY_SPEC)
+    assert not outcome.already_finished and outcome.runs_total == 6 and outcome.runs_failed == 0
+    return folder
+
+
+# --------------------------------------------------------------------------------- spec
+
+
+def test_default_spec_is_what_spec_prints_and_is_valid() -> None:
+    printed = CliRunner().invoke(app, ["spec"])
+    assert printed.exit_code == 0
+    parsed = spec_module.parse(printed.output)
+    assert parsed == spec_module.load()
+    names = [condition.name for condition in spec_module.conditions(parsed)]
+    assert names[0] == "none" and len(names) == 10  # baseline + 3 kinds x 3 strengths
+    assert spec_module.quick(parsed).budget < parsed.budget
+
+
+def test_every_problem_is_reported_with_its_toml_path(tmp_path: Path) -> None:
+    bad = TINY_SPEC.replace("seeds = 2", "seeds = 2\ncolour = 1").replace("rows = 6", "rows = 3")
+    bad = bad.replace("strengths = [1e-3, 1e-2]", "strengths = [1e-3, -1e-2]\n[[regularizers]]\nkind = 'l3'")
+    bad += "[[regularizers]]\nkind = 'dropout'\nstrengths = [1.5]\n"
+    with pytest.raises(spec_module.SpecError) as caught:
+        spec_module.parse(bad)
+    # the pydantic stage: shape and types
+    assert caught.value.problems == [
+        ("regularizers[0].strengths", "must be > 0 (got -0.01)"),
+        ("regularizers[1].strengths", "required; add it"),
+        ("colour", "unknown key; remove it or check its spelling"),
+    ]
+    bad = bad.replace("-1e-2", "1e-2").replace("kind = 'l3'", "kind = 'l3'\nstrengths = [1]").replace("colour = 1", "")
+    with pytest.raises(spec_module.SpecError) as caught:
+        spec_module.parse(bad)
+    # the semantic stage: the task's configuration and the regularizers
+    assert caught.value.problems == [
+        ("config.env.rows", "must be an integer between 4 and 64 (got 3)"),
+        ("regularizers[1].kind", "unknown regularizer 'l3'; choose one of " + ", ".join(spec_module.regs.KINDS)),
+        ("regularizers[2].strengths", "a dropout rate must be in [0, 1) (got 1.5)"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (("task = \"snake-ppo\"", "task = \"chess\""), ("task", "unknown task 'chess'; choose one of snake-ppo")),
+        (("budget = 15_360", "budget = 100"), ("budget", "must be at least one update")),
+        (("seeds = 2", "seeds = 0"), ("seeds", "must be >= 1 (got 0)")),
+        (("minibatches = 2", "minibatches = 3"), ("config.ppo.minibatches", "must divide num_envs * rollout_steps")),
+        (("observation = \"features\"", "observation = \"features\"\nfood = 2"), ("config.env.food", "unknown key")),
+        (("hidden = [16]", "hidden = [16]\ntorso = \"cnn\""), ("config.network.torso", "a cnn needs grid")),
+        (("epochs = 1", "epochs = 1\ntotal_updates = 3"), ("config.ppo.total_updates", "set by the study")),
+        (("score = [1, 2]", "score = \"soon\""), ("thresholds.score", 'must be "auto" or a list of numbers')),
+        (("score = [1, 2]", "lenght = [1]"), ("thresholds.lenght", "unknown metric")),
+        (("strengths = [1e-3, 1e-2]", "strengths = [1e-3, 1e-3]"), ("regularizers[0].strengths", "lists 0.001 twice")),
+        (("kind = \"l2\"", "kind = \"none\""), ("regularizers[0].kind", "the baseline (none) is always included")),
+        (
+            ("strengths = [1e-3, 1e-2]", "strengths = {low = 1e-2, high = 1e-3, num = 2}"),
+            ("regularizers[0].strengths", "low must be <= high"),
+        ),
+    ],
+)
+def test_one_clear_message_per_problem(change: tuple[str, str], problem: tuple[str, str]) -> None:
+    assert change[0] in TINY_SPEC
+    with pytest.raises(spec_module.SpecError) as caught:
+        spec_module.parse(TINY_SPEC.replace(*change))
+    assert len(caught.value.problems) == 1
+    path, message = caught.value.problems[0]
+    assert path == problem[0] and message.startswith(problem[1]), caught.value.problems
+
+
+def test_log_grid_of_strengths() -> None:
+    spec = spec_module.parse(TINY_SPEC.replace("[1e-3, 1e-2]", "{ low = 1e-4, high = 1e-2, num = 3 }"))
+    assert [c.name for c in spec_module.conditions(spec)] == ["none", "l2@0.0001", "l2@0.001", "l2@0.01"]
+
+
+def test_bad_spec_on_the_command_line_is_one_block_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY_SPEC.replace("strengths = [1e-3, 1e-2]", "strengths = [-1e-4]"))
+    result = CliRunner().invoke(app, ["study", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "regularizers[0].strengths: must be > 0 (got -0.0001)" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+    missing = CliRunner().invoke(app, ["study", str(tmp_path / "nope.toml")])
+    assert missing.exit_code == 2 and "is not a file" in missing.output
+
+
+# -------------------------------------------------------------------------------- store
+
+
+def test_store_holds_every_run_curve_and_the_plan(reference: Path) -> None:
+    store = store_module.Store.open(reference)
+    try:
+        runs = store.runs()
+        assert [(r.condition, r.seed, r.status) for r in runs] == [
+            (c, s, "finished") for c in ("none", "l2@0.001", "l2@0.01") for s in (0, 1)
+        ]
+        assert [b.conditions for b in store.batches()] == [["none"], ["l2@0.001", "l2@0.01"]]
+        assert all(b.updates_done == b.total_updates == 120 for b in store.batches())
+        score = {curve.condition: curve for curve in results.curves(store, "score")}
+        assert score["none"].values.shape[0] == 2 and score["none"].steps[-1] == 120 * 128
+        evaluation = results.curves(store, "eval_score")[0]
+        np.testing.assert_array_equal(evaluation.steps, np.arange(0, 121, 8) * 128)
+        assert np.isfinite(evaluation.values).all()
+        meta = store.meta()
+        assert "jax" in meta["versions"] and meta["spec_toml"] == TINY_SPEC
+    finally:
+        store.close()
+    # one checkpoint per batch remains: the final one
+    assert sorted(checkpoints(reference)) == ["batch-0000-update-0000120.npz", "batch-0001-update-0000120.npz"]
+
+
+def test_finished_study_is_not_recomputed(reference: Path) -> None:
+    before = store_contents(reference)
+    stamp = (reference / store_module.DATABASE).stat().st_mtime_ns
+    outcome = runner.run(tiny_spec(), reference, TINY_SPEC)
+    assert outcome.already_finished
+    assert store_contents(reference) == before
+    assert (reference / store_module.DATABASE).stat().st_mtime_ns == stamp
+
+
+def test_changed_spec_is_refused_saying_what_differs(reference: Path) -> None:
+    changed = spec_module.parse(TINY_SPEC.replace("budget = 15_360", "budget = 16_384"))
+    with pytest.raises(ConfigError, match=r"budget: stored 15360, given 16384"):
+        runner.run(changed, reference, TINY_SPEC)
+    learning_rate = spec_module.parse(TINY_SPEC.replace("epochs = 1", "epochs = 1\nlearning_rate = 3e-4"))
+    with pytest.raises(ConfigError, match=r"config.ppo.learning_rate: stored 0.001, given 0.0003"):
+        runner.run(learning_rate, reference, TINY_SPEC)
+    # the same study written differently (a default made explicit) is not a change
+    explicit = spec_module.parse(TINY_SPEC.replace("epochs = 1", "epochs = 1\ngamma = 0.99"))
+    assert runner.run(explicit, reference, TINY_SPEC).already_finished
+
+
+def test_a_second_process_is_refused_by_the_lock(reference: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(reference)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match=rf"in use by process {holder.pid}; wait for it"):
+            runner.run(tiny_spec(), reference, TINY_SPEC)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runner.run(tiny_spec(), reference, TINY_SPEC).already_finished  # released when its holder died
+
+
+LOCK_HOLDER = """
+import sys, time
+from pathlib import Path
+from regspeed.study import store
+with store.locked(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_study_killed_mid_batch_resumes_to_the_uninterrupted_result(reference: Path, tmp_path: Path) -> None:
+    spec_path = tmp_path / "tiny.toml"
+    spec_path.write_text(TINY_SPEC)
+    folder = tmp_path / "killed"
+    command = [sys.executable, "-m", "regspeed.cli", "study", str(spec_path), "--out", str(folder)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while _updates_done(folder) == 0:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the study made no progress"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGSTOP)  # freeze it, look, then kill it
+        stopped_at = _updates_done(folder)
+    finally:
+        process.kill()
+        process.wait()
+    assert 0 < stopped_at < 120, "the kill should land inside the first batch"
+    outcome = runner.run(tiny_spec(), folder, TINY_SPEC)
+    assert not outcome.already_finished
+    assert store_contents(folder) == store_contents(reference)
+    resumed, uninterrupted = checkpoints(folder), checkpoints(reference)
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        for leaf in resumed[name]:
+            np.testing.assert_array_equal(resumed[name][leaf], uninterrupted[name][leaf], err_msg=f"{name}/{leaf}")
+
+
+def _updates_done(folder: Path) -> int:
+    if not (folder / store_module.DATABASE).exists():
+        return 0
+    try:
+        with sqlite3.connect(folder / store_module.DATABASE, timeout=5) as connection:
+            return int(connection.execute("SELECT updates_done FROM batches WHERE batch_id = 0").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_ray_backend_gives_the_same_store(reference: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="the ray extra is part of `make test`")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        outcome = runner.run(tiny_spec(), tmp_path, TINY_SPEC, backend="ray", backend_options={"cpus_per_batch": 1})
+    finally:
+        ray.shutdown()
+    assert outcome.runs_total == 6 and not outcome.already_finished
+    assert store_contents(tmp_path) == store_contents(reference)
+
+
+def test_status_and_export(reference: Path, tmp_path: Path) -> None:
+    cli = CliRunner()
+    status = cli.invoke(app, ["status", str(reference)])
+    assert status.exit_code == 0 and "l2@0.01" in status.output
+    csv_path = tmp_path / "curves.csv"
+    assert cli.invoke(app, ["export", str(reference), "--out", str(csv_path)]).exit_code == 0
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "condition,seed,metric,step,value"
+    assert len(lines) - 1 == len(store_contents(reference)["curves"])
+    npz_path = tmp_path / "score.npz"
+    arguments = ["export", str(reference), "--format", "npz", "--metric", "eval_score", "--out", str(npz_path)]
+    exported = cli.invoke(app, arguments)
+    assert exported.exit_code == 0
+    with np.load(npz_path) as data:
+        assert sorted(data) == sorted(["steps", "none", "l2@0.001", "l2@0.01"])
+        assert data["none"].shape == (2, 1, 16)  # runs x tasks x evaluation points
+    missing = cli.invoke(app, ["status", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "holds no study" in missing.output
+    bad_format = cli.invoke(app, ["export", str(reference), "--format", "xlsx"])
+    assert bad_format.exit_code == 2 and "format: must be one of csv, npz" in bad_format.output
