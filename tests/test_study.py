@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from regspeed.cli import app
 from regspeed.errors import ConfigError
-from regspeed.study import results, runner
+from regspeed.study import results, runner, tasks
 from regspeed.study import spec as spec_module
 from regspeed.study import store as store_module
 
@@ -172,6 +172,21 @@ def test_bad_spec_on_the_command_line_is_one_block_and_exit_2(tmp_path: Path) ->
     assert missing.exit_code == 2 and "is not a file" in missing.output
 
 
+def test_plan_groups_by_compiled_code_and_splits_to_fit_the_memory_cap() -> None:
+    spec = tiny_spec()
+    batches, _ = runner.plan(spec)
+    assert [(regularizer.kind, [(c, s) for c, _, s in runs]) for regularizer, runs in batches] == [
+        ("none", [("none", 0), ("none", 1)]),
+        ("l2", [("l2@0.001", 0), ("l2@0.001", 1), ("l2@0.01", 0), ("l2@0.01", 1)]),
+    ]
+    task = tasks.REGISTRY[spec.task]
+    per_run = task.bytes_per_run(task.static_config(spec, batches[1][0]))
+    cap = spec.execution.model_copy(update={"memory_cap_gb": 3.5 * per_run / 2**30})
+    capped, facts = runner.plan(spec.model_copy(update={"execution": cap}))
+    assert [len(runs) for _, runs in capped] == [2, 2, 2]  # 4 runs, at most 3 fit: two equal batches
+    assert facts["largest_batch_estimate_gb"] <= cap.memory_cap_gb
+
+
 # -------------------------------------------------------------------------------- store
 
 
@@ -204,6 +219,16 @@ def test_finished_study_is_not_recomputed(reference: Path) -> None:
     assert outcome.already_finished
     assert store_contents(reference) == before
     assert (reference / store_module.DATABASE).stat().st_mtime_ns == stamp
+
+
+def test_running_a_finished_study_from_the_command_line_says_so(reference: Path, tmp_path: Path) -> None:
+    spec_path = tmp_path / "tiny.toml"
+    spec_path.write_text(TINY_SPEC)
+    result = CliRunner().invoke(app, ["study", str(spec_path), "--out", str(reference)])
+    assert result.exit_code == 0, result.output
+    assert "this study is already finished; nothing to do" in result.output
+    changed = CliRunner().invoke(app, ["study", "--out", str(reference)])  # the default spec
+    assert changed.exit_code == 2 and "error: spec: differs from the one" in changed.output
 
 
 def test_changed_spec_is_refused_saying_what_differs(reference: Path) -> None:
@@ -311,3 +336,26 @@ def test_status_and_export(reference: Path, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "holds no study" in missing.output
     bad_format = cli.invoke(app, ["export", str(reference), "--format", "xlsx"])
     assert bad_format.exit_code == 2 and "format: must be one of csv, npz" in bad_format.output
+
+
+def test_a_diverging_run_is_stored_as_failed_and_its_batch_mate_finishes(tmp_path: Path) -> None:
+    # decoupled decay of strength 1e30 multiplies the weights by about -1e27 per step: the
+    # second minibatch of the first update already sees astronomically large logits
+    diverging = TINY_SPEC.replace('kind = "l2"', 'kind = "weight_decay"').replace("[1e-3, 1e-2]", "[1e-3, 1e30]")
+    diverging = diverging.replace("budget = 15_360", "budget = 2_048")
+    outcome = runner.run(spec_module.parse(diverging), tmp_path, diverging)
+    assert outcome.runs_failed == 2
+    store = store_module.Store.open(tmp_path)
+    try:
+        runs = {(run.condition, run.seed): run for run in store.runs()}
+        weights = store.curve("weight_l2")
+    finally:
+        store.close()
+    for seed in (0, 1):
+        failed, healthy = runs["weight_decay@1e+30", seed], runs["weight_decay@0.001", seed]
+        assert failed.status == "failed" and failed.error == "policy_loss became nan at update 1"
+        assert healthy.status == "finished" and healthy.error is None
+        assert len(weights[healthy.run_id][0]) == 16  # every update recorded
+        assert len(weights.get(failed.run_id, ([],))[0]) < 4  # nothing after it failed
+    summary = CliRunner().invoke(app, ["status", str(tmp_path)])
+    assert "weight_decay@1e+30 seed 0 failed: policy_loss became nan at update 1" in summary.output

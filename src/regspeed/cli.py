@@ -330,7 +330,7 @@ def study(
             the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=progress.chunk
         )
     if outcome.already_finished:
-        console.print(f"{folder}: this study is already finished; nothing to do")
+        console.print(f"{folder}: this study is already finished; nothing to do", soft_wrap=True, highlight=False)
     else:
         console.print(f"finished in {outcome.seconds:.0f} s")
     _print_summary(folder)
@@ -421,21 +421,23 @@ def _print_summary(folder: Path) -> None:
     store = store_module.Store.open(folder)
     try:
         rows = results.summary(store)
+        failed = [run for run in store.runs() if run.status == "failed"]
     finally:
         store.close()
-    table = Table(title=f"{folder}: final performance (IQM over seeds of the last 10% of the budget)")
-    for name in ("condition", "runs", "finished", "failed", "progress", "train score", "eval score", "survival"):
-        table.add_column(name, justify="right" if name != "condition" else "left")
+    table = Table(title=f"{folder}: IQM over seeds of the last 10% of the budget")
+    table.add_column("condition", no_wrap=True)
+    for name in ("runs done", "failed", "train score", "eval score", "survival steps"):
+        table.add_column(name, justify="right")
     for row in rows:
         table.add_row(
             row.condition,
-            str(row.runs),
-            str(row.finished),
+            f"{row.finished + row.failed}/{row.runs}" + ("" if row.progress >= 1 else f" ({row.progress:.0%})"),
             str(row.failed) if not row.failed else f"[red]{row.failed}[/]",
-            f"{row.progress:.0%}",
             *(_number(row.final[metric]) for metric in ("score", "eval_score", "steps")),
         )
     console.print(table)
+    for run in failed:
+        console.print(f"[red]{run.condition} seed {run.seed} failed:[/] {run.error}", highlight=False)
 
 
 def _number(value: float) -> str:
@@ -450,15 +452,11 @@ def status(folder: StudyFolder) -> None:
 
     store = store_module.Store.open(folder)
     try:
-        runs = store.runs()
-        failed = [run for run in runs if run.status == "failed"]
         meta = store.meta()
     finally:
         store.close()
     console.print(f"{folder}: study created {meta.get('created', '?')}")
     _print_summary(folder)
-    for run in failed:
-        console.print(f"[red]{run.condition} seed {run.seed} failed:[/] {run.error}", highlight=False)
 
 
 @app.command()

@@ -65,7 +65,7 @@ class ChunkReport:
 FINITE_CHECKS = ("policy_loss", "value_loss", "weight_l2", "loss", "train_loss")
 
 
-def _non_finite_runs(metrics: dict[str, np.ndarray]) -> dict[int, str]:
+def _non_finite_runs(metrics: dict[str, np.ndarray], updates_before: int) -> dict[int, str]:
     failed: dict[int, str] = {}
     for name in FINITE_CHECKS:
         if name not in metrics:
@@ -73,7 +73,8 @@ def _non_finite_runs(metrics: dict[str, np.ndarray]) -> dict[int, str]:
         bad = ~np.isfinite(metrics[name])
         for run in np.flatnonzero(bad.any(axis=1)):
             first = int(np.argmax(bad[run]))
-            failed.setdefault(int(run), f"{name} became {metrics[name][run, first]} at update {first + 1} of the chunk")
+            value = metrics[name][run, first]
+            failed.setdefault(int(run), f"{name} became {value} at update {updates_before + first + 1}")
     return failed
 
 
@@ -109,8 +110,9 @@ def iterate(
             boundary = min(boundary, (done // eval_every + 1) * eval_every)
         carry, metrics = trainer.advance_batch(config, carry, boundary - done)
         metrics = jax.device_get(metrics)
+        found = _non_finite_runs(metrics, done)
         done = boundary
-        newly_failed = {run: why for run, why in _non_finite_runs(metrics).items() if run not in history.failures}
+        newly_failed = {run: why for run, why in found.items() if run not in history.failures}
         history.failures.update(newly_failed)
         history.append_updates(metrics)
         if eval_every and done % eval_every == 0:

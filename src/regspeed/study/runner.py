@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import queue
 import threading
@@ -89,13 +90,14 @@ def plan(spec: Spec) -> tuple[list[tuple[regs.Regularizer, list[tuple[str, float
         runs += [(condition.name, condition.strength, seed) for seed in spec.seed_list()]
     batches = []
     cap = spec.execution.memory_cap_gb * 2**30
+    largest = 0
     for regularizer, runs in groups.items():
         per_run = task.bytes_per_run(task.static_config(spec, regularizer))
         most = max(1, int(cap // per_run))
-        count = math.ceil(len(runs) / most)
-        size = math.ceil(len(runs) / count)
+        size = math.ceil(len(runs) / math.ceil(len(runs) / most))  # equal batches: fewer compiled shapes
         batches += [(regularizer, runs[i : i + size]) for i in range(0, len(runs), size)]
-    return batches, {"memory_cap_gb": spec.execution.memory_cap_gb}
+        largest = max(largest, size * per_run)
+    return batches, {"memory_cap_gb": spec.execution.memory_cap_gb, "largest_batch_estimate_gb": largest / 2**30}
 
 
 def software_versions() -> dict[str, str]:
@@ -114,7 +116,7 @@ def software_versions() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(jax.devices()[0].device_kind),
-        "cpu_count": str(__import__("os").cpu_count()),
+        "cpu_count": str(os.cpu_count()),
     }
 
 
@@ -227,7 +229,7 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
     batch_rows = []
     for batch_id, (regularizer, runs) in enumerate(batches):
         total = task.total_updates(task.static_config(spec, regularizer))
-        batch_rows.append((sorted({name for name, _, _ in runs}, key=[c[0] for c in conditions].index), total))
+        batch_rows.append((list(dict.fromkeys(name for name, _, _ in runs)), total))
         planned += [
             store_module.PlannedRun(name, seed, batch_id, position) for position, (name, _, seed) in enumerate(runs)
         ]
