@@ -334,6 +334,24 @@ def study(
     else:
         console.print(f"finished in {outcome.seconds:.0f} s")
     _print_summary(folder)
+    _report(folder)
+
+
+def _report(folder: Path) -> None:
+    from regspeed.analysis import report as report_module
+
+    with console.status("analysing and writing the report..."):
+        written = report_module.write(folder)
+    console.print(written.table)
+    console.print(report_module.headline(written.analysis), soft_wrap=True, highlight=False)
+    console.print(f"wrote {written.html_path} and {written.markdown_path}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+@user_errors_exit_cleanly
+def report(folder: StudyFolder) -> None:
+    """Analyse a study (finished or not) and write report.html and summary.md into its folder."""
+    _report(folder)
 
 
 def _read_spec_text(path: Path) -> str:

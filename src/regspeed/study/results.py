@@ -12,8 +12,8 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
+from regspeed.analysis import stats
 from regspeed.errors import ConfigError
 from regspeed.study.store import Store
 
@@ -47,23 +47,6 @@ def curves(store: Store, metric: str) -> list[ConditionCurves]:
     return result
 
 
-def final_performance(curve: ConditionCurves, budget_steps: int, fraction: float = 0.1) -> np.ndarray:
-    """Per run: the mean of its values over the last ``fraction`` of the budget (NaN if none)."""
-    window = curve.steps > budget_steps * (1 - fraction)
-    if not window.any():
-        return np.full(len(curve.seeds), np.nan)
-    values = curve.values[:, window]
-    counts = np.isfinite(values).sum(axis=1)
-    totals = np.where(np.isfinite(values), values, 0.0).sum(axis=1)
-    return np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
-
-
-def iqm(values: np.ndarray) -> float:
-    """Interquartile mean of the finite values (NaN when there are none)."""
-    finite = values[np.isfinite(values)]
-    return float(stats.trim_mean(finite, 0.25)) if len(finite) else float("nan")
-
-
 @dataclasses.dataclass(frozen=True)
 class ConditionSummary:
     """Progress and end results of one condition."""
@@ -94,7 +77,10 @@ def summary(store: Store, metrics: tuple[str, ...] = ("score", "eval_score", "st
         final = {}
         for metric in metrics:
             curve = tables[metric].get(condition)
-            final[metric] = iqm(final_performance(curve, budget_steps)) if curve is not None else float("nan")
+            if curve is None:
+                final[metric] = float("nan")
+            else:
+                final[metric] = stats.iqm(metrics.final_performance(curve.steps, curve.values, budget_steps))
         rows.append(
             ConditionSummary(
                 condition=condition,

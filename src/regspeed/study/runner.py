@@ -227,8 +227,11 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
     ]
     planned = []
     batch_rows = []
+    budget_steps = 0
     for batch_id, (regularizer, runs) in enumerate(batches):
-        total = task.total_updates(task.static_config(spec, regularizer))
+        static = task.static_config(spec, regularizer)
+        total = task.total_updates(static)
+        budget_steps = max(budget_steps, total * task.steps_per_update(static))
         batch_rows.append((list(dict.fromkeys(name for name, _, _ in runs)), total))
         planned += [
             store_module.PlannedRun(name, seed, batch_id, position) for position, (name, _, seed) in enumerate(runs)
@@ -238,6 +241,9 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
         "spec_json": json.dumps(normalized),
         "versions": json.dumps(software_versions()),
         "plan": json.dumps(facts),
+        "budget_steps": str(budget_steps),  # the budget as trained: whole updates
+        "step_unit": task.step_unit,
+        "speed_metrics": json.dumps(task.speed_metrics),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return store_module.Store.create(folder, meta, conditions, batch_rows, planned)

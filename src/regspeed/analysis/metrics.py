@@ -1,0 +1,97 @@
+"""Learning-speed metrics of runs, from their curves (``values[run, point]`` at ``steps[point]``).
+
+- **steps to threshold**: the first step at which a run's *smoothed* curve reaches the
+  threshold. A run that never reaches it within the budget is right-censored at the budget
+  (``reached = False``): it is kept, not dropped, and the statistics treat it as "at least
+  the budget".
+- **normalised area under the curve**: the time-average of the curve over the budget
+  (trapezoids over the recorded points, in the metric's own units), so 10 means "as good
+  as a constant 10 over the whole budget".
+- **final performance**: the mean over the last 10% of the budget.
+
+Curves may hold NaN (an update in which no training episode ended has no score); every
+function here ignores those points. Smoothing is a trailing mean over a window of
+``SMOOTH_FRACTION`` of the points, so it never looks into the future: a run is credited
+with reaching a threshold only once its recent average has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+SMOOTH_FRACTION = 0.05  # trailing window, as a fraction of the curve's points
+FINAL_FRACTION = 0.1  # "final performance" = mean over this last fraction of the budget
+AUTO_LEVELS = (0.25, 0.5, 0.75)  # "auto" thresholds, as fractions of the best final IQM
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeToThreshold:
+    """Per run: the step at which it reached a threshold, or the budget if it never did."""
+
+    threshold: float
+    steps: np.ndarray  # [runs], float
+    reached: np.ndarray  # [runs], bool: False = right-censored at the budget
+
+
+def smoothing_window(points: int) -> int:
+    """The trailing window used for curves of ``points`` points (at least 1)."""
+    return max(1, round(SMOOTH_FRACTION * points))
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` points along the last axis, ignoring NaN; NaN where the
+    window holds no value."""
+    finite = np.isfinite(values)
+    filled = np.where(finite, values, 0.0)
+    totals = np.cumsum(filled, axis=-1)
+    counts = np.cumsum(finite, axis=-1)
+    totals[..., window:] = totals[..., window:] - totals[..., :-window]
+    counts[..., window:] = counts[..., window:] - counts[..., :-window]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, totals / counts, np.nan)
+
+
+def steps_to_threshold(steps: np.ndarray, values: np.ndarray, threshold: float, budget: float) -> TimeToThreshold:
+    """First step where each run's smoothed curve is >= ``threshold`` (censored at ``budget``)."""
+    smoothed = smooth(values, smoothing_window(values.shape[-1]))
+    above = np.nan_to_num(smoothed, nan=-np.inf) >= threshold
+    reached = above.any(axis=-1)
+    first = np.where(reached, np.argmax(above, axis=-1), 0)
+    at = np.where(reached, np.asarray(steps, float)[first], float(budget))
+    return TimeToThreshold(float(threshold), at, reached)
+
+
+def area_under_curve(steps: np.ndarray, values: np.ndarray, budget: float) -> np.ndarray:
+    """Per run: the curve's time-average over ``[0, budget]`` (trapezoids over its finite
+    points; before the first point the first value holds, after the last the last)."""
+    result = np.full(values.shape[0], np.nan)
+    for run, row in enumerate(values):
+        finite = np.isfinite(row)
+        if not finite.any():
+            continue
+        x = np.concatenate([[0.0], np.asarray(steps, float)[finite], [float(budget)]])
+        y = np.concatenate([[row[finite][0]], row[finite], [row[finite][-1]]])
+        keep = x <= budget
+        result[run] = np.trapezoid(y[keep], x[keep]) / budget
+    return result
+
+
+def final_performance(steps: np.ndarray, values: np.ndarray, budget: float) -> np.ndarray:
+    """Per run: mean of its finite values in the last ``FINAL_FRACTION`` of the budget."""
+    window = np.asarray(steps) > budget * (1 - FINAL_FRACTION)
+    if not window.any():
+        return np.full(values.shape[0], np.nan)
+    part = values[:, window]
+    counts = np.isfinite(part).sum(axis=1)
+    totals = np.where(np.isfinite(part), part, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, totals / counts, np.nan)
+
+
+def auto_thresholds(best_final_iqm: float) -> list[float]:
+    """25%, 50% and 75% of the best condition's final IQM (rounded to 3 significant digits)."""
+    if not np.isfinite(best_final_iqm) or best_final_iqm <= 0:
+        return []
+    return [float(f"{level * best_final_iqm:.3g}") for level in AUTO_LEVELS]

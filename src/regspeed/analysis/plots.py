@@ -1,0 +1,191 @@
+"""The report's figures (matplotlib, files only).
+
+Every figure shows the baseline next to each regularizer kind: curves are IQMs over runs
+with 95% bootstrap bands; strengths of one kind share a colour map (light = weak, dark =
+strong).
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats as scipy_stats
+
+from regspeed.analysis import metrics, stats
+from regspeed.analysis.compare import StudyAnalysis
+from regspeed.study.results import ConditionCurves
+
+BASELINE_COLOUR = "0.25"
+COLOUR_MAPS = {"l1": "Blues", "l2": "Oranges", "weight_decay": "Greens", "l2_init": "Purples", "elastic": "Reds"}
+BAND_RESAMPLES = 500
+
+
+def to_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes (and closed)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def iqm_band(values: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per point: IQM over runs and its 95% percentile-bootstrap band (runs resampled)."""
+    runs = values.shape[0]
+    centre = scipy_stats.trim_mean(values, 0.25, axis=0)
+    if runs < 2:
+        return centre, centre, centre
+    index = np.random.default_rng(seed).integers(0, runs, (BAND_RESAMPLES, runs))
+    draws = scipy_stats.trim_mean(values[index], 0.25, axis=1)
+    low, high = np.nanquantile(draws, [0.025, 0.975], axis=0)
+    return centre, low, high
+
+
+def _kinds(analysis: StudyAnalysis) -> list[str]:
+    return list(dict.fromkeys(c["kind"] for c in analysis.conditions[1:]))
+
+
+def _colours(analysis: StudyAnalysis, kind: str) -> dict[str, tuple]:
+    names = [c["name"] for c in analysis.conditions if c["kind"] == kind]
+    colour_map = plt.get_cmap(COLOUR_MAPS.get(kind, "viridis"))
+    return {name: colour_map(0.45 + 0.5 * i / max(1, len(names) - 1)) for i, name in enumerate(names)}
+
+
+def _panels(count: int, height: float = 3.2) -> tuple[Figure, list]:
+    figure, axes = plt.subplots(1, max(1, count), figsize=(4.6 * max(1, count), height), squeeze=False, sharey=True)
+    return figure, list(axes[0])
+
+
+def _curve(axis: plt.Axes, curve: ConditionCurves, colour: object, label: str, smooth: bool) -> None:
+    values = metrics.smooth(curve.values, metrics.smoothing_window(len(curve.steps))) if smooth else curve.values
+    centre, low, high = iqm_band(values)
+    axis.plot(curve.steps, centre, color=colour, label=label, linewidth=1.6)
+    axis.fill_between(curve.steps, low, high, color=colour, alpha=0.18, linewidth=0)
+
+
+def curves_by_kind(
+    analysis: StudyAnalysis,
+    curves: dict[str, ConditionCurves],
+    ylabel: str,
+    smooth: bool = True,
+    zero_line: bool = False,
+) -> Figure:
+    """One panel per regularizer kind: its strengths and the baseline, IQM with bands."""
+    kinds = _kinds(analysis)
+    figure, axes = _panels(len(kinds))
+    baseline = analysis.conditions[0]["name"]
+    for axis, kind in zip(axes, kinds, strict=False):
+        if baseline in curves:
+            _curve(axis, curves[baseline], BASELINE_COLOUR, "baseline", smooth)
+        for name, colour in _colours(analysis, kind).items():
+            if name in curves:
+                _curve(axis, curves[name], colour, name, smooth)
+        if zero_line:
+            axis.axhline(0.0, color="0.6", linewidth=0.8)
+        axis.set_title(kind)
+        axis.set_xlabel(analysis.step_unit)
+        axis.legend(fontsize=7, frameon=False)
+        axis.grid(alpha=0.25)
+    axes[0].set_ylabel(ylabel)
+    figure.tight_layout()
+    return figure
+
+
+def kaplan_meier(analysis: StudyAnalysis) -> Figure | None:
+    """Per kind: the share of runs that have not yet reached the primary threshold."""
+    if not analysis.primary:
+        return None
+    first = next(iter(analysis.primary.values()))
+    data = next(t for t in analysis.times if t.metric == first.metric and t.threshold == first.threshold)
+    kinds = _kinds(analysis)
+    figure, axes = _panels(len(kinds))
+    baseline = analysis.conditions[0]["name"]
+    for axis, kind in zip(axes, kinds, strict=False):
+        entries = [(baseline, BASELINE_COLOUR), *_colours(analysis, kind).items()]
+        for name, colour in entries:
+            times = data.times[name]
+            curve = stats.kaplan_meier(times.steps, times.reached)
+            steps = np.concatenate([curve.steps, [analysis.budget_steps]])
+            levels = np.concatenate([curve.not_reached, curve.not_reached[-1:]])
+            axis.step(
+                steps, levels, where="post", color=colour, label=f"{name} ({times.reached.sum()}/{len(times.steps)})"
+            )
+        axis.set_title(kind)
+        axis.set_xlabel(analysis.step_unit)
+        axis.set_ylim(-0.03, 1.03)
+        axis.legend(fontsize=7, frameon=False)
+        axis.grid(alpha=0.25)
+    axes[0].set_ylabel(f"runs not yet at {first.metric} {first.threshold:g}")
+    figure.tight_layout()
+    return figure
+
+
+def sensitivity(analysis: StudyAnalysis, metric: str) -> Figure:
+    """Final performance and primary speed-up against strength (log axis), per kind."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    summaries = {s.condition: s for s in analysis.summaries[metric]}
+    base = summaries[analysis.conditions[0]["name"]].final
+    left.axhspan(base.low, base.high, color=BASELINE_COLOUR, alpha=0.15, label="baseline 95% CI")
+    left.axhline(base.value, color=BASELINE_COLOUR, linewidth=1)
+    right.axhline(1.0, color=BASELINE_COLOUR, linewidth=1, label="baseline")
+    for kind in _kinds(analysis):
+        names = [c for c in analysis.conditions if c["kind"] == kind]
+        colour = plt.get_cmap(COLOUR_MAPS.get(kind, "viridis"))(0.75)
+        x = np.asarray([c["strength"] for c in names])
+        finals = [summaries[c["name"]].final for c in names]
+        _errorbars(left, x, finals, colour, kind)
+        ratios = [analysis.primary[c["name"]].speedup for c in names if c["name"] in analysis.primary]
+        if len(ratios) == len(names):
+            _errorbars(right, x, ratios, colour, kind)
+    left.set_ylabel(f"final {metric} (IQM)")
+    first = next(iter(analysis.primary.values()), None)
+    right.set_ylabel(f"speed-up to {first.metric} {first.threshold:g}" if first else "speed-up")
+    for axis in (left, right):
+        axis.set_xscale("log")
+        axis.set_xlabel("strength")
+        axis.legend(fontsize=7, frameon=False)
+        axis.grid(alpha=0.25)
+    figure.tight_layout()
+    return figure
+
+
+def _errorbars(axis: plt.Axes, x: np.ndarray, intervals: list, colour: object, label: str) -> None:
+    centre = np.asarray([i.value for i in intervals], float)
+    low = np.asarray([i.low for i in intervals], float)
+    high = np.asarray([i.high for i in intervals], float)
+    finite = np.isfinite(centre) & np.isfinite(low) & np.isfinite(high)
+    axis.errorbar(
+        x[finite],
+        centre[finite],
+        yerr=[centre[finite] - low[finite], high[finite] - centre[finite]],
+        color=colour,
+        marker="o",
+        capsize=3,
+        label=label,
+    )
+
+
+def final_intervals(analysis: StudyAnalysis, metric: str) -> Figure:
+    """IQM of final performance with its 95% interval, one row per condition."""
+    rows = analysis.summaries[metric]
+    figure, axis = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    base = rows[0].final
+    axis.axvspan(base.low, base.high, color=BASELINE_COLOUR, alpha=0.15)
+    for row, summary in enumerate(rows):
+        kind = summary.kind
+        colour = BASELINE_COLOUR if row == 0 else plt.get_cmap(COLOUR_MAPS.get(kind, "viridis"))(0.75)
+        interval = summary.final
+        if np.isfinite(interval.low):
+            axis.plot([interval.low, interval.high], [row, row], color=colour, linewidth=4, alpha=0.6)
+        axis.plot([interval.value], [row], "o", color=colour)
+    axis.set_yticks(range(len(rows)), [s.condition + ("" if s.complete else " (incomplete)") for s in rows])
+    axis.invert_yaxis()
+    axis.set_xlabel(f"final {metric}: IQM over runs, 95% CI")
+    axis.grid(alpha=0.25, axis="x")
+    figure.tight_layout()
+    return figure
