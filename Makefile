@@ -11,6 +11,9 @@ study: $(VENV)/.installed-base
 	$(BIN)/regspeed study
 
 test: $(VENV)/.installed-dev
+	@# the report's browser test needs Chromium (Debian's package) on machines that lack it
+	@command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 
 from regspeed.envs import snake
@@ -62,3 +64,17 @@ def index(tree, i: int):
     return jax.tree.map(
         lambda x: x[i] if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else np.asarray(x[i]), tree
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """test_study's tiny study, run once, uninterrupted, in this process (shared by the
+    study and report tests: each run costs two compilations)."""
+    from test_study import TINY_SPEC, tiny_spec
+
+    from regspeed.study import runner
+
+    folder = tmp_path_factory.mktemp("tiny-study")
+    outcome = runner.run(tiny_spec(), folder, TINY_SPEC)
+    assert not outcome.already_finished and outcome.runs_total == 6 and outcome.runs_failed == 0
+    return folder

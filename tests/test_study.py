@@ -82,13 +82,10 @@ def checkpoints(folder: Path) -> dict[str, dict[str, np.ndarray]]:
     return found
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny study, run uninterrupted in this process."""
-    folder = tmp_path_factory.mktemp("reference")
-    outcome = runner.run(tiny_spec(), folder, TINY_SPEC)
-    assert not outcome.already_finished and outcome.runs_total == 6 and outcome.runs_failed == 0
-    return folder
+@pytest.fixture
+def reference(tiny_study: Path) -> Path:
+    """The tiny study, run uninterrupted in this process (once per test session)."""
+    return tiny_study
 
 
 # --------------------------------------------------------------------------------- spec

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regspeed.analysis import stats
+from regspeed.analysis import metrics, stats
 from regspeed.errors import ConfigError
 from regspeed.study.store import Store
 
@@ -59,13 +59,13 @@ class ConditionSummary:
     final: dict[str, float]  # metric -> IQM over runs of final performance
 
 
-def summary(store: Store, metrics: tuple[str, ...] = ("score", "eval_score", "steps")) -> list[ConditionSummary]:
+def summary(store: Store, metric_names: tuple[str, ...] = ("score", "eval_score", "steps")) -> list[ConditionSummary]:
     """One row per condition: runs finished / failed, progress, IQM of final performance."""
     runs = store.runs()
     totals = {batch.batch_id: batch.total_updates for batch in store.batches()}
-    budget_steps = 0
+    budget_steps = int(store.meta().get("budget_steps", 0))
     tables = {}
-    for metric in metrics:
+    for metric in metric_names:
         tables[metric] = {curve.condition: curve for curve in curves(store, metric)}
         for curve in tables[metric].values():
             if len(curve.steps):
@@ -75,7 +75,7 @@ def summary(store: Store, metrics: tuple[str, ...] = ("score", "eval_score", "st
         members = [run for run in runs if run.condition == condition]
         done = sum(min(run.updates_done, totals[run.batch]) for run in members)
         final = {}
-        for metric in metrics:
+        for metric in metric_names:
             curve = tables[metric].get(condition)
             if curve is None:
                 final[metric] = float("nan")

@@ -6,7 +6,7 @@ Tables:
 - ``conditions``: one row per condition (name, regularizer, strength).
 - ``batches``: runs that share compiled code, with their progress and current checkpoint.
 - ``runs``: one row per (condition, seed): batch, status, timings, error.
-- ``metrics``: metric names; ``curves``: long form ``(run, metric, step, value)``, one row
+- ``metrics``: metric names; ``curves``: long form ``(metric, run, step, value)``, one row
   per finite value (an update where no episode ended has no score row).
 
 Every chunk of a batch is one transaction (:meth:`Store.record_chunk`), written after the
@@ -35,7 +35,7 @@ from regspeed.errors import ConfigError
 DATABASE = "study.sqlite"
 LOCK = "study.lock"
 CHECKPOINTS = "checkpoints"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,11 +71,11 @@ CREATE TABLE runs (
 );
 CREATE TABLE metrics (metric_id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE curves (
-    run_id INTEGER NOT NULL,
     metric_id INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
     step INTEGER NOT NULL,
     value REAL NOT NULL,
-    PRIMARY KEY (run_id, metric_id, step)
+    PRIMARY KEY (metric_id, run_id, step)  -- reading one metric of every run is one range scan
 ) WITHOUT ROWID;
 """
 
@@ -213,6 +213,7 @@ class Store:
             connection = sqlite3.connect(path, timeout=30)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
             version = connection.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
         except sqlite3.DatabaseError as error:
             raise ConfigError("study", f"{path} is damaged or not a study store ({error})") from None
@@ -316,7 +317,7 @@ class Store:
                 ids = [run_ids[p] for p in positions.tolist()]
                 self.connection.executemany(
                     "INSERT INTO curves VALUES (?, ?, ?, ?)",
-                    zip(ids, [metric_id] * len(ids), steps.tolist(), values.tolist(), strict=True),
+                    zip([metric_id] * len(ids), ids, steps.tolist(), values.tolist(), strict=True),
                 )
             live = [(updates_done, seconds, run_ids[p]) for p in live_positions]
             self.connection.executemany(
