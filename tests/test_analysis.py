@@ -124,6 +124,7 @@ def test_report_says_the_answer_and_embeds_every_figure(reported_study: Path) ->
         assert name in summary and name in page
     assert "after Holm correction" in summary and "regspeed study spec.toml" in summary
     assert page.count("data:image/png;base64,") >= 6
+    assert page.count("data:image/gif;base64,") == 2  # best runs of the baseline and of l2
     assert "http://" not in page and "https://" not in page  # self-contained
 
 
@@ -176,3 +177,24 @@ def test_report_in_headless_chromium_shows_every_figure_without_console_errors(
     assert title == f"images={images} broken=0"
     console_errors = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
     assert not console_errors, console_errors
+
+
+def test_watch_writes_a_gif_of_a_trained_run_and_names_bad_options(reported_study: Path, tmp_path: Path) -> None:
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from regspeed.cli import app
+
+    cli = CliRunner()
+    gif = tmp_path / "run.gif"
+    result = cli.invoke(app, ["watch", str(reported_study), "--condition", "l2@0.01", "--seed", "1", "--gif", str(gif)])
+    assert result.exit_code == 0, result.output
+    assert "l2@0.01 seed 1:" in result.output
+    with Image.open(gif) as image:
+        assert image.format == "GIF" and image.n_frames >= 2
+    unknown = cli.invoke(app, ["watch", str(reported_study), "--condition", "l9@1"])
+    assert unknown.exit_code == 2 and "condition: no condition 'l9@1'; choose one of none, l2@0.001, l2@0.01" in (
+        unknown.output
+    )
+    no_seed = cli.invoke(app, ["watch", str(reported_study), "--seed", "7"])
+    assert no_seed.exit_code == 2 and "seed: none has no seed 7; its seeds are [0, 1]" in no_seed.output

@@ -349,6 +349,45 @@ def _report(folder: Path) -> None:
 
 @app.command()
 @user_errors_exit_cleanly
+def watch(
+    folder: StudyFolder,
+    condition: Annotated[str, typer.Option(help="Condition to watch, e.g. l2@0.001.")] = "none",
+    seed: Annotated[int | None, typer.Option(help="Run seed (default: the condition's best run).")] = None,
+    episode_seed: Annotated[int, typer.Option(help="Seed of the episode's board and food.")] = 0,
+    max_steps: Annotated[int, typer.Option(help="Steps at most.")] = 500,
+    gif: Annotated[Path | None, typer.Option(help="Write the episode as an animated GIF instead.")] = None,
+    delay: Annotated[float, typer.Option(help="Seconds between frames in the terminal.")] = 0.08,
+) -> None:
+    """Watch a trained agent of a study play one episode (greedy policy), in the terminal or as a GIF."""
+    from regspeed.envs import render
+    from regspeed.study import results
+    from regspeed.study import store as store_module
+
+    if max_steps < 1:
+        raise ConfigError("max_steps", f"must be a positive integer (got {max_steps})")
+    if gif is not None and not gif.parent.exists():
+        raise ConfigError("gif", f"folder {gif.parent} does not exist; create it or choose another path")
+    store = store_module.Store.open(folder)
+    try:
+        chosen = seed if seed is not None else results.best_seed(store, condition)
+        with console.status(f"loading {condition} seed {chosen}..."):
+            env, states = results.episode(store, condition, chosen, episode_seed, max_steps)
+    finally:
+        store.close()
+    summary = f"{condition} seed {chosen}: {len(states)} steps, score {int(states[-1].length) - env.initial_length}"
+    if gif is not None:
+        render.save_gif(env, states, gif)
+        console.print(f"{summary}; wrote {gif}", highlight=False)
+        return
+    for state in states:
+        console.clear()
+        console.print(render.to_text(env, state), highlight=False)
+        time.sleep(delay)
+    console.print(summary, highlight=False)
+
+
+@app.command()
+@user_errors_exit_cleanly
 def report(folder: StudyFolder) -> None:
     """Analyse a study (finished or not) and write report.html and summary.md into its folder."""
     _report(folder)

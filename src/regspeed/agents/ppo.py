@@ -416,6 +416,24 @@ def evaluate_batch(config: PPOConfig, carry: Carry) -> Metrics:
     return jax.vmap(lambda c: evaluate(config, c))(carry)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def greedy_episode(
+    config: PPOConfig, params: Any, key: jax.Array, max_steps: int
+) -> tuple[snake.SnakeState, jax.Array]:
+    """One environment played by the greedy policy of ``params`` (one run's parameters) for
+    ``max_steps`` steps: the state before each step, and whether that step ended the episode."""
+    net = network(config)
+    state = snake.reset(config.env, key)
+
+    def step(state: snake.SnakeState, _: None) -> tuple[snake.SnakeState, tuple]:
+        logits = net.apply({"params": params}, snake.observe(config.env, state), method=net.logits)
+        following, ts = snake.autoreset_step(config.env, state, jnp.argmax(logits), final_observation=False)
+        return following, (state, ts.terminated | ts.truncated)
+
+    _, (states, done) = jax.lax.scan(step, state, None, length=max_steps)
+    return states, done
+
+
 def run_keys(seeds: list[int] | np.ndarray) -> jax.Array:
     """One PRNG key per seed."""
     return jnp.stack([jax.random.key(int(seed)) for seed in seeds])

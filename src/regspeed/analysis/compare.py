@@ -146,7 +146,7 @@ def analyze(store: Store) -> StudyAnalysis:
     for metric in [m for m in speed_metrics if m in available]:
         curves = {curve.condition: curve for curve in results.curves(store, metric)}
         summaries[metric] = [_summary(c, curves[c["name"]], budget, incomplete) for c in conditions]
-        wanted = spec.get("thresholds", {}).get(metric)
+        wanted = (spec.get("thresholds") or {speed_metrics[0]: "auto"}).get(metric)  # none set: auto on the first
         if wanted is None:
             continue
         if wanted == "auto":

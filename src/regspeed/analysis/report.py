@@ -11,14 +11,18 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import io
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
 from regspeed.analysis import compare, plots
 from regspeed.analysis.compare import Comparison, StudyAnalysis
+from regspeed.envs import render
+from regspeed.errors import ConfigError
 from regspeed.study import results
 from regspeed.study.store import Store
 
@@ -216,6 +220,38 @@ def figures(store: Store, analysis: StudyAnalysis) -> list[Figure]:
     return made
 
 
+def animations(store: Store, analysis: StudyAnalysis, max_steps: int = 300) -> list[Figure]:
+    """GIFs of the best run of the baseline and of each regularizer kind's best condition
+    (by final training score), playing the same evaluation episode greedily."""
+    metric = "score" if "score" in analysis.summaries else next(iter(analysis.summaries), None)
+    if metric is None:
+        return []
+    summaries = analysis.summaries[metric]
+    chosen = [summaries[0]]
+    for kind in dict.fromkeys(s.kind for s in summaries[1:]):
+        of_kind = [s for s in summaries if s.kind == kind and np.isfinite(s.final.value)]
+        if of_kind:
+            chosen.append(max(of_kind, key=lambda s: s.final.value))
+    made = []
+    for summary in chosen:
+        seed = results.best_seed(store, summary.condition, metric)
+        try:
+            env, states = results.episode(store, summary.condition, seed, 0, max_steps)
+        except ConfigError:  # not trained yet (a partial study)
+            continue
+        buffer = io.BytesIO()
+        render.save_gif(env, states, buffer, cell_pixels=12)
+        score = int(states[-1].length) - env.initial_length
+        made.append(
+            Figure(
+                f"{summary.condition} (seed {seed})",
+                f"greedy policy, {len(states)} steps, score {score}",
+                buffer.getvalue(),
+            )
+        )
+    return made
+
+
 def _setup_lines(analysis: StudyAnalysis, store: Store) -> list[str]:
     versions = json.loads(analysis.meta.get("versions", "{}"))
     wall = sum(batch.wall_seconds for batch in store.batches())
@@ -327,7 +363,7 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 """
 
 
-def _html(analysis: StudyAnalysis, store: Store, figures_made: list[Figure]) -> str:
+def _html(analysis: StudyAnalysis, store: Store, figures_made: list[Figure], gifs: list[Figure]) -> str:
     escape = html.escape
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -355,6 +391,18 @@ def _html(analysis: StudyAnalysis, store: Store, figures_made: list[Figure]) -> 
             f"<figure><h3>{escape(figure.title)}</h3><img alt='{escape(figure.title)}' "
             f"src='data:image/png;base64,{data}'><figcaption>{escape(figure.caption)}</figcaption></figure>"
         )
+    if gifs:
+        parts.append(
+            "<h2>Watching the snake</h2><p>The best run of the baseline and of each kind's best "
+            "condition, on the same board.</p><div style='display:flex;flex-wrap:wrap;gap:1.5em'>"
+        )
+        for gif in gifs:
+            data = base64.b64encode(gif.png).decode("ascii")
+            parts.append(
+                f"<figure><img alt='{escape(gif.title)}' src='data:image/gif;base64,{data}'>"
+                f"<figcaption>{escape(gif.title)}: {escape(gif.caption)}</figcaption></figure>"
+            )
+        parts.append("</div>")
     parts.append("<h2>Caveats</h2><ul>")
     parts += [f"<li>{escape(note)}</li>" for note in _caveats(analysis)]
     parts.append(
@@ -371,8 +419,9 @@ def write(folder: Path) -> Report:
     try:
         analysis = compare.analyze(store)
         made = figures(store, analysis)
+        gifs = animations(store, analysis)
         markdown = _markdown(analysis, store, folder)
-        page = _html(analysis, store, made)
+        page = _html(analysis, store, made, gifs)
     finally:
         store.close()
     html_path, markdown_path = folder / "report.html", folder / "summary.md"

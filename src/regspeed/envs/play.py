@@ -117,8 +117,13 @@ def play(
         causes={cause.name.lower(): int(totals["causes"][cause]) for cause in snake.Cause if cause},
         env_steps=num_envs * num_steps,
     )
-    done = np.asarray(first_done)
+    return summary, first_episode(first_states, first_done)
+
+
+def first_episode(states: snake.SnakeState, done: jax.Array) -> list[snake.SnakeState]:
+    """The states (stacked over time) up to and including the step where ``done`` first
+    holds, as a list (all of them if it never does)."""
+    done = np.asarray(done)
     end = int(np.argmax(done)) + 1 if done.any() else len(done)
-    first_states = jax.device_get(first_states)
-    episode = [jax.tree.map(lambda x, t=t: x[t], first_states) for t in range(end)]
-    return summary, episode
+    states = jax.device_get(states)
+    return [jax.tree.map(lambda x, t=t: x[t], states) for t in range(end)]

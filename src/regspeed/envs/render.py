@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -70,15 +71,22 @@ def to_rgb(config: SnakeConfig, state: SnakeState, cell_pixels: int = 16) -> np.
 
 
 def save_gif(
-    config: SnakeConfig, states: Sequence[SnakeState], path: str | Path, cell_pixels: int = 16, frame_ms: int = 80
-) -> Path:
-    """Write ``states`` (one per frame) as an animated, looping GIF and return its path."""
+    config: SnakeConfig,
+    states: Sequence[SnakeState],
+    path: str | Path | BinaryIO,
+    cell_pixels: int = 16,
+    frame_ms: int = 80,
+) -> str | Path | BinaryIO:
+    """Write ``states`` (one per frame) as an animated, looping GIF to a path or a binary
+    file object, and return it."""
     if not states:
         raise ValueError("states: need at least one state to make a GIF")
     frames = [Image.fromarray(to_rgb(config, state, cell_pixels)) for state in states]
-    path = Path(path)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, optimize=False)
-    return path
+    target = Path(path) if isinstance(path, str | Path) else path
+    frames[0].save(
+        target, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, optimize=False
+    )
+    return target
 
 
 def describe(config: SnakeConfig) -> str:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 
 from regspeed.analysis import metrics, stats
 from regspeed.errors import ConfigError
-from regspeed.study.store import Store
+from regspeed.study.store import CHECKPOINTS, Store
 
 FORMATS = ("csv", "npz")
 
@@ -120,3 +121,44 @@ def export(store: Store, path: Path, format: str, metric: str = "score") -> Path
         raise ConfigError("metric", "a condition is named 'steps', which the npz format reserves")
     np.savez(path, steps=per_condition[0].steps, **arrays)
     return path
+
+
+def best_seed(store: Store, condition: str, metric: str = "score") -> int:
+    """The seed of ``condition`` with the highest final performance in ``metric``."""
+    budget = int(store.meta().get("budget_steps", 0))
+    for curve in curves(store, metric):
+        if curve.condition == condition:
+            finals = metrics.final_performance(curve.steps, curve.values, budget or int(curve.steps[-1]))
+            return curve.seeds[int(np.nanargmax(finals))] if np.isfinite(finals).any() else curve.seeds[0]
+    raise ConfigError("condition", f"no condition {condition!r}; choose one of {', '.join(_condition_names(store))}")
+
+
+def _condition_names(store: Store) -> list[str]:
+    return [c["name"] for c in store.conditions()]
+
+
+def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_steps: int = 500) -> tuple:
+    """One greedy episode of a trained run, from its batch's latest checkpoint:
+    ``(env config, states)``."""
+    from regspeed.regularizers import Regularizer
+    from regspeed.study import spec as spec_module
+    from regspeed.study import tasks
+
+    names = _condition_names(store)
+    if condition not in names:
+        raise ConfigError("condition", f"no condition {condition!r}; choose one of {', '.join(names)}")
+    runs = store.runs()
+    run = next((r for r in runs if r.condition == condition and r.seed == seed), None)
+    if run is None:
+        seeds = sorted(r.seed for r in runs if r.condition == condition)
+        raise ConfigError("seed", f"{condition} has no seed {seed}; its seeds are {seeds}")
+    batch = next(b for b in store.batches() if b.batch_id == run.batch)
+    if batch.checkpoint is None:
+        raise ConfigError("condition", f"{condition} seed {seed} has not trained yet; run the study first")
+    spec = spec_module.validate(json.loads(store.meta()["spec_json"]))
+    regularizer = Regularizer(**next(c["regularizer"] for c in store.conditions() if c["name"] == condition))
+    with np.load(store.folder / CHECKPOINTS / batch.checkpoint) as data:
+        arrays = dict(data)
+    batch_size = sum(r.batch == run.batch for r in runs)
+    task = tasks.REGISTRY[spec.task]
+    return task.episode(spec, regularizer, arrays, batch_size, run.position, episode_seed, max_steps)

@@ -66,6 +66,19 @@ class Task(Protocol):
         """A generous estimate of the device memory one run of a batch needs."""
         ...
 
+    def episode(
+        self,
+        spec: Spec,
+        regularizer: regs.Regularizer,
+        carry: dict[str, np.ndarray],
+        runs: int,
+        position: int,
+        seed: int,
+        max_steps: int,
+    ) -> tuple[Any, list[Any]]:
+        """One greedy episode of run ``position`` of a batch checkpoint: (env config, states)."""
+        ...
+
 
 REGISTRY: dict[str, Task] = {}
 
@@ -244,6 +257,27 @@ class SnakePPO:
         weights = 10 * parameters
         envs = static.num_envs * static.env.rows * static.env.cols * 3
         return int(1.5 * 4 * (rollout + learning + weights + envs))
+
+    def episode(
+        self,
+        spec: Spec,
+        regularizer: regs.Regularizer,
+        carry: dict[str, np.ndarray],
+        runs: int,
+        position: int,
+        seed: int,
+        max_steps: int,
+    ) -> tuple[Any, list[Any]]:
+        """The greedy policy of one run of a batch checkpoint, playing one episode."""
+        from regspeed import checkpoint
+        from regspeed.envs import play
+
+        config = self.static_config(spec, regularizer)
+        template = self.trainer.init_batch(config, self.run_keys([0] * runs), self.hparams(spec, np.zeros(runs)))
+        restored = checkpoint.from_arrays(carry, template)
+        params = jax.tree.map(lambda leaf: leaf[position], restored.params)
+        states, done = self.ppo.greedy_episode(config, params, jax.random.key(seed), max_steps)
+        return config.env, play.first_episode(states, done)
 
 
 register(SnakePPO())
