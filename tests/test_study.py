@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from regspeed.analysis import report
 from regspeed.cli import app
 from regspeed.errors import ConfigError
 from regspeed.study import results, runner, tasks
@@ -282,6 +283,12 @@ def test_study_killed_mid_batch_resumes_to_the_uninterrupted_result(reference: P
         process.kill()
         process.wait()
     assert 0 < stopped_at < 120, "the kill should land inside the first batch"
+    # a partial study gets a report of what exists, incomplete conditions marked
+    partial = report.write(folder)
+    assert "Incomplete conditions (runs still pending or running): none, l2@0.001, l2@0.01" in (
+        partial.markdown_path.read_text()
+    )
+    assert "none (incomplete)" in partial.html_path.read_text()
     outcome = runner.run(tiny_spec(), folder, TINY_SPEC)
     assert not outcome.already_finished
     assert store_contents(folder) == store_contents(reference)

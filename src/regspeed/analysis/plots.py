@@ -8,6 +8,7 @@ strong).
 from __future__ import annotations
 
 import io
+import warnings
 
 import matplotlib
 
@@ -42,7 +43,9 @@ def iqm_band(values: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
         return centre, centre, centre
     index = np.random.default_rng(seed).integers(0, runs, (BAND_RESAMPLES, runs))
     draws = scipy_stats.trim_mean(values[index], 0.25, axis=1)
-    low, high = np.nanquantile(draws, [0.025, 0.975], axis=0)
+    with warnings.catch_warnings():  # points where no run has a value yet (a partial study) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanquantile(draws, [0.025, 0.975], axis=0)
     return centre, low, high
 
 

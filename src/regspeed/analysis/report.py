@@ -122,16 +122,21 @@ def headline(analysis: StudyAnalysis) -> str:
     return " ".join(parts)
 
 
-def verdict_table(analysis: StudyAnalysis) -> Table:
-    """The terminal verdict table of the primary comparisons."""
+VERDICT_HEADER = ["condition", "verdict", "speed-up [95% CI]", "p (Holm)", "reached", "final [95% CI]", "P(AUC better)"]
+
+
+def verdict_title(analysis: StudyAnalysis) -> str:
+    """What the verdict table compares."""
     first = next(iter(analysis.primary.values()), None)
-    title = f"{analysis.name}: time to {first.metric} {first.threshold:g} vs baseline" if first else analysis.name
-    table = Table(title=title)
-    table.add_column("condition", no_wrap=True)
-    for name in ("verdict", "speed-up [95% CI]", "p (Holm)", "reached", "final [95% CI]", "P(AUC better)"):
-        table.add_column(name, justify="right")
+    return f"{analysis.name}: time to {first.metric} {first.threshold:g} vs baseline" if first else analysis.name
+
+
+def verdict_rows(analysis: StudyAnalysis) -> list[list[str]]:
+    """One row per condition: its primary comparison and final performance."""
+    first = next(iter(analysis.primary.values()), None)
     metric = first.metric if first else next(iter(analysis.summaries), None)
     summaries = {s.condition: s for s in analysis.summaries.get(metric, [])}
+    rows = []
     for condition in analysis.conditions:
         name = condition["name"]
         summary = summaries.get(name)
@@ -143,20 +148,46 @@ def verdict_table(analysis: StudyAnalysis) -> Table:
         label = name + ("" if name not in analysis.incomplete else " (incomplete)")
         comparison = analysis.primary.get(name)
         if comparison is None:
-            table.add_row(label, "baseline", "", "", "", final, "")
+            rows.append([label, "baseline", "", "", "", final, ""])
             continue
-        colour = {"faster": "green", "slower": "red"}.get(comparison.verdict, "default")
         auc = comparison.auc_improvement
-        table.add_row(
-            label,
-            f"[{colour}]{comparison.verdict}[/]",
-            _ratio(comparison),
-            _number(comparison.p_holm, 2),
-            f"{comparison.reached}/{comparison.runs}",
-            final,
-            f"{_number(auc.value, 2)} [{_number(auc.low, 2)}, {_number(auc.high, 2)}]",
+        rows.append(
+            [
+                label,
+                comparison.verdict,
+                _ratio(comparison),
+                _number(comparison.p_holm, 2),
+                f"{comparison.reached}/{comparison.runs}",
+                final,
+                f"{_number(auc.value, 2)} [{_number(auc.low, 2)}, {_number(auc.high, 2)}]",
+            ]
         )
+    return rows
+
+
+def verdict_table(analysis: StudyAnalysis) -> Table:
+    """The verdict table for the terminal."""
+    table = Table(title=verdict_title(analysis))
+    for index, name in enumerate(VERDICT_HEADER):
+        table.add_column(name, justify="left" if index == 0 else "right", no_wrap=index == 0)
+    colours = {"faster": "green", "slower": "red"}
+    for row in verdict_rows(analysis):
+        colour = colours.get(row[1])
+        table.add_row(row[0], f"[{colour}]{row[1]}[/]" if colour else row[1], *row[2:])
     return table
+
+
+def _html_table(header: list[str], rows: list[list[str]], verdict_column: int) -> list[str]:
+    escape = html.escape
+    parts = ["<table><tr>", *[f"<th>{escape(name)}</th>" for name in header], "</tr>"]
+    for row in rows:
+        cells = [
+            f"<td class='{escape(cell)}'>{escape(cell)}</td>" if i == verdict_column else f"<td>{escape(cell)}</td>"
+            for i, cell in enumerate(row)
+        ]
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return parts
 
 
 def figures(store: Store, analysis: StudyAnalysis) -> list[Figure]:
@@ -328,6 +359,14 @@ def _markdown(analysis: StudyAnalysis, store: Store, folder: Path) -> str:
     lines = [f"# {QUESTION}", "", f"## Answer ({analysis.name})", "", headline(analysis), ""]
     lines += [f"- {sentence(c, analysis)}" for c in analysis.primary.values()]
     lines += [f"- {opposition_sentence(o)}" for o in analysis.opposition]
+    lines += [
+        "",
+        f"## Verdicts: {verdict_title(analysis)}",
+        "",
+        "| " + " | ".join(VERDICT_HEADER) + " |",
+        "|" + "---|" * len(VERDICT_HEADER),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in verdict_rows(analysis)]
     lines += ["", "## Setup", ""] + [f"- {line}" for line in _setup_lines(analysis, store)]
     lines += [
         "",
@@ -375,16 +414,11 @@ def _html(analysis: StudyAnalysis, store: Store, figures_made: list[Figure], gif
     parts += [f"<li>{escape(opposition_sentence(o))}</li>" for o in analysis.opposition]
     parts.append("</ul><h2>Setup</h2><ul>")
     parts += [f"<li>{escape(line)}</li>" for line in _setup_lines(analysis, store)]
-    parts.append("</ul><h2>All comparisons</h2><table><tr>")
-    parts += [f"<th>{escape(name)}</th>" for name in COMPARISON_HEADER]
-    parts.append("</tr>")
-    for row in _comparison_rows(analysis):
-        cells = [
-            f"<td class='{escape(cell)}'>{escape(cell)}</td>" if i == 3 else f"<td>{escape(cell)}</td>"
-            for i, cell in enumerate(row)
-        ]
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</table><h2>Evidence</h2>")
+    parts.append(f"</ul><h2>Verdicts</h2><p>{escape(verdict_title(analysis))}</p>")
+    parts += _html_table(VERDICT_HEADER, verdict_rows(analysis), 1)
+    parts.append("<h2>All comparisons</h2>")
+    parts += _html_table(COMPARISON_HEADER, _comparison_rows(analysis), 3)
+    parts.append("<h2>Evidence</h2>")
     for figure in figures_made:
         data = base64.b64encode(figure.png).decode("ascii")
         parts.append(
