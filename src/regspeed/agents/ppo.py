@@ -24,11 +24,14 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from regspeed import nets
 from regspeed import regularizers as regs
+from regspeed.agents import common
+from regspeed.agents.common import Hparams
+from regspeed.agents.common import hparams as hparams  # re-exported: ppo.hparams
+from regspeed.agents.common import run_keys as run_keys  # re-exported: ppo.run_keys
 from regspeed.envs import snake
 from regspeed.errors import ConfigError
 
@@ -87,19 +90,6 @@ class PPOConfig:
     def steps_per_update(self) -> int:
         """Env steps per update (the same as the batch size)."""
         return self.batch_size
-
-
-@flax.struct.dataclass
-class Hparams:
-    """The continuous, vmappable knobs of a run."""
-
-    learning_rate: jax.Array
-    strength: jax.Array
-
-
-def hparams(learning_rate: float = 1e-3, strength: float = 0.0) -> Hparams:
-    """Hyperparameters as float32 arrays (stack several with ``jax.tree.map`` to vmap)."""
-    return Hparams(jnp.asarray(learning_rate, jnp.float32), jnp.asarray(strength, jnp.float32))
 
 
 @flax.struct.dataclass
@@ -320,24 +310,12 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
     return carry.replace(params=params, opt_state=opt_state, key=key), metrics
 
 
-def _episode_metrics(t: _Transition) -> Metrics:
-    """Statistics of the training episodes that ended during a rollout (NaN if none did)."""
-    done = t.done
-    count = done.sum()
-    mean = lambda x: jnp.where(count > 0, jnp.where(done, x, 0).sum() / jnp.maximum(count, 1), jnp.nan)  # noqa: E731
-    return {
-        "episodes": count,
-        "score": mean(t.episode_score.astype(jnp.float32)),
-        "max_score": jnp.where(count > 0, jnp.where(done, t.episode_score, 0).max(), -1).astype(jnp.float32),
-        "length": mean(t.episode_length.astype(jnp.float32)),
-        "steps": mean(t.episode_steps.astype(jnp.float32)),
-    }
-
-
 def update(config: PPOConfig, carry: Carry) -> tuple[Carry, Metrics]:
     """One PPO update: a rollout of ``rollout_steps`` in every environment, then learning."""
     carry, transitions = _rollout(config, carry)
-    episode = _episode_metrics(transitions)
+    episode = common.episode_metrics(
+        transitions.done, transitions.episode_score, transitions.episode_length, transitions.episode_steps
+    )
     carry, metrics = _learn(config, carry, transitions)
     carry = carry.replace(update=carry.update + 1)
     return carry, {
@@ -352,42 +330,14 @@ def advance(config: PPOConfig, carry: Carry, n_updates: int) -> tuple[Carry, Met
     return jax.lax.scan(lambda c, _: update(config, c), carry, None, length=n_updates)
 
 
-EVAL_SEED = 20_261_125  # fixed: every run and every evaluation plays the same episodes
-
-
 def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
-    """The greedy policy on ``eval_envs`` fixed episodes, for at most ``eval_steps`` steps.
-
-    Reports the mean score, length and steps of each environment's first episode; an
-    episode still running at ``eval_steps`` counts with what it had reached (censored).
-    """
+    """The greedy policy on ``eval_envs`` fixed episodes (see :func:`common.greedy_evaluation`)."""
     net = network(config)
-    states = snake.reset_batch(config.env, jax.random.key(EVAL_SEED), config.eval_envs)
-    observation = jax.vmap(lambda s: snake.observe(config.env, s))(states)
-    zero = jnp.zeros(config.eval_envs, jnp.int32)
 
-    def step(state: tuple, _: None) -> tuple[tuple, None]:
-        env_state, observation, finished, score, length, steps = state
-        logits = net.apply({"params": carry.params}, observation, method=net.logits)
-        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a, final_observation=False))(
-            env_state, jnp.argmax(logits, axis=-1)
-        )
-        live = ~finished
-        score = jnp.where(live, ts.episode_score, score)
-        length = jnp.where(live, ts.episode_length, length)
-        steps = jnp.where(live, ts.episode_steps, steps)
-        finished = finished | ts.terminated | ts.truncated
-        return (env_state, ts.observation, finished, score, length, steps), None
+    def choose(observation: jax.Array) -> jax.Array:
+        return jnp.argmax(net.apply({"params": carry.params}, observation, method=net.logits), axis=-1)
 
-    initial = (states, observation, jnp.zeros(config.eval_envs, bool), zero, zero, zero)
-    (_, _, finished, score, length, steps), _ = jax.lax.scan(step, initial, None, length=config.eval_steps)
-    return {
-        "eval_score": score.mean(dtype=jnp.float32),
-        "eval_max_score": score.max().astype(jnp.float32),
-        "eval_length": length.mean(dtype=jnp.float32),
-        "eval_steps": steps.mean(dtype=jnp.float32),
-        "eval_finished": finished.mean(dtype=jnp.float32),
-    }
+    return common.greedy_evaluation(config.env, config.eval_envs, config.eval_steps, choose)
 
 
 # ----------------------------------------------------------------- batched, compiled
@@ -420,20 +370,10 @@ def evaluate_batch(config: PPOConfig, carry: Carry) -> Metrics:
 def greedy_episode(
     config: PPOConfig, params: Any, key: jax.Array, max_steps: int
 ) -> tuple[snake.SnakeState, jax.Array]:
-    """One environment played by the greedy policy of ``params`` (one run's parameters) for
-    ``max_steps`` steps: the state before each step, and whether that step ended the episode."""
+    """One environment played by the greedy policy of ``params`` (one run's parameters)."""
     net = network(config)
-    state = snake.reset(config.env, key)
 
-    def step(state: snake.SnakeState, _: None) -> tuple[snake.SnakeState, tuple]:
-        logits = net.apply({"params": params}, snake.observe(config.env, state), method=net.logits)
-        following, ts = snake.autoreset_step(config.env, state, jnp.argmax(logits), final_observation=False)
-        return following, (state, ts.terminated | ts.truncated)
+    def choose(observation: jax.Array) -> jax.Array:
+        return jnp.argmax(net.apply({"params": params}, observation, method=net.logits), axis=-1)
 
-    _, (states, done) = jax.lax.scan(step, state, None, length=max_steps)
-    return states, done
-
-
-def run_keys(seeds: list[int] | np.ndarray) -> jax.Array:
-    """One PRNG key per seed."""
-    return jnp.stack([jax.random.key(int(seed)) for seed in seeds])
+    return common.greedy_episode(config.env, key, max_steps, choose)

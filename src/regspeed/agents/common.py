@@ -1,0 +1,100 @@
+"""What every RL trainer shares: continuous hyperparameters, PRNG keys per seed, training
+episode statistics and the greedy evaluation on fixed episodes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from regspeed.envs import snake
+
+Metrics = dict[str, jax.Array]
+EVAL_SEED = 20_261_125  # fixed: every run and every evaluation plays the same episodes
+
+
+@flax.struct.dataclass
+class Hparams:
+    """The continuous, vmappable knobs of a run."""
+
+    learning_rate: jax.Array
+    strength: jax.Array
+
+
+def hparams(learning_rate: float = 1e-3, strength: float = 0.0) -> Hparams:
+    """Hyperparameters as float32 arrays (stack several with ``jax.tree.map`` to vmap)."""
+    return Hparams(jnp.asarray(learning_rate, jnp.float32), jnp.asarray(strength, jnp.float32))
+
+
+def run_keys(seeds: list[int] | np.ndarray) -> jax.Array:
+    """One PRNG key per seed."""
+    return jnp.stack([jax.random.key(int(seed)) for seed in seeds])
+
+
+def episode_metrics(done: jax.Array, score: jax.Array, length: jax.Array, steps: jax.Array) -> Metrics:
+    """Statistics of the training episodes that ended (``done``) during an update (NaN if none)."""
+    count = done.sum()
+
+    def mean(x: jax.Array) -> jax.Array:
+        return jnp.where(count > 0, jnp.where(done, x, 0).sum() / jnp.maximum(count, 1), jnp.nan)
+
+    return {
+        "episodes": count,
+        "score": mean(score.astype(jnp.float32)),
+        "max_score": jnp.where(count > 0, jnp.where(done, score, 0).max(), -1).astype(jnp.float32),
+        "length": mean(length.astype(jnp.float32)),
+        "steps": mean(steps.astype(jnp.float32)),
+    }
+
+
+def greedy_evaluation(
+    env: snake.SnakeConfig, episodes: int, max_steps: int, choose: Callable[[jax.Array], jax.Array]
+) -> Metrics:
+    """Play ``choose`` (observations -> actions) on ``episodes`` fixed episodes for at most
+    ``max_steps`` steps. Reports the mean score, length and steps of each environment's
+    first episode; an episode still running at ``max_steps`` counts with what it had
+    reached (censored)."""
+    states = snake.reset_batch(env, jax.random.key(EVAL_SEED), episodes)
+    observation = jax.vmap(lambda s: snake.observe(env, s))(states)
+    zero = jnp.zeros(episodes, jnp.int32)
+
+    def step(state: tuple, _: None) -> tuple[tuple, None]:
+        env_state, observation, finished, score, length, steps = state
+        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(env, s, a, final_observation=False))(
+            env_state, choose(observation)
+        )
+        live = ~finished
+        score = jnp.where(live, ts.episode_score, score)
+        length = jnp.where(live, ts.episode_length, length)
+        steps = jnp.where(live, ts.episode_steps, steps)
+        finished = finished | ts.terminated | ts.truncated
+        return (env_state, ts.observation, finished, score, length, steps), None
+
+    initial = (states, observation, jnp.zeros(episodes, bool), zero, zero, zero)
+    (_, _, finished, score, length, steps), _ = jax.lax.scan(step, initial, None, length=max_steps)
+    return {
+        "eval_score": score.mean(dtype=jnp.float32),
+        "eval_max_score": score.max().astype(jnp.float32),
+        "eval_length": length.mean(dtype=jnp.float32),
+        "eval_steps": steps.mean(dtype=jnp.float32),
+        "eval_finished": finished.mean(dtype=jnp.float32),
+    }
+
+
+def greedy_episode(
+    env: snake.SnakeConfig, key: jax.Array, max_steps: int, choose: Callable[[jax.Array], jax.Array]
+) -> tuple[snake.SnakeState, jax.Array]:
+    """One environment played by ``choose`` (one observation -> action) for ``max_steps``
+    steps: the state before each step, and whether that step ended the episode."""
+
+    def step(state: snake.SnakeState, _: None) -> tuple[snake.SnakeState, tuple]:
+        following, ts = snake.autoreset_step(
+            env, state, choose(snake.observe(env, state)), final_observation=False
+        )
+        return following, (state, ts.terminated | ts.truncated)
+
+    _, (states, done) = jax.lax.scan(step, snake.reset(env, key), None, length=max_steps)
+    return states, done
