@@ -1,4 +1,4 @@
-"""Learning competence of PPO on Snake without regularization: how soon the agent gets good.
+"""Learning competence of PPO or DQN on Snake without regularization: how soon the agent gets good.
 
 Trains ``--seeds`` runs of the default configuration (vmapped, one program), then reports
 the IQM across seeds (with a 95% stratified bootstrap interval, scipy) of the mean
@@ -7,6 +7,7 @@ env step at which that IQM curve reaches each threshold.
 
     .venv/bin/python benchmarks/learning.py                         # window obs, 2 M steps, 8 seeds
     .venv/bin/python benchmarks/learning.py --observation features --steps 500000
+    .venv/bin/python benchmarks/learning.py --algo dqn --steps 300000 --thresholds 10 15   # features obs
 """
 
 from __future__ import annotations
@@ -20,73 +21,69 @@ import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from scipy import stats
+from scipy import stats as scipy_stats
 
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
-from regspeed import curves, nets, training
-from regspeed.agents import ppo
+from regspeed import nets, training
+from regspeed.agents import dqn, ppo
+from regspeed.analysis import metrics, stats
 from regspeed.envs import render, snake
-
-
-def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Interquartile mean: the mean of the middle 50% (scipy's 25%-trimmed mean)."""
-    return stats.trim_mean(values, 0.25, axis=axis)
-
-
-def iqm_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% bootstrap interval of the IQM of one sample of runs."""
-    if len(values) < 2:
-        return float("nan"), float("nan")
-    result = stats.bootstrap((values,), iqm, n_resamples=2000, confidence_level=0.95, random_state=seed)
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def main() -> None:
     """Train, then print the learning table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--observation", default="window", choices=snake.OBSERVATIONS)
+    parser.add_argument("--algo", default="ppo", choices=("ppo", "dqn"))
+    parser.add_argument("--observation", default=None, choices=snake.OBSERVATIONS, help="default: the agent's")
     parser.add_argument("--steps", type=int, default=2_000_000)
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--rows", type=int, default=10)
     parser.add_argument("--hidden", default="128,128")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--smooth", type=int, default=5, help="updates in the trailing mean of each run's curve")
+    parser.add_argument("--lr", type=float, default=None, help="default: the agent's")
+    parser.add_argument(
+        "--smooth", type=int, default=None, help="updates in the trailing mean of each run's curve (ppo 5, dqn 50)"
+    )
     parser.add_argument("--thresholds", type=float, nargs="*", default=[10.0, 25.0])
     parser.add_argument(
         "--budgets", type=int, nargs="*", default=[500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000]
     )
     args = parser.parse_args()
 
-    env = snake.SnakeConfig(rows=args.rows, cols=args.rows, observation=args.observation, window_size=2 * args.rows - 1)
-    base = ppo.PPOConfig(env=env, network=nets.NetworkConfig(hidden=tuple(int(h) for h in args.hidden.split(","))))
+    agent, config_class = {"ppo": (ppo, ppo.PPOConfig), "dqn": (dqn, dqn.DQNConfig)}[args.algo]
+    default = config_class()
+    observation = args.observation or default.env.observation
+    learning_rate = args.lr if args.lr is not None else agent.DEFAULT_LEARNING_RATE
+    env = snake.SnakeConfig(rows=args.rows, cols=args.rows, observation=observation, window_size=2 * args.rows - 1)
+    base = config_class(env=env, network=nets.NetworkConfig(hidden=tuple(int(h) for h in args.hidden.split(","))))
     updates = args.steps // base.steps_per_update
     config = dataclasses.replace(base, total_updates=updates)
-    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (args.seeds,)), ppo.hparams(args.lr))
-    trainer = training.Trainer(ppo.init_batch, ppo.advance_batch, ppo.evaluate_batch)
+    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (args.seeds,)), agent.hparams(learning_rate))
+    trainer = training.Trainer(agent.init_batch, agent.advance_batch, agent.evaluate_batch)
     console = Console()
     console.print(
-        f"PPO, no regularization, {render.describe(env)} (window {env.window_size}), "
+        f"{args.algo.upper()}, no regularization, {render.describe(env)} (window {env.window_size}), "
         f"{args.seeds} seeds x {updates * base.steps_per_update:,} "
-        f"steps, lr {args.lr:g}, hidden {args.hidden}; jax {jax.__version__} on {jax.devices()[0].platform}"
+        f"steps, lr {learning_rate:g}, hidden {args.hidden}; jax {jax.__version__} on {jax.devices()[0].platform}"
     )
     start = time.perf_counter()
-    carry = ppo.init_batch(config, ppo.run_keys(range(args.seeds)), hp)
-    _, history = training.train(trainer, config, carry, updates, chunk=10)
+    carry = agent.init_batch(config, agent.run_keys(range(args.seeds)), hp)
+    _, history = training.train(trainer, config, carry, updates, chunk=max(10, updates // 50))
     seconds = time.perf_counter() - start
 
-    curve = curves.smooth(history.updates["score"], args.smooth)  # [seeds, updates]
+    window = args.smooth or {"ppo": 5, "dqn": 50}[args.algo]
+    curve = metrics.smooth(history.updates["score"], window)  # [seeds, updates]
     steps = np.arange(1, updates + 1) * base.steps_per_update
-    iqm_curve = iqm(np.nan_to_num(curve, nan=0.0), axis=0)
+    iqm_curve = scipy_stats.trim_mean(np.nan_to_num(curve, nan=0.0), 0.25, axis=0)
     table = Table(title=f"IQM over {args.seeds} seeds of the mean training-episode score ({seconds:.0f} s)")
     for column in ("env steps", "IQM score", "95% CI", "min seed", "max seed"):
         table.add_column(column, justify="right")
     for budget in [b for b in args.budgets if b <= steps[-1]] + [int(steps[-1])]:
         index = int(np.searchsorted(steps, budget, side="right")) - 1
         values = np.nan_to_num(curve[:, index], nan=0.0)
-        low, high = iqm_interval(values)
+        low, high = stats.iqm_interval(values)
         table.add_row(
             f"{steps[index]:,}",
-            f"{iqm(values):.1f}",
+            f"{stats.iqm(values):.1f}",
             f"[{low:.1f}, {high:.1f}]",
             f"{values.min():.1f}",
             f"{values.max():.1f}",

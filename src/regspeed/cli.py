@@ -132,10 +132,12 @@ def play(
 @app.command()
 @user_errors_exit_cleanly
 def train(
-    algo: Annotated[str, typer.Option(help="Learning algorithm: ppo.")] = "ppo",
+    algo: Annotated[str, typer.Option(help="Learning algorithm: ppo or dqn (Double DQN).")] = "ppo",
     rows: RowsOption = 10,
     cols: ColsOption = 10,
-    observation: Annotated[str, typer.Option(help="window, grid or features.")] = "window",
+    observation: Annotated[
+        str | None, typer.Option(help="window, grid or features (default: window for ppo, features for dqn).")
+    ] = None,
     window: Annotated[
         int | None, typer.Option(help="Side of the egocentric window (default: sees the whole board).")
     ] = None,
@@ -147,13 +149,17 @@ def train(
     steps: Annotated[int, typer.Option(help="Env steps per run.")] = 2_000_000,
     seeds: Annotated[int, typer.Option(help="Runs (seeds 0..N-1 after --first-seed), vmapped together.")] = 1,
     first_seed: Annotated[int, typer.Option(help="First seed.")] = 0,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (annealed linearly to 0).")] = 1e-3,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate (default: 1e-3 for ppo, annealed to 0; 5e-4 for dqn).")
+    ] = None,
     hidden: Annotated[str, typer.Option(help="Hidden layer sizes, comma-separated.")] = "128,128",
     activation: Annotated[str, typer.Option(help="relu, tanh or gelu.")] = "relu",
     torso: Annotated[str, typer.Option(help="auto, mlp or cnn (cnn needs grid observations).")] = "auto",
     shared_torso: Annotated[bool, typer.Option(help="One torso for policy and value.")] = False,
-    num_envs: Annotated[int, typer.Option(help="Environments per run.")] = 64,
-    rollout_steps: Annotated[int, typer.Option(help="Steps per environment per update.")] = 128,
+    num_envs: Annotated[int | None, typer.Option(help="Environments per run (default: 64 ppo, 16 dqn).")] = None,
+    rollout_steps: Annotated[
+        int | None, typer.Option(help="Steps per environment per update (default: 128 ppo, 4 dqn).")
+    ] = None,
     eval_every: Annotated[int, typer.Option(help="Greedy evaluation every N updates (0: never).")] = 10,
     out: Annotated[Path, typer.Option(help="Folder for curves, figure and checkpoint.")] = Path("runs/train"),
 ) -> None:
@@ -171,11 +177,16 @@ def train(
 
     from regspeed import checkpoint, nets, training
     from regspeed import regularizers as regs
-    from regspeed.agents import ppo
+    from regspeed.agents import dqn, ppo
     from regspeed.envs import render, snake
 
-    if algo != "ppo":
-        raise ConfigError("algo", f"must be ppo (got {algo!r})")
+    agents = {"ppo": (ppo, ppo.PPOConfig), "dqn": (dqn, dqn.DQNConfig)}
+    if algo not in agents:
+        raise ConfigError("algo", f"must be one of {', '.join(agents)} (got {algo!r})")
+    agent, config_class = agents[algo]
+    defaults = config_class()
+    observation = observation or defaults.env.observation
+    lr = lr if lr is not None else agent.DEFAULT_LEARNING_RATE
     try:
         sizes = tuple(int(size) for size in hidden.split(","))
     except ValueError:
@@ -188,7 +199,13 @@ def train(
         rows=rows, cols=cols, observation=observation, window_size=window or 2 * max(rows, cols) - 1
     )
     network = nets.NetworkConfig(hidden=sizes, activation=activation, torso=torso, shared_torso=shared_torso)
-    probe = ppo.PPOConfig(env=env, network=network, num_envs=num_envs, rollout_steps=rollout_steps)
+    probe = config_class(
+        env=env,
+        network=network,
+        num_envs=num_envs or defaults.num_envs,
+        rollout_steps=rollout_steps or defaults.rollout_steps,
+        regularizer=regularizer,
+    )
     updates = steps // probe.steps_per_update
     if updates < 1:
         raise ConfigError(
@@ -202,10 +219,10 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
 
     seed_list = list(range(first_seed, first_seed + seeds))
-    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), ppo.hparams(lr, strength))
-    trainer = training.Trainer(ppo.init_batch, ppo.advance_batch, ppo.evaluate_batch)
+    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), agent.hparams(lr, strength))
+    trainer = training.Trainer(agent.init_batch, agent.advance_batch, agent.evaluate_batch)
     chunk = eval_every if eval_every else 10
-    title = f"PPO, {reg}" + (f" {strength:g}" if reg != "none" else "") + f", {render.describe(env)}"
+    title = f"{algo.upper()}, {reg}" + (f" {strength:g}" if reg != "none" else "") + f", {render.describe(env)}"
     console.print(f"[bold]{title}[/]: {seeds} seed(s) x {updates * config.steps_per_update:,} env steps")
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -235,7 +252,7 @@ def train(
                 progress.console.print(f"[red]seed {seed_list[run]} stopped:[/] {why}")
             checkpoint.save(out / "checkpoint.npz", report.carry)
 
-        carry = ppo.init_batch(config, ppo.run_keys(seed_list), hp)
+        carry = agent.init_batch(config, agent.run_keys(seed_list), hp)
         carry, history = training.train(trainer, config, carry, updates, chunk, eval_every, on_chunk)
     seconds = time.perf_counter() - start
     run_info = {"seeds": seed_list, "learning_rate": lr, "strength": strength}

@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from regspeed.analysis import metrics
 from regspeed.training import History
 
 
@@ -32,23 +33,12 @@ def _format(value: float) -> str:
     return "" if not np.isfinite(value) else f"{float(value):.6g}"
 
 
-def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over ``window`` points, ignoring NaN (points with no ended episode)."""
-    filled = np.where(np.isfinite(values), values, 0.0)
-    counts = np.isfinite(values).astype(float)
-    kernel = np.ones(window)
-    total = np.apply_along_axis(lambda v: np.convolve(v, kernel)[: len(v)], -1, filled)
-    n = np.apply_along_axis(lambda v: np.convolve(v, kernel)[: len(v)], -1, counts)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
-
-
 def plot(path: Path, title: str, seeds: Sequence[int], history: History, steps_per_update: int) -> Path:
     """Training score (per seed, smoothed) and greedy-evaluation score against env steps."""
     figure, (train_axis, eval_axis) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     score = history.updates["score"]
     steps = np.arange(1, score.shape[1] + 1) * steps_per_update
-    smoothed = smooth(score, max(1, score.shape[1] // 50))
+    smoothed = metrics.smooth(score, max(1, score.shape[1] // 50))
     for run, seed in enumerate(seeds):
         train_axis.plot(steps, smoothed[run], lw=0.8, alpha=0.5, label=f"seed {seed}" if len(seeds) <= 8 else None)
     if len(seeds) > 1:

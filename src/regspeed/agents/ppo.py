@@ -38,6 +38,9 @@ from regspeed.errors import ConfigError
 Metrics = dict[str, jax.Array]
 
 
+DEFAULT_LEARNING_RATE = 1e-3  # the tuned default (README learning table)
+
+
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
     """Static PPO settings (hashable: they select the compiled code).

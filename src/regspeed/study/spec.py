@@ -207,6 +207,11 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
         except ConfigError as error:
             problems.append((f"{path}.{_REGULARIZER_FIELDS.get(error.field, error.field)}", error.problem))
             continue
+        if not problems:  # the task's own configuration is valid: check it accepts this regularizer
+            try:
+                task.static_config(spec, regularizer)
+            except ConfigError as error:
+                problems.append((f"{path}.{error.field.rsplit('.', 1)[-1]}", error.problem))
         for strength in entry.strengths:
             try:
                 regs.check_strength(regularizer, strength)

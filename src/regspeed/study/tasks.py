@@ -100,39 +100,45 @@ def _unknown_keys(table: dict[str, Any], kind: type, path: str) -> Problems:
     return [(f"{path}.{key}", "unknown key; remove it or check its spelling") for key in table if key not in known]
 
 
-# ------------------------------------------------------------------------------ snake-ppo
+# ------------------------------------------------------------------- snake-ppo, snake-dqn
 
 
-class SnakePPO:
-    """PPO on the JAX Snake world (:mod:`regspeed.agents.ppo`).
+class SnakeAgent:
+    """An RL agent on the JAX Snake world: ``snake-ppo`` (:mod:`regspeed.agents.ppo`) or
+    ``snake-dqn`` (:mod:`regspeed.agents.dqn`).
 
     ``config`` has three tables: ``env`` (fields of ``SnakeConfig``), ``network`` (of
-    ``NetworkConfig``) and ``ppo`` (of ``PPOConfig``, plus ``learning_rate``); omitted
-    fields keep ``PPOConfig()``'s defaults. ``budget`` is in env steps.
+    ``NetworkConfig``) and ``ppo`` / ``dqn`` (of ``PPOConfig`` / ``DQNConfig``, plus
+    ``learning_rate``); omitted fields keep the agent config's defaults. ``budget`` is in
+    env steps.
     """
 
-    name = "snake-ppo"
     speed_metrics = ("score", "steps", "eval_score", "eval_steps")
     step_unit = "env steps"
     study_fields = ("env", "network", "regularizer", "total_updates", "eval_envs", "eval_steps")
 
-    def __init__(self) -> None:
-        from regspeed.agents import ppo
+    def __init__(self, algo: str) -> None:
+        import importlib
 
-        self.ppo = ppo
-        self.trainer = training.Trainer(ppo.init_batch, ppo.advance_batch, ppo.evaluate_batch)
+        self.algo = algo
+        self.name = f"snake-{algo}"
+        self.agent = importlib.import_module(f"regspeed.agents.{algo}")
+        self.config_class = getattr(self.agent, {"ppo": "PPOConfig", "dqn": "DQNConfig"}[algo])
+        self.trainer = training.Trainer(self.agent.init_batch, self.agent.advance_batch, self.agent.evaluate_batch)
 
     def _build(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float, Problems]:
-        """(PPOConfig or None, learning rate, problems)."""
+        """(agent config or None, learning rate, problems)."""
         from regspeed import nets
         from regspeed.envs import snake
 
-        ppo = self.ppo
-        defaults = ppo.PPOConfig()
+        algo = self.algo
+        defaults = self.config_class()
         problems: Problems = []
         table = dict(spec.config)
-        for key in sorted(set(table) - {"env", "network", "ppo"}):
-            problems.append((f"config.{key}", "unknown table; snake-ppo takes config.env, config.network, config.ppo"))
+        for key in sorted(set(table) - {"env", "network", algo}):
+            problems.append(
+                (f"config.{key}", f"unknown table; {self.name} takes config.env, config.network, config.{algo}")
+            )
         parts: dict[str, Any] = {}
         for part, kind in (("env", snake.SnakeConfig), ("network", nets.NetworkConfig)):
             given = table.get(part, {})
@@ -147,23 +153,23 @@ class SnakePPO:
                 parts[part] = pydantic.TypeAdapter(kind).validate_python(_plain(getattr(defaults, part)) | given)
             except pydantic.ValidationError as error:
                 problems += describe_validation_error(error, ("config", part))
-        ppo_table = dict(table.get("ppo", {})) if isinstance(table.get("ppo", {}), dict) else None
+        ppo_table = dict(table.get(algo, {})) if isinstance(table.get(algo, {}), dict) else None
         if ppo_table is None:
-            return None, 0.0, [*problems, ("config.ppo", "must be a table")]
-        learning_rate = ppo_table.pop("learning_rate", 1e-3)
+            return None, 0.0, [*problems, (f"config.{algo}", "must be a table")]
+        learning_rate = ppo_table.pop("learning_rate", self.agent.DEFAULT_LEARNING_RATE)
         if not isinstance(learning_rate, int | float) or not (math.isfinite(learning_rate) and learning_rate > 0):
-            problems.append(("config.ppo.learning_rate", f"must be a number > 0 (got {learning_rate!r})"))
+            problems.append((f"config.{algo}.learning_rate", f"must be a number > 0 (got {learning_rate!r})"))
         for key in sorted(set(ppo_table) & set(self.study_fields)):
-            problems.append((f"config.ppo.{key}", "set by the study (budget, [evaluation], [[regularizers]])"))
+            problems.append((f"config.{algo}.{key}", "set by the study (budget, [evaluation], [[regularizers]])"))
             ppo_table.pop(key)
-        problems += _unknown_keys(ppo_table, ppo.PPOConfig, "config.ppo")
+        problems += _unknown_keys(ppo_table, self.config_class, f"config.{algo}")
         if problems:
             return None, 0.0, problems
         sizes = [ppo_table.get(name, getattr(defaults, name)) for name in ("num_envs", "rollout_steps")]
         valid_sizes = all(isinstance(size, int) and size > 0 for size in sizes)
         updates = spec.budget // math.prod(sizes) if valid_sizes else 1
         try:
-            config = pydantic.TypeAdapter(ppo.PPOConfig).validate_python(
+            config = pydantic.TypeAdapter(self.config_class).validate_python(
                 ppo_table
                 | {
                     "env": parts["env"],
@@ -175,9 +181,11 @@ class SnakePPO:
                 }
             )
         except pydantic.ValidationError as error:
-            for path, message in describe_validation_error(error, ("config", "ppo")):
-                if path in ("config.ppo.torso", "config.ppo.observation"):  # observation/network mismatch
+            for path, message in describe_validation_error(error, ("config", algo)):
+                if path in (f"config.{algo}.torso", f"config.{algo}.observation"):  # observation/network mismatch
                     path = "config.network.torso"
+                elif path == f"config.{algo}.reg_network":  # e.g. dqn has one network
+                    path = "regularizers.network"
                 problems.append((path, message))
             return None, float(learning_rate), problems
         if updates < 1:
@@ -212,7 +220,7 @@ class SnakePPO:
             {
                 "env": dataclasses.asdict(config.env),
                 "network": dataclasses.asdict(config.network),
-                "ppo": ppo_fields | {"learning_rate": learning_rate},
+                self.algo: ppo_fields | {"learning_rate": learning_rate},
             }
         )
 
@@ -232,27 +240,31 @@ class SnakePPO:
         """Learning rate (the same for all) and strength per run."""
         learning_rate = self._config(spec, regs.Regularizer())[1]
         strengths = jnp.asarray(strengths, jnp.float32)
-        return self.ppo.Hparams(jnp.full(strengths.shape, learning_rate, jnp.float32), strengths)
+        return self.agent.Hparams(jnp.full(strengths.shape, learning_rate, jnp.float32), strengths)
 
     def run_keys(self, seeds: list[int]) -> jax.Array:
         """One key per seed."""
-        return self.ppo.run_keys(seeds)
+        return self.agent.run_keys(seeds)
 
     def bytes_per_run(self, static: Any) -> int:
         """Rollout buffers, parameters with optimizer state, minibatch activations, envs."""
-        ppo = self.ppo
+        agent = self.agent
         observation = math.prod(static.env.observation_shape)
         shapes = jax.eval_shape(
-            lambda key: ppo.network(static).init(key, jnp.zeros(static.env.observation_shape)),
+            lambda key: agent.network(static).init(key, jnp.zeros(static.env.observation_shape)),
             jax.random.key(0),
         )
         parameters = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
         width = sum(static.network.hidden)
         if static.network.resolve_torso(static.env.observation_shape) == "cnn":
             width += sum(static.network.cnn_channels) * static.env.rows * static.env.cols
-        batch = static.batch_size
-        minibatch = batch // static.minibatches
-        rollout = batch * (2 * observation + 16)
+        if self.algo == "dqn":  # the replay buffer dominates: observations and reached states
+            batch = minibatch = static.batch_size
+            rollout = static.buffer_size * (2 * observation + 4)
+        else:
+            batch = static.batch_size
+            minibatch = batch // static.minibatches
+            rollout = batch * (2 * observation + 16)
         learning = 4 * minibatch * (observation + 2 * width) + 2 * batch * width
         weights = 10 * parameters
         envs = static.num_envs * static.env.rows * static.env.cols * 3
@@ -276,8 +288,9 @@ class SnakePPO:
         template = self.trainer.init_batch(config, self.run_keys([0] * runs), self.hparams(spec, np.zeros(runs)))
         restored = checkpoint.from_arrays(carry, template)
         params = jax.tree.map(lambda leaf: leaf[position], restored.params)
-        states, done = self.ppo.greedy_episode(config, params, jax.random.key(seed), max_steps)
+        states, done = self.agent.greedy_episode(config, params, jax.random.key(seed), max_steps)
         return config.env, play.first_episode(states, done)
 
 
-register(SnakePPO())
+register(SnakeAgent("ppo"))
+register(SnakeAgent("dqn"))
