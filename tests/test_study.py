@@ -210,6 +210,16 @@ def test_store_holds_every_run_curve_and_the_plan(reference: Path) -> None:
     assert sorted(checkpoints(reference)) == ["batch-0000-update-0000120.npz", "batch-0001-update-0000120.npz"]
 
 
+def test_a_chunk_with_two_evaluations_stores_both() -> None:
+    # the first chunk of a batch evaluates at update 0 and, when chunk == eval_every, at its end
+    evaluations = [(0, {"eval_score": np.array([1.0, 2.0])}), (8, {"eval_score": np.array([3.0, np.nan])})]
+    outcome = runner.ChunkOutcome(0, 8, 16, 100, {"score": np.ones((2, 8))}, evaluations, {}, {}, 1.0)
+    positions, steps, values = runner._chunk_curves(outcome, np.array([True, True]))["eval_score"]
+    np.testing.assert_array_equal(positions, [0, 1, 0])
+    np.testing.assert_array_equal(steps, [0, 0, 800])
+    np.testing.assert_array_equal(values, [1.0, 2.0, 3.0])
+
+
 def test_finished_study_is_not_recomputed(reference: Path) -> None:
     before = store_contents(reference)
     stamp = (reference / store_module.DATABASE).stat().st_mtime_ns

@@ -295,12 +295,15 @@ def _chunk_curves(outcome: ChunkOutcome, alive: np.ndarray) -> dict[str, tuple[n
         keep = np.isfinite(values) & alive[:, None]
         positions, points = np.nonzero(keep)
         curves[name] = (positions, update_steps[points], values[positions, points].astype(np.float64))
-    for at_update, evaluation in outcome.evaluations:
+    for at_update, evaluation in outcome.evaluations:  # a chunk can hold two: at update 0 and at its end
         for name, values in evaluation.items():
             keep = np.isfinite(values) & alive
             positions = np.flatnonzero(keep)
             steps = np.full(len(positions), at_update * outcome.steps_per_update, np.int64)
-            curves[name] = (positions, steps, values[positions].astype(np.float64))
+            found = (positions, steps, values[positions].astype(np.float64))
+            if name in curves:
+                found = tuple(np.concatenate(pair) for pair in zip(curves[name], found, strict=True))
+            curves[name] = found
     return curves
 
 
