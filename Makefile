@@ -21,6 +21,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/env_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py --observation features
+	$(BIN)/python benchmarks/dqn_throughput.py
 	$(BIN)/python benchmarks/study_throughput.py
 
 # About 6 minutes and 2.5 GB of temporary disk: the store at 10,000 runs x 1,000 points x 10 metrics.
@@ -33,6 +34,7 @@ bench-learning: $(VENV)/.installed-base
 	$(BIN)/python benchmarks/learning.py --steps 2000000 --lr 2.5e-4
 	$(BIN)/python benchmarks/learning.py --observation features --steps 500000
 	$(BIN)/python benchmarks/learning.py --observation features --steps 500000 --lr 2.5e-4
+	$(BIN)/python benchmarks/learning.py --algo dqn --steps 300000 --thresholds 10 15
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

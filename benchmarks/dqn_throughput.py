@@ -1,0 +1,143 @@
+"""Speed of DQN training: env steps per second of regspeed's DQN and of Stable-Baselines3's.
+
+Measured in one run on this machine with the default DQN configuration (10 x 10,
+``features`` observations, a 128 x 128 ReLU MLP, 16 envs x 4 steps per update, 2 gradient
+steps of 128 per update, 50 k replay, 3-step returns):
+
+1. our env steps/s for 1 run and the aggregate for 8 vmapped runs (compilation excluded,
+   after ``learning_starts``, so every update learns);
+2. SB3 DQN with the same settings (``train_freq`` 4 vector steps, ``gradient_steps`` 2,
+   batch 128, buffer 50 k, ``n_steps`` 3, target copy every 6,400 env steps, same network)
+   on our environment, stepped in one call per step (``sb3_vec_env.SnakeSB3VecEnv``), in its
+   best use of the cores (one process with all threads, or one single-threaded process per
+   core), with the share of its time spent stepping the environment. Target: >= 20x.
+
+    .venv/bin/python benchmarks/dqn_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+from rich.console import Console
+from rich.table import Table
+
+import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
+from regspeed.agents import dqn
+
+CONFIG = dataclasses.replace(dqn.DQNConfig(), total_updates=100_000)
+
+
+def ours(seeds: int, updates: int, repeats: int) -> float:
+    """Aggregate env steps/s of ``seeds`` vmapped runs (best of ``repeats``), learning every update."""
+    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), dqn.hparams(dqn.DEFAULT_LEARNING_RATE))
+    carry = dqn.init_batch(CONFIG, dqn.run_keys(range(seeds)), hp)
+    warm = -(-CONFIG.learning_starts // CONFIG.steps_per_update)  # fill past learning_starts
+    carry, metrics = dqn.advance_batch(CONFIG, carry, warm)
+    carry, metrics = dqn.advance_batch(CONFIG, carry, updates)  # compile the timed length
+    jax.block_until_ready(metrics)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        carry, metrics = dqn.advance_batch(CONFIG, carry, updates)
+        jax.block_until_ready(metrics)
+        best = min(best, time.perf_counter() - start)
+    return seeds * updates * CONFIG.steps_per_update / best
+
+
+def _sb3_worker(threads: int, timesteps: int, queue: multiprocessing.Queue) -> None:
+    import torch
+    from sb3_vec_env import SnakeSB3VecEnv
+    from stable_baselines3 import DQN
+
+    torch.set_num_threads(threads)
+    env = SnakeSB3VecEnv(CONFIG.num_envs, rows=CONFIG.env.rows, cols=CONFIG.env.cols, observation="features")
+    model = DQN(
+        "MlpPolicy",
+        env,
+        learning_rate=dqn.DEFAULT_LEARNING_RATE,
+        buffer_size=CONFIG.buffer_size,
+        learning_starts=CONFIG.learning_starts,
+        batch_size=CONFIG.batch_size,
+        gamma=CONFIG.gamma,
+        train_freq=CONFIG.rollout_steps,
+        gradient_steps=CONFIG.gradient_steps,
+        target_update_interval=CONFIG.target_update_every * CONFIG.steps_per_update,
+        exploration_fraction=CONFIG.exploration_fraction,
+        exploration_final_eps=CONFIG.epsilon_end,
+        max_grad_norm=CONFIG.max_grad_norm,
+        n_steps=CONFIG.n_step,
+        policy_kwargs={"net_arch": list(CONFIG.network.hidden), "activation_fn": torch.nn.ReLU},
+        device="cpu",
+        verbose=0,
+    )
+    model.learn(CONFIG.learning_starts + CONFIG.steps_per_update)  # past learning_starts
+    env.env_seconds = 0.0
+    start = time.perf_counter()
+    model.learn(timesteps, reset_num_timesteps=False)
+    seconds = time.perf_counter() - start
+    queue.put((timesteps / seconds, env.env_seconds / seconds))
+
+
+def sb3(processes: int, threads: int, timesteps: int) -> tuple[float, float] | None:
+    """(aggregate steps/s, env share) of SB3 DQN in ``processes`` concurrent processes."""
+    try:
+        import stable_baselines3  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_sb3_worker, args=(threads, timesteps, queue)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    results = [queue.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    return sum(rate for rate, _ in results), sum(share for _, share in results) / len(results)
+
+
+def main() -> None:
+    """Measure and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=200, help="DQN updates per timed call")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sb3-steps", type=int, default=10_000)
+    args = parser.parse_args()
+    console = Console()
+    cores = os.cpu_count() or 1
+    console.print(
+        f"DQN on Snake {CONFIG.env.rows}x{CONFIG.env.cols} {CONFIG.env.observation}, MLP {CONFIG.network.hidden}, "
+        f"{CONFIG.num_envs} envs x {CONFIG.rollout_steps} steps, {CONFIG.gradient_steps} x {CONFIG.batch_size} "
+        f"per update; jax {jax.__version__} on {jax.devices()[0].platform}, {cores} cores"
+    )
+    one = ours(1, args.updates, args.repeats)
+    eight = ours(8, args.updates, args.repeats)
+    table = Table(title="DQN training throughput (best of repeats, compilation excluded)")
+    for column in ("what", "env steps/s", "ratio", "notes"):
+        table.add_column(column, justify="left" if column in ("what", "notes") else "right")
+    table.add_row("regspeed DQN, 1 run", f"{one:,.0f}", "1.00x", "baseline of this table")
+    table.add_row("regspeed DQN, 8 vmapped runs (aggregate)", f"{eight:,.0f}", f"{eight / one:.2f}x", "one program")
+    best = None
+    for processes, threads in ((1, cores), (cores, 1)):
+        result = sb3(processes, threads, args.sb3_steps)
+        if result is None:
+            table.add_row("Stable-Baselines3 DQN", "n/a", "", "install the bench extra")
+            break
+        rate, share = result
+        label = f"SB3 DQN, {processes} process(es) x {threads} thread(s)"
+        table.add_row(label, f"{rate:,.0f}", f"{rate / one:.2f}x", f"env stepping {share:.0%} of its time")
+        best = max(best or 0.0, rate)
+    if best:
+        table.add_row("regspeed 8 runs / best SB3", "", f"{eight / best:.1f}x", "target >= 20x")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
