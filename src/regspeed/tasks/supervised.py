@@ -1,0 +1,326 @@
+"""Supervised tasks where the literature knows the answer, under the Trainer contract.
+
+- ``linreg``: least squares on inputs whose covariance has a chosen condition number
+  (eigenvalues log-spaced from 1 to ``condition_number``), a linear model, Gaussian noise.
+  Gradient descent is slow along the small-eigenvalue directions; an L2 term raises them.
+- ``teacher``: a fixed random teacher MLP labels Gaussian inputs (plus label noise); a
+  wider student MLP fits them.
+- ``digits``: scikit-learn's bundled 8 x 8 handwritten digits (1,797 images, no
+  download), an MLP classifier.
+- ``modadd``: ``(a + b) mod p`` from a fraction of all p^2 pairs, an MLP on learned
+  embeddings of a and b: the setting in which weight decay makes test accuracy jump long
+  after the training set is fitted ("grokking", Power et al. 2022).
+
+An *update* is one optimizer step on the whole training set (``batch_size = 0``) or on a
+minibatch. The dataset is a pure function of the configuration (``data_seed``), so every
+run and condition sees the same data; the run's seed sets initialisation and minibatches.
+Per update: train and test loss, accuracy (classification) or R^2 (regression), and the
+regularizer diagnostics shared with the RL trainers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from regspeed import regularizers as regs
+from regspeed.agents.common import Hparams, Metrics
+from regspeed.agents.common import hparams as hparams  # re-exported
+from regspeed.agents.common import run_keys as run_keys  # re-exported
+from regspeed.errors import ConfigError
+
+TASKS = ("linreg", "teacher", "digits", "modadd")
+CLASSIFICATION = ("digits", "modadd")
+OPTIMIZERS = ("sgd", "adam")
+DEFAULT_LEARNING_RATE = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedConfig:
+    """Static settings of a supervised task (hashable: they select the compiled code).
+
+    ``optimizer`` is ``sgd`` (with ``momentum``) or ``adam``; AdamW is ``adam`` with the
+    ``weight_decay`` regularizer. ``hidden = ()`` is a linear model.
+    """
+
+    task: str = "modadd"
+    train_samples: int = 1000  # linreg, teacher
+    test_samples: int = 1000  # linreg, teacher
+    inputs: int = 20  # linreg, teacher
+    condition_number: float = 1000.0  # linreg
+    noise: float = 0.1  # label noise std (linreg, teacher)
+    teacher_hidden: tuple[int, ...] = (32,)  # teacher
+    modulus: int = 97  # modadd
+    train_fraction: float = 0.3  # modadd: share of the p^2 pairs trained on; digits: of the 1,797 images
+    embedding: int = 128  # modadd
+    hidden: tuple[int, ...] = (256,)
+    activation: str = "relu"
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    batch_size: int = 0  # 0: full batch
+    data_seed: int = 0
+    regularizer: regs.Regularizer = dataclasses.field(default_factory=regs.Regularizer)
+    total_updates: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError("task", f"must be one of {', '.join(TASKS)} (got {self.task!r})")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("optimizer", f"must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
+        for name in ("train_samples", "test_samples", "inputs", "embedding", "total_updates"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(name, f"must be a positive integer (got {value!r})")
+        if not isinstance(self.modulus, int) or self.modulus < 2:
+            raise ConfigError("modulus", f"must be an integer >= 2 (got {self.modulus!r})")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ConfigError("train_fraction", f"must be in (0, 1) (got {self.train_fraction})")
+        if not self.condition_number >= 1.0:
+            raise ConfigError("condition_number", f"must be >= 1 (got {self.condition_number})")
+        if self.noise < 0:
+            raise ConfigError("noise", f"must be >= 0 (got {self.noise})")
+        if any(not isinstance(h, int) or h < 1 for h in (*self.hidden, *self.teacher_hidden)):
+            raise ConfigError("hidden", f"layer sizes must be positive integers (got {self.hidden})")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError("activation", f"must be one of {', '.join(ACTIVATIONS)} (got {self.activation!r})")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError("momentum", f"must be in [0, 1) (got {self.momentum})")
+        if not isinstance(self.batch_size, int) or self.batch_size < 0:
+            raise ConfigError("batch_size", f"must be 0 (full batch) or a positive integer (got {self.batch_size!r})")
+        if self.batch_size > self.train_size:
+            raise ConfigError("batch_size", f"must be at most the {self.train_size} training examples")
+        if self.regularizer.network != "all":
+            raise ConfigError("reg_network", "a supervised model has one network; use all")
+
+    @property
+    def classification(self) -> bool:
+        """Whether the task is classification (cross-entropy, accuracy) or regression."""
+        return self.task in CLASSIFICATION
+
+    @property
+    def train_size(self) -> int:
+        """Training examples."""
+        if self.task == "modadd":
+            return max(1, round(self.train_fraction * self.modulus**2))
+        if self.task == "digits":
+            return max(1, round(self.train_fraction * 1797))
+        return self.train_samples
+
+    @property
+    def steps_per_update(self) -> int:
+        """Budget units per update: one optimizer step."""
+        return 1
+
+
+ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "gelu": nn.gelu}
+
+
+# -------------------------------------------------------------------------------- data
+
+
+@functools.lru_cache(maxsize=16)
+def dataset(config: SupervisedConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, y_train, x_test, y_test)`` as NumPy arrays, a pure function of the config."""
+    rng = np.random.default_rng(config.data_seed)
+    if config.task == "linreg":
+        return _linreg(config, rng)
+    if config.task == "teacher":
+        return _teacher(config, rng)
+    if config.task == "digits":
+        return _digits(config, rng)
+    return _modadd(config, rng)
+
+
+def _linreg(config: SupervisedConfig, rng: np.random.Generator) -> tuple:
+    rotation, _ = np.linalg.qr(rng.normal(size=(config.inputs, config.inputs)))
+    scales = np.sqrt(np.geomspace(1.0, config.condition_number, config.inputs))  # covariance eigenvalues
+    weights = rng.normal(size=config.inputs)
+
+    def draw(count: int) -> tuple[np.ndarray, np.ndarray]:
+        x = (rng.normal(size=(count, config.inputs)) * scales) @ rotation.T
+        return x.astype(np.float32), (x @ weights + config.noise * rng.normal(size=count)).astype(np.float32)
+
+    return (*draw(config.train_samples), *draw(config.test_samples))
+
+
+def _teacher(config: SupervisedConfig, rng: np.random.Generator) -> tuple:
+    sizes = [config.inputs, *config.teacher_hidden, 1]
+    layers = [rng.normal(size=(a, b)) / np.sqrt(a) for a, b in itertools.pairwise(sizes)]
+
+    def label(x: np.ndarray) -> np.ndarray:
+        for layer in layers[:-1]:
+            x = np.tanh(x @ layer)
+        return (x @ layers[-1])[:, 0]
+
+    def draw(count: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.normal(size=(count, config.inputs))
+        return x.astype(np.float32), (label(x) + config.noise * rng.normal(size=count)).astype(np.float32)
+
+    return (*draw(config.train_samples), *draw(config.test_samples))
+
+
+def _digits(config: SupervisedConfig, rng: np.random.Generator) -> tuple:
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    order = rng.permutation(len(labels))
+    cut = config.train_size
+    x = (images / 16.0).astype(np.float32)
+    return x[order[:cut]], labels[order[:cut]].astype(np.int32), x[order[cut:]], labels[order[cut:]].astype(np.int32)
+
+
+def _modadd(config: SupervisedConfig, rng: np.random.Generator) -> tuple:
+    p = config.modulus
+    a, b = np.divmod(np.arange(p * p), p)
+    pairs = np.stack([a, b], axis=1).astype(np.int32)
+    labels = ((a + b) % p).astype(np.int32)
+    order = rng.permutation(p * p)
+    cut = config.train_size
+    return pairs[order[:cut]], labels[order[:cut]], pairs[order[cut:]], labels[order[cut:]]
+
+
+# ------------------------------------------------------------------------------- model
+
+
+class Model(nn.Module):
+    """An MLP (``hidden = ()``: linear); for ``modadd``, on embeddings of a and b."""
+
+    config: SupervisedConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, dropout_rate: jax.Array | float = 0.0, key: jax.Array | None = None) -> jax.Array:
+        """Predictions: class logits, or one regression output per example."""
+        from regspeed.nets import dropout
+
+        config = self.config
+        if config.task == "modadd":
+            embed = nn.Embed(config.modulus, config.embedding, name="embed")
+            x = embed(x).reshape(*x.shape[:-1], 2 * config.embedding)
+        for index, size in enumerate(config.hidden):
+            x = ACTIVATIONS[config.activation](nn.Dense(size, name=f"hidden_{index}")(x))
+            if key is not None:
+                x = dropout(x, dropout_rate, jax.random.fold_in(key, index))
+        outputs = config.modulus if config.task == "modadd" else 10 if config.task == "digits" else 1
+        out = nn.Dense(outputs, name="out")(x)
+        return out if config.classification else out[..., 0]
+
+
+@flax.struct.dataclass
+class Carry:
+    """Everything a run needs to continue."""
+
+    params: Any
+    init_params: Any
+    opt_state: Any
+    key: jax.Array
+    update: jax.Array
+    hparams: Hparams
+
+
+def _optimizer(config: SupervisedConfig, hp: Hparams) -> optax.GradientTransformation:
+    return regs.optimizer(config.regularizer, hp.learning_rate, hp.strength, base=config.optimizer,
+                          momentum=config.momentum)  # fmt: skip
+
+
+def init(config: SupervisedConfig, key: jax.Array, hp: Hparams) -> Carry:
+    """A fresh run: initial parameters and optimizer state."""
+    key, init_key = jax.random.split(key)
+    x_train = dataset(config)[0]
+    params = Model(config).init(init_key, jnp.asarray(x_train[:1]))["params"]
+    return Carry(params, params, _optimizer(config, hp).init(params), key, jnp.zeros((), jnp.int32), hp)
+
+
+def _loss_and_quality(config: SupervisedConfig, predictions: jax.Array, targets: jax.Array) -> tuple:
+    """(loss, accuracy or R^2)."""
+    if config.classification:
+        loss = optax.softmax_cross_entropy_with_integer_labels(predictions, targets).mean()
+        return loss, (jnp.argmax(predictions, -1) == targets).mean()
+    error = ((predictions - targets) ** 2).mean()
+    return error / 2, 1.0 - error / jnp.var(targets)
+
+
+def measure(config: SupervisedConfig, params: Any) -> Metrics:
+    """Train and test loss and quality (accuracy or R^2) on the whole sets."""
+    x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in dataset(config))
+    model = Model(config)
+    train_loss, train_quality = _loss_and_quality(config, model.apply({"params": params}, x_train), y_train)
+    test_loss, test_quality = _loss_and_quality(config, model.apply({"params": params}, x_test), y_test)
+    quality = "accuracy" if config.classification else "r2"
+    return {
+        "train_loss": train_loss,
+        "test_loss": test_loss,
+        f"train_{quality}": train_quality,
+        f"test_{quality}": test_quality,
+    }
+
+
+def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
+    """One optimizer step (full batch or a minibatch); metrics on the whole sets after it."""
+    x_train, y_train, _, _ = (jnp.asarray(a) for a in dataset(config))
+    key, batch_key, dropout_key = jax.random.split(carry.key, 3)
+    if config.batch_size:
+        index = jax.random.choice(batch_key, len(y_train), (config.batch_size,), replace=False)
+        x_batch, y_batch = x_train[index], y_train[index]
+    else:
+        x_batch, y_batch = x_train, y_train
+    regularizer, strength = config.regularizer, carry.hparams.strength
+    rate = regs.dropout_rate(regularizer, strength)
+    model = Model(config)
+
+    def task_loss(params: Any) -> jax.Array:
+        key = dropout_key if regularizer.kind == "dropout" else None
+        return _loss_and_quality(config, model.apply({"params": params}, x_batch, rate, key), y_batch)[0]
+
+    task_grad = jax.grad(task_loss)(carry.params)
+    reg_grad = regs.direction(regularizer, carry.params, carry.init_params, strength)
+    grad = jax.tree.map(jnp.add, task_grad, reg_grad) if regularizer.kind in regs.PENALTY_KINDS else task_grad
+    updates, opt_state = _optimizer(config, carry.hparams).update(grad, carry.opt_state, carry.params)
+    params = optax.apply_updates(carry.params, updates)
+    carry = carry.replace(params=params, opt_state=opt_state, key=key, update=carry.update + 1)
+    return carry, {
+        "step": carry.update,
+        **measure(config, params),
+        "grad_norm": optax.tree.norm(task_grad),
+        "grad_cosine": regs.cosine(task_grad, reg_grad),
+        "learning_rate": opt_state.hyperparams["learning_rate"],
+        "reg_loss": regs.penalty(regularizer, params, carry.init_params, strength),
+        **regs.weight_statistics(params),
+    }
+
+
+def advance(config: SupervisedConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
+    """``n_updates`` updates; metrics have a leading axis of length ``n_updates``."""
+    return jax.lax.scan(lambda c, _: update(config, c), carry, None, length=n_updates)
+
+
+def evaluate(config: SupervisedConfig, carry: Carry) -> Metrics:
+    """The same measures as every update (there is no separate evaluation in supervised
+    learning), prefixed ``eval_``, so periodic evaluation works as for the RL tasks."""
+    return {f"eval_{name}": value for name, value in measure(config, carry.params).items()}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init_batch(config: SupervisedConfig, keys: jax.Array, hp: Hparams) -> Carry:
+    """:func:`init` for each run."""
+    return jax.lax.map(lambda key_and_hp: init(config, *key_and_hp), (keys, hp))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
+def advance_batch(config: SupervisedConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
+    """:func:`advance` vmapped over runs."""
+    return jax.vmap(lambda c: advance(config, c, n_updates))(carry)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def evaluate_batch(config: SupervisedConfig, carry: Carry) -> Metrics:
+    """:func:`evaluate` vmapped over runs."""
+    return jax.vmap(lambda c: evaluate(config, c))(carry)
