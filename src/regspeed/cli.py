@@ -489,25 +489,28 @@ class _StudyProgress:
 
 
 def _print_summary(folder: Path) -> None:
+    import json
+
     from regspeed.study import results
     from regspeed.study import store as store_module
 
     store = store_module.Store.open(folder)
     try:
-        rows = results.summary(store)
+        metrics = tuple(json.loads(store.meta().get("speed_metrics", '["score", "steps"]')))
+        rows = results.summary(store, metrics)
         failed = [run for run in store.runs() if run.status == "failed"]
     finally:
         store.close()
     table = Table(title=f"{folder}: IQM over seeds of the last 10% of the budget")
     table.add_column("condition", no_wrap=True)
-    for name in ("runs done", "failed", "train score", "eval score", "survival steps"):
+    for name in ("runs done", "failed", *metrics):
         table.add_column(name, justify="right")
     for row in rows:
         table.add_row(
             row.condition,
             f"{row.finished + row.failed}/{row.runs}" + ("" if row.progress >= 1 else f" ({row.progress:.0%})"),
             str(row.failed) if not row.failed else f"[red]{row.failed}[/]",
-            *(_number(row.final[metric]) for metric in ("score", "eval_score", "steps")),
+            *(_number(row.final[metric]) for metric in metrics),
         )
     console.print(table)
     for run in failed:
@@ -515,7 +518,7 @@ def _print_summary(folder: Path) -> None:
 
 
 def _number(value: float) -> str:
-    return f"{value:.1f}" if value == value else "-"
+    return f"{value:.3g}" if value == value else "-"
 
 
 @app.command()

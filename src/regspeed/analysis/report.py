@@ -23,7 +23,7 @@ from regspeed.analysis import compare, plots
 from regspeed.analysis.compare import Comparison, StudyAnalysis
 from regspeed.envs import render
 from regspeed.errors import ConfigError
-from regspeed.study import results
+from regspeed.study import results, tasks
 from regspeed.study.store import Store
 
 QUESTION = "Does L1/L2 regularization make a neural network learn faster?"
@@ -32,6 +32,10 @@ METRIC_WORDS = {
     "steps": "survival (steps per training episode)",
     "eval_score": "greedy evaluation score",
     "eval_steps": "greedy evaluation survival",
+    "train_accuracy": "training accuracy",
+    "test_accuracy": "test accuracy",
+    "train_r2": "training R^2",
+    "test_r2": "test R^2",
 }
 
 
@@ -165,6 +169,22 @@ def verdict_rows(analysis: StudyAnalysis) -> list[list[str]]:
     return rows
 
 
+def per_metric(analysis: StudyAnalysis) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: every metric with thresholds, at its middle threshold, side by side
+    (fitting vs generalization for supervised tasks; score vs survival for Snake)."""
+    middles = {metric: levels[len(levels) // 2] for metric, levels in analysis.thresholds.items() if levels}
+    found = {(c.condition, c.metric): c for c in analysis.comparisons if middles.get(c.metric) == c.threshold}
+    header = ["condition", *(f"{metric} {level:g}" for metric, level in middles.items())]
+    rows = []
+    for condition in analysis.conditions[1:]:
+        cells = [condition["name"]]
+        for metric in middles:
+            comparison = found.get((condition["name"], metric))
+            cells.append(f"{comparison.verdict}: {_ratio(comparison)}" if comparison else "-")
+        rows.append(cells)
+    return header, rows
+
+
 def verdict_table(analysis: StudyAnalysis) -> Table:
     """The verdict table for the terminal."""
     table = Table(title=verdict_title(analysis))
@@ -194,8 +214,6 @@ def figures(store: Store, analysis: StudyAnalysis) -> list[Figure]:
     """The report's figures, rendered."""
     made = []
     for metric in analysis.summaries:
-        if metric not in ("score", "steps", "eval_score"):
-            continue
         curves = {c.condition: c for c in results.curves(store, metric)}
         made.append(
             Figure(
@@ -264,6 +282,8 @@ def animations(store: Store, analysis: StudyAnalysis, max_steps: int = 300) -> l
         if of_kind:
             chosen.append(max(of_kind, key=lambda s: s.final.value))
     made = []
+    if not hasattr(tasks.REGISTRY.get(json.loads(analysis.meta["spec_json"])["task"]), "episode"):
+        return []  # not a game: nothing to watch
     for summary in chosen:
         seed = results.best_seed(store, summary.condition, metric)
         try:
@@ -367,6 +387,10 @@ def _markdown(analysis: StudyAnalysis, store: Store, folder: Path) -> str:
         "|" + "---|" * len(VERDICT_HEADER),
     ]
     lines += ["| " + " | ".join(row) + " |" for row in verdict_rows(analysis)]
+    header, rows = per_metric(analysis)
+    if len(header) > 2:
+        lines += ["", "## Each metric side by side", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "## Setup", ""] + [f"- {line}" for line in _setup_lines(analysis, store)]
     lines += [
         "",
@@ -416,6 +440,13 @@ def _html(analysis: StudyAnalysis, store: Store, figures_made: list[Figure], gif
     parts += [f"<li>{escape(line)}</li>" for line in _setup_lines(analysis, store)]
     parts.append(f"</ul><h2>Verdicts</h2><p>{escape(verdict_title(analysis))}</p>")
     parts += _html_table(VERDICT_HEADER, verdict_rows(analysis), 1)
+    header, rows = per_metric(analysis)
+    if len(header) > 2:
+        parts.append(
+            "<h2>Each metric side by side</h2><p>Time to each metric's middle threshold against the "
+            "baseline (for supervised tasks: fitting on the left, generalization on the right).</p>"
+        )
+        parts += _html_table(header, rows, -1)
     parts.append("<h2>All comparisons</h2>")
     parts += _html_table(COMPARISON_HEADER, _comparison_rows(analysis), 3)
     parts.append("<h2>Evidence</h2>")

@@ -294,3 +294,109 @@ class SnakeAgent:
 
 register(SnakeAgent("ppo"))
 register(SnakeAgent("dqn"))
+
+
+# ---------------------------------------------------------------- supervised calibration
+
+
+class Supervised:
+    """A supervised task of :mod:`regspeed.tasks.supervised` (``linreg``, ``teacher``,
+    ``digits``, ``modadd``). ``config`` takes any field of ``SupervisedConfig`` (except
+    ``task``, ``regularizer``, ``total_updates``) plus ``learning_rate``; ``budget`` is in
+    updates (optimizer steps). Learning speed is measured for fitting (train accuracy or
+    R^2) and for generalization (test) separately."""
+
+    step_unit = "updates"
+    study_fields = ("task", "regularizer", "total_updates")
+
+    def __init__(self, task: str) -> None:
+        from regspeed.tasks import supervised
+
+        self.name = task
+        self.module = supervised
+        self.trainer = training.Trainer(supervised.init_batch, supervised.advance_batch, supervised.evaluate_batch)
+        quality = "accuracy" if task in supervised.CLASSIFICATION else "r2"
+        self.speed_metrics = (f"train_{quality}", f"test_{quality}")
+
+    def _build(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float, Problems]:
+        table = dict(spec.config)
+        learning_rate = table.pop("learning_rate", self.module.DEFAULT_LEARNING_RATE)
+        problems: Problems = []
+        if not isinstance(learning_rate, int | float) or not (math.isfinite(learning_rate) and learning_rate > 0):
+            problems.append(("config.learning_rate", f"must be a number > 0 (got {learning_rate!r})"))
+        for key in sorted(set(table) & set(self.study_fields)):
+            problems.append((f"config.{key}", "set by the study (task, budget, [[regularizers]])"))
+            table.pop(key)
+        problems += _unknown_keys(table, self.module.SupervisedConfig, "config")
+        if problems:
+            return None, 0.0, problems
+        try:
+            config = pydantic.TypeAdapter(self.module.SupervisedConfig).validate_python(
+                table | {"task": self.name, "regularizer": regularizer, "total_updates": spec.budget}
+            )
+        except pydantic.ValidationError as error:
+            found = describe_validation_error(error, ("config",))
+            return (
+                None,
+                float(learning_rate),
+                [
+                    ("regularizers.network" if path == "config.reg_network" else path, message)
+                    for path, message in found
+                ],
+            )
+        return config, float(learning_rate), []
+
+    def check(self, spec: Spec) -> Problems:
+        """Problems in ``config``."""
+        return self._build(spec, regs.Regularizer())[2]
+
+    def _config(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float]:
+        config, learning_rate, problems = self._build(spec, regularizer)
+        if problems:
+            raise ConfigError(*problems[0])
+        return config, learning_rate
+
+    def resolved_config(self, spec: Spec) -> dict[str, Any]:
+        """Every field with its default filled in (regularizer and budget excluded)."""
+        config, learning_rate = self._config(spec, regs.Regularizer())
+        fields = {
+            f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in self.study_fields
+        }
+        return _plain(fields | {"learning_rate": learning_rate})
+
+    def static_config(self, spec: Spec, regularizer: regs.Regularizer) -> Any:
+        """The SupervisedConfig of a batch."""
+        return self._config(spec, regularizer)[0]
+
+    def total_updates(self, static: Any) -> int:
+        """The budget, in updates."""
+        return static.total_updates
+
+    def steps_per_update(self, static: Any) -> int:
+        """One: the step axis counts updates."""
+        return 1
+
+    def hparams(self, spec: Spec, strengths: np.ndarray) -> Any:
+        """Learning rate (the same for all) and strength per run."""
+        learning_rate = self._config(spec, regs.Regularizer())[1]
+        strengths = jnp.asarray(strengths, jnp.float32)
+        return self.module.Hparams(jnp.full(strengths.shape, learning_rate, jnp.float32), strengths)
+
+    def run_keys(self, seeds: list[int]) -> jax.Array:
+        """One key per seed."""
+        return self.module.run_keys(seeds)
+
+    def bytes_per_run(self, static: Any) -> int:
+        """Activations of the training and test sets, parameters with optimizer state."""
+        x_train, _, x_test, _ = self.module.dataset(static)
+        width = max((*static.hidden, static.embedding, 97))
+        examples = len(x_train) + len(x_test)
+        shapes = jax.eval_shape(
+            lambda key: self.module.Model(static).init(key, jnp.asarray(x_train[:1])), jax.random.key(0)
+        )
+        parameters = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+        return int(1.5 * 4 * (4 * examples * width + 10 * parameters))
+
+
+for _name in ("linreg", "teacher", "digits", "modadd"):
+    register(Supervised(_name))
