@@ -94,3 +94,63 @@ def test_bad_settings_name_the_option(change: dict, field: str) -> None:
     with pytest.raises(ConfigError) as caught:
         supervised.SupervisedConfig(**change)
     assert caught.value.field == field
+
+
+def test_ridge_optimum_solves_the_normal_equations_and_progress_reaches_one() -> None:
+    config = supervised.SupervisedConfig(
+        task="linreg", inputs=6, train_samples=128, test_samples=32, condition_number=10.0, hidden=(),
+        total_updates=400, optimizer="sgd", regularizer=regs.Regularizer("l2"),
+    )  # fmt: skip
+    x, y, _, _ = supervised.dataset(config)
+    w, b = supervised.ridge_optimum(config, jnp.asarray(0.5))
+    # the gradient of the ridge objective vanishes at the optimum
+    residual = x @ np.asarray(w) + float(b) - y
+    np.testing.assert_allclose(x.T @ residual / len(y) + 0.5 * np.asarray(w), 0.0, atol=1e-4)
+    np.testing.assert_allclose(residual.mean(), 0.0, atol=1e-4)
+    metrics = _train(config, 0.05, 0.5)
+    assert metrics["optimum_progress"][:, 0].max() < 0.9 and metrics["optimum_progress"][:, -1].min() > 0.9999
+    nonlinear = dataclasses.replace(config, hidden=(8,))
+    assert np.isnan(_train(nonlinear, 0.05)["optimum_progress"]).all()  # defined for linear models only
+
+
+SPEC = """
+name = "sup"
+task = "linreg"
+seeds = 2
+budget = 200
+[config]
+inputs = 6
+train_samples = 128
+test_samples = 32
+condition_number = 10.0
+hidden = []
+optimizer = "sgd"
+learning_rate = 0.05
+[[regularizers]]
+kind = "l2"
+strengths = [0.5]
+[thresholds]
+optimum_progress = [0.99]
+"""
+
+
+def test_supervised_tasks_are_study_tasks_with_clear_errors() -> None:
+    from regspeed.study import spec as spec_module
+    from regspeed.study import tasks
+
+    spec = spec_module.parse(SPEC)
+    task = tasks.REGISTRY["linreg"]
+    assert task.speed_metrics == ("optimum_progress", "train_r2", "test_r2") and task.step_unit == "updates"
+    config = task.static_config(spec, spec_module.conditions(spec)[1].regularizer)
+    assert config.total_updates == 200 and config.regularizer.kind == "l2" and config.hidden == ()
+    assert tasks.REGISTRY["modadd"].speed_metrics == ("train_accuracy", "test_accuracy")
+    for change, problem in (
+        (("inputs = 6", "inputs = 6\nmodulus = 1"), ("config.modulus", "must be an integer >= 2 (got 1)")),
+        (("inputs = 6", "inputs = 6\ntrain_fraction = 1.5"), ("config.train_fraction", "must be in (0, 1) (got 1.5)")),
+        (("inputs = 6", "inputs = 6\nlayers = 2"), ("config.layers", "unknown key; remove it or check its spelling")),
+        (('task = "linreg"', 'task = "mnist"'), ("task", "unknown task 'mnist'; choose one of")),
+    ):
+        with pytest.raises(spec_module.SpecError) as caught:
+            spec_module.parse(SPEC.replace(*change))
+        path, message = caught.value.problems[0]
+        assert path == problem[0] and message.startswith(problem[1]), caught.value.problems

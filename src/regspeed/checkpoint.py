@@ -66,8 +66,6 @@ def from_arrays(data: dict[str, np.ndarray], template: Any, path: str = "checkpo
             restored.append(jax.random.wrap_key_data(array, impl=jax.random.key_impl(like)))
         else:
             if array.shape != like.shape or array.dtype != like.dtype:
-                raise ValueError(
-                    f"{path}: leaf {i} is {array.dtype}{array.shape}, expected {like.dtype}{like.shape}"
-                )
+                raise ValueError(f"{path}: leaf {i} is {array.dtype}{array.shape}, expected {like.dtype}{like.shape}")
             restored.append(jax.numpy.asarray(array))
     return jax.tree.unflatten(treedef, restored)

@@ -343,9 +343,7 @@ def study(
         raise ConfigError("out", f"{folder} exists and is not a folder")
     options = {"address": address, "cpus_per_batch": cpus_per_batch, "gpus_per_batch": gpus_per_batch}
     with _StudyProgress(the_spec) as progress:
-        outcome = runner.run(
-            the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=progress.chunk
-        )
+        outcome = runner.run(the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=progress.chunk)
     if outcome.already_finished:
         console.print(f"{folder}: this study is already finished; nothing to do", soft_wrap=True, highlight=False)
     else:
@@ -540,8 +538,9 @@ def status(folder: StudyFolder) -> None:
 @user_errors_exit_cleanly
 def export(
     folder: StudyFolder,
-    format: Annotated[str, typer.Option("--format", help="csv (long form, every metric) or npz (rliable-shaped).")]
-    = "csv",
+    format: Annotated[
+        str, typer.Option("--format", help="csv (long form, every metric) or npz (rliable-shaped).")
+    ] = "csv",
     metric: Annotated[str, typer.Option(help="npz: the metric to export.")] = "score",
     out: Annotated[Path | None, typer.Option(help="Output file (default: DIR/curves.csv or DIR/<metric>.npz).")] = None,
 ) -> None:

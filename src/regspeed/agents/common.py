@@ -91,9 +91,7 @@ def greedy_episode(
     steps: the state before each step, and whether that step ended the episode."""
 
     def step(state: snake.SnakeState, _: None) -> tuple[snake.SnakeState, tuple]:
-        following, ts = snake.autoreset_step(
-            env, state, choose(snake.observe(env, state)), final_observation=False
-        )
+        following, ts = snake.autoreset_step(env, state, choose(snake.observe(env, state)), final_observation=False)
         return following, (state, ts.terminated | ts.truncated)
 
     _, (states, done) = jax.lax.scan(step, snake.reset(env, key), None, length=max_steps)

@@ -36,6 +36,7 @@ METRIC_WORDS = {
     "test_accuracy": "test accuracy",
     "train_r2": "training R^2",
     "test_r2": "test R^2",
+    "optimum_progress": "progress towards its own optimum",
 }
 
 

@@ -317,6 +317,8 @@ class Supervised:
         self.trainer = training.Trainer(supervised.init_batch, supervised.advance_batch, supervised.evaluate_batch)
         quality = "accuracy" if task in supervised.CLASSIFICATION else "r2"
         self.speed_metrics = (f"train_{quality}", f"test_{quality}")
+        if task == "linreg":  # how far each run is towards the optimum of its own objective
+            self.speed_metrics = ("optimum_progress", *self.speed_metrics)
 
     def _build(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float, Problems]:
         table = dict(spec.config)

@@ -263,6 +263,40 @@ def measure(config: SupervisedConfig, params: Any) -> Metrics:
     }
 
 
+def ridge_optimum(config: SupervisedConfig, strength: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(w, b)`` minimising ``mean((x w + b - y)^2) / 2 + strength / 2 * |w|^2`` on the
+    training set (the bias is not penalised): the optimum an L2 run converges to."""
+    x_train, y_train, _, _ = (jnp.asarray(a) for a in dataset(config))
+    features = jnp.concatenate([x_train, jnp.ones((len(x_train), 1))], axis=1)
+    penalty = jnp.concatenate([jnp.full(x_train.shape[1], strength), jnp.zeros(1)])
+    gram = features.T @ features / len(y_train) + jnp.diag(penalty)
+    solution = jnp.linalg.solve(gram, features.T @ y_train / len(y_train))
+    return solution[:-1], solution[-1]
+
+
+def _objective(config: SupervisedConfig, w: jax.Array, b: jax.Array, strength: jax.Array) -> jax.Array:
+    x_train, y_train, _, _ = (jnp.asarray(a) for a in dataset(config))
+    return ((x_train @ w + b - y_train) ** 2).mean() / 2 + strength / 2 * (w * w).sum()
+
+
+def optimum_progress(config: SupervisedConfig, params: Any, init_params: Any, strength: jax.Array) -> jax.Array:
+    """How far a linear model has come towards the optimum of its own (L2-)regularized
+    objective: ``1 - (f(w) - f*) / (f(w0) - f*)``, 1 at the optimum. Defined for ``linreg``
+    with a linear model under ``none`` or ``l2``; NaN otherwise."""
+    w_star, b_star = ridge_optimum(config, strength)
+    best = _objective(config, w_star, b_star, strength)
+
+    def value(p: Any) -> jax.Array:
+        return _objective(config, p["out"]["kernel"][:, 0], p["out"]["bias"][0], strength)
+
+    return 1.0 - (value(params) - best) / jnp.maximum(value(init_params) - best, 1e-12)
+
+
+def has_optimum(config: SupervisedConfig) -> bool:
+    """Whether :func:`optimum_progress` is defined for this configuration."""
+    return config.task == "linreg" and not config.hidden and config.regularizer.kind in ("none", "l2")
+
+
 def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
     """One optimizer step (full batch or a minibatch); metrics on the whole sets after it."""
     x_train, y_train, _, _ = (jnp.asarray(a) for a in dataset(config))
@@ -286,9 +320,15 @@ def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
     updates, opt_state = _optimizer(config, carry.hparams).update(grad, carry.opt_state, carry.params)
     params = optax.apply_updates(carry.params, updates)
     carry = carry.replace(params=params, opt_state=opt_state, key=key, update=carry.update + 1)
+    progress = (
+        optimum_progress(config, params, carry.init_params, jnp.where(regularizer.kind == "l2", strength, 0.0))
+        if has_optimum(config)
+        else jnp.asarray(jnp.nan, jnp.float32)
+    )
     return carry, {
         "step": carry.update,
         **measure(config, params),
+        "optimum_progress": progress,
         "grad_norm": optax.tree.norm(task_grad),
         "grad_cosine": regs.cosine(task_grad, reg_grad),
         "learning_rate": opt_state.hyperparams["learning_rate"],
