@@ -75,7 +75,13 @@ def _ratio(comparison: Comparison) -> str:
     interval = comparison.speedup
     if comparison.reached == 0:
         return "never reached"
-    return f"{_number(interval.value, 2)}x [{_number(interval.low, 2)}, {_number(interval.high, 2)}]"
+    if math.isinf(interval.value):
+        return "only this condition reached it"
+
+    def bound(value: float) -> str:
+        return "inf" if math.isinf(value) else _number(value, 2)
+
+    return f"{_number(interval.value, 2)}x [{bound(interval.low)}, {bound(interval.high)}]"
 
 
 def sentence(comparison: Comparison, analysis: StudyAnalysis) -> str:
