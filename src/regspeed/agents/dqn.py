@@ -372,22 +372,7 @@ def evaluate(config: DQNConfig, carry: Carry) -> Metrics:
 # ----------------------------------------------------------------- batched, compiled
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def init_batch(config: DQNConfig, keys: jax.Array, hp: Hparams) -> Carry:
-    """:func:`init` for each run, one after another (see ``ppo.init_batch`` for why)."""
-    return jax.lax.map(lambda key_and_hp: init(config, *key_and_hp), (keys, hp))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
-def advance_batch(config: DQNConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
-    """:func:`advance` vmapped over runs; the input carry's buffers are reused."""
-    return jax.vmap(lambda c: advance(config, c, n_updates))(carry)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def evaluate_batch(config: DQNConfig, carry: Carry) -> Metrics:
-    """:func:`evaluate` vmapped over runs."""
-    return jax.vmap(lambda c: evaluate(config, c))(carry)
+init_batch, advance_batch, evaluate_batch = common.compiled(init, advance, evaluate)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

@@ -346,27 +346,7 @@ def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
 # ----------------------------------------------------------------- batched, compiled
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def init_batch(config: PPOConfig, keys: jax.Array, hp: Hparams) -> Carry:
-    """:func:`init` for each run (keys and hparams with a leading run axis).
-
-    Runs are initialised one after another (``lax.map``), not vmapped: with 20 or more
-    runs the batched QR decompositions of the orthogonal initialisation deadlock
-    jaxlib 0.10.2's CPU LAPACK thread pool. It is a one-off cost of about a second.
-    """
-    return jax.lax.map(lambda key_and_hp: init(config, *key_and_hp), (keys, hp))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
-def advance_batch(config: PPOConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
-    """:func:`advance` vmapped over runs; the input carry's buffers are reused."""
-    return jax.vmap(lambda c: advance(config, c, n_updates))(carry)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def evaluate_batch(config: PPOConfig, carry: Carry) -> Metrics:
-    """:func:`evaluate` vmapped over runs."""
-    return jax.vmap(lambda c: evaluate(config, c))(carry)
+init_batch, advance_batch, evaluate_batch = common.compiled(init, advance, evaluate)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

@@ -100,10 +100,53 @@ def _unknown_keys(table: dict[str, Any], kind: type, path: str) -> Problems:
     return [(f"{path}.{key}", "unknown key; remove it or check its spelling") for key in table if key not in known]
 
 
+class ConfiguredTask:
+    """What the tasks below share: a module with ``Hparams`` and ``run_keys``, a config
+    dataclass with ``total_updates`` and ``steps_per_update``, and ``_build`` (in the
+    subclass) that validates the spec's ``config`` into it."""
+
+    module: Any
+
+    def _build(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float, Problems]:
+        raise NotImplementedError
+
+    def check(self, spec: Spec) -> Problems:
+        """Problems in the task's part of the spec."""
+        return self._build(spec, regs.Regularizer())[2]
+
+    def _config(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float]:
+        config, learning_rate, problems = self._build(spec, regularizer)
+        if problems:
+            raise ConfigError(*problems[0])
+        return config, learning_rate
+
+    def static_config(self, spec: Spec, regularizer: regs.Regularizer) -> Any:
+        """The configuration of a batch with this regularizer."""
+        return self._config(spec, regularizer)[0]
+
+    def total_updates(self, static: Any) -> int:
+        """Updates of each run."""
+        return static.total_updates
+
+    def steps_per_update(self, static: Any) -> int:
+        """Budget units per update."""
+        return static.steps_per_update
+
+    def hparams(self, spec: Spec, strengths: np.ndarray) -> Any:
+        """Learning rate (the same for all runs) and strength per run."""
+        learning_rate = self._config(spec, regs.Regularizer())[1]
+        strengths = jnp.asarray(strengths, jnp.float32)
+        return self.module.Hparams(jnp.full(strengths.shape, learning_rate, jnp.float32), strengths)
+
+    def run_keys(self, seeds: list[int]) -> jax.Array:
+        """One key per seed (the same seed gives the same key in every condition)."""
+        return self.module.run_keys(seeds)
+
+
 # ------------------------------------------------------------------- snake-ppo, snake-dqn
 
 
-class SnakeAgent:
+class SnakeAgent(ConfiguredTask):
     """An RL agent on the JAX Snake world: ``snake-ppo`` (:mod:`regspeed.agents.ppo`) or
     ``snake-dqn`` (:mod:`regspeed.agents.dqn`).
 
@@ -122,9 +165,9 @@ class SnakeAgent:
 
         self.algo = algo
         self.name = f"snake-{algo}"
-        self.agent = importlib.import_module(f"regspeed.agents.{algo}")
-        self.config_class = getattr(self.agent, {"ppo": "PPOConfig", "dqn": "DQNConfig"}[algo])
-        self.trainer = training.Trainer(self.agent.init_batch, self.agent.advance_batch, self.agent.evaluate_batch)
+        self.module = importlib.import_module(f"regspeed.agents.{algo}")
+        self.config_class = getattr(self.module, {"ppo": "PPOConfig", "dqn": "DQNConfig"}[algo])
+        self.trainer = training.Trainer(self.module.init_batch, self.module.advance_batch, self.module.evaluate_batch)
 
     def _build(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float, Problems]:
         """(agent config or None, learning rate, problems)."""
@@ -156,7 +199,7 @@ class SnakeAgent:
         ppo_table = dict(table.get(algo, {})) if isinstance(table.get(algo, {}), dict) else None
         if ppo_table is None:
             return None, 0.0, [*problems, (f"config.{algo}", "must be a table")]
-        learning_rate = ppo_table.pop("learning_rate", self.agent.DEFAULT_LEARNING_RATE)
+        learning_rate = ppo_table.pop("learning_rate", self.module.DEFAULT_LEARNING_RATE)
         if not isinstance(learning_rate, int | float) or not (math.isfinite(learning_rate) and learning_rate > 0):
             problems.append((f"config.{algo}.learning_rate", f"must be a number > 0 (got {learning_rate!r})"))
         for key in sorted(set(ppo_table) & set(self.study_fields)):
@@ -198,16 +241,6 @@ class SnakeAgent:
             )
         return config, float(learning_rate), problems
 
-    def check(self, spec: Spec) -> Problems:
-        """Problems in ``config`` and ``budget``."""
-        return self._build(spec, regs.Regularizer())[2]
-
-    def _config(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float]:
-        config, learning_rate, problems = self._build(spec, regularizer)
-        if problems:
-            raise ConfigError(*problems[0])
-        return config, learning_rate
-
     def resolved_config(self, spec: Spec) -> dict[str, Any]:
         """env, network and ppo tables with all defaults (regularizer and budget excluded)."""
         config, learning_rate = self._config(spec, regs.Regularizer())
@@ -224,31 +257,9 @@ class SnakeAgent:
             }
         )
 
-    def static_config(self, spec: Spec, regularizer: regs.Regularizer) -> Any:
-        """The PPOConfig of a batch."""
-        return self._config(spec, regularizer)[0]
-
-    def total_updates(self, static: Any) -> int:
-        """PPO updates per run (the budget rounded down)."""
-        return static.total_updates
-
-    def steps_per_update(self, static: Any) -> int:
-        """Env steps per update."""
-        return static.steps_per_update
-
-    def hparams(self, spec: Spec, strengths: np.ndarray) -> Any:
-        """Learning rate (the same for all) and strength per run."""
-        learning_rate = self._config(spec, regs.Regularizer())[1]
-        strengths = jnp.asarray(strengths, jnp.float32)
-        return self.agent.Hparams(jnp.full(strengths.shape, learning_rate, jnp.float32), strengths)
-
-    def run_keys(self, seeds: list[int]) -> jax.Array:
-        """One key per seed."""
-        return self.agent.run_keys(seeds)
-
     def bytes_per_run(self, static: Any) -> int:
         """Rollout buffers, parameters with optimizer state, minibatch activations, envs."""
-        agent = self.agent
+        agent = self.module
         observation = math.prod(static.env.observation_shape)
         shapes = jax.eval_shape(
             lambda key: agent.network(static).init(key, jnp.zeros(static.env.observation_shape)),
@@ -288,7 +299,7 @@ class SnakeAgent:
         template = self.trainer.init_batch(config, self.run_keys([0] * runs), self.hparams(spec, np.zeros(runs)))
         restored = checkpoint.from_arrays(carry, template)
         params = jax.tree.map(lambda leaf: leaf[position], restored.params)
-        states, done = self.agent.greedy_episode(config, params, jax.random.key(seed), max_steps)
+        states, done = self.module.greedy_episode(config, params, jax.random.key(seed), max_steps)
         return config.env, play.first_episode(states, done)
 
 
@@ -299,7 +310,7 @@ register(SnakeAgent("dqn"))
 # ---------------------------------------------------------------- supervised calibration
 
 
-class Supervised:
+class Supervised(ConfiguredTask):
     """A supervised task of :mod:`regspeed.tasks.supervised` (``linreg``, ``teacher``,
     ``digits``, ``modadd``). ``config`` takes any field of ``SupervisedConfig`` (except
     ``task``, ``regularizer``, ``total_updates``) plus ``learning_rate``; ``budget`` is in
@@ -348,16 +359,6 @@ class Supervised:
             )
         return config, float(learning_rate), []
 
-    def check(self, spec: Spec) -> Problems:
-        """Problems in ``config``."""
-        return self._build(spec, regs.Regularizer())[2]
-
-    def _config(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float]:
-        config, learning_rate, problems = self._build(spec, regularizer)
-        if problems:
-            raise ConfigError(*problems[0])
-        return config, learning_rate
-
     def resolved_config(self, spec: Spec) -> dict[str, Any]:
         """Every field with its default filled in (regularizer and budget excluded)."""
         config, learning_rate = self._config(spec, regs.Regularizer())
@@ -365,28 +366,6 @@ class Supervised:
             f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in self.study_fields
         }
         return _plain(fields | {"learning_rate": learning_rate})
-
-    def static_config(self, spec: Spec, regularizer: regs.Regularizer) -> Any:
-        """The SupervisedConfig of a batch."""
-        return self._config(spec, regularizer)[0]
-
-    def total_updates(self, static: Any) -> int:
-        """The budget, in updates."""
-        return static.total_updates
-
-    def steps_per_update(self, static: Any) -> int:
-        """One: the step axis counts updates."""
-        return 1
-
-    def hparams(self, spec: Spec, strengths: np.ndarray) -> Any:
-        """Learning rate (the same for all) and strength per run."""
-        learning_rate = self._config(spec, regs.Regularizer())[1]
-        strengths = jnp.asarray(strengths, jnp.float32)
-        return self.module.Hparams(jnp.full(strengths.shape, learning_rate, jnp.float32), strengths)
-
-    def run_keys(self, seeds: list[int]) -> jax.Array:
-        """One key per seed."""
-        return self.module.run_keys(seeds)
 
     def bytes_per_run(self, static: Any) -> int:
         """Activations of the training and test sets, parameters with optimizer state."""

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from regspeed import regularizers as regs
+from regspeed.agents import common
 from regspeed.agents.common import Hparams, Metrics
 from regspeed.agents.common import hparams as hparams  # re-exported
 from regspeed.agents.common import run_keys as run_keys  # re-exported
@@ -348,19 +349,4 @@ def evaluate(config: SupervisedConfig, carry: Carry) -> Metrics:
     return {f"eval_{name}": value for name, value in measure(config, carry.params).items()}
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def init_batch(config: SupervisedConfig, keys: jax.Array, hp: Hparams) -> Carry:
-    """:func:`init` for each run."""
-    return jax.lax.map(lambda key_and_hp: init(config, *key_and_hp), (keys, hp))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
-def advance_batch(config: SupervisedConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
-    """:func:`advance` vmapped over runs."""
-    return jax.vmap(lambda c: advance(config, c, n_updates))(carry)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def evaluate_batch(config: SupervisedConfig, carry: Carry) -> Metrics:
-    """:func:`evaluate` vmapped over runs."""
-    return jax.vmap(lambda c: evaluate(config, c))(carry)
+init_batch, advance_batch, evaluate_batch = common.compiled(init, advance, evaluate)
