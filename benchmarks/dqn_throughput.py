@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import sb3_compare
 from rich.console import Console
 from rich.table import Table
 
@@ -51,7 +52,7 @@ def ours(seeds: int, updates: int, repeats: int) -> float:
     return seeds * updates * CONFIG.steps_per_update / best
 
 
-def _sb3_worker(threads: int, timesteps: int, queue: multiprocessing.Queue) -> None:
+def _sb3_worker(threads: int, timesteps: int, queue: Any) -> None:
     import torch
     from sb3_vec_env import SnakeSB3VecEnv
     from stable_baselines3 import DQN
@@ -85,24 +86,6 @@ def _sb3_worker(threads: int, timesteps: int, queue: multiprocessing.Queue) -> N
     queue.put((timesteps / seconds, env.env_seconds / seconds))
 
 
-def sb3(processes: int, threads: int, timesteps: int) -> tuple[float, float] | None:
-    """(aggregate steps/s, env share) of SB3 DQN in ``processes`` concurrent processes."""
-    try:
-        import stable_baselines3  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        return None
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    workers = [context.Process(target=_sb3_worker, args=(threads, timesteps, queue)) for _ in range(processes)]
-    for worker in workers:
-        worker.start()
-    results = [queue.get() for _ in workers]
-    for worker in workers:
-        worker.join()
-    return sum(rate for rate, _ in results), sum(share for _, share in results) / len(results)
-
-
 def main() -> None:
     """Measure and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -124,18 +107,7 @@ def main() -> None:
         table.add_column(column, justify="left" if column in ("what", "notes") else "right")
     table.add_row("regspeed DQN, 1 run", f"{one:,.0f}", "1.00x", "baseline of this table")
     table.add_row("regspeed DQN, 8 vmapped runs (aggregate)", f"{eight:,.0f}", f"{eight / one:.2f}x", "one program")
-    best = None
-    for processes, threads in ((1, cores), (cores, 1)):
-        result = sb3(processes, threads, args.sb3_steps)
-        if result is None:
-            table.add_row("Stable-Baselines3 DQN", "n/a", "", "install the bench extra")
-            break
-        rate, share = result
-        label = f"SB3 DQN, {processes} process(es) x {threads} thread(s)"
-        table.add_row(label, f"{rate:,.0f}", f"{rate / one:.2f}x", f"env stepping {share:.0%} of its time")
-        best = max(best or 0.0, rate)
-    if best:
-        table.add_row("regspeed 8 runs / best SB3", "", f"{eight / best:.1f}x", "target >= 20x")
+    sb3_compare.add_rows(table, "DQN", _sb3_worker, (args.sb3_steps,), one, eight, 20)
     console.print(table)
 
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import multiprocessing
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import sb3_compare
 from rich.console import Console
 from rich.table import Table
 
@@ -103,7 +104,7 @@ def matmul_flops_per_second(repeats: int) -> float:
     return flops / best
 
 
-def _sb3_worker(observation: str, threads: int, timesteps: int, queue: multiprocessing.Queue) -> None:
+def _sb3_worker(threads: int, observation: str, timesteps: int, queue: Any) -> None:
     global CONFIG
     CONFIG = make_config(observation)
     import torch
@@ -132,29 +133,6 @@ def _sb3_worker(observation: str, threads: int, timesteps: int, queue: multiproc
     model.learn(timesteps, reset_num_timesteps=False)
     seconds = time.perf_counter() - start
     queue.put((timesteps / seconds, env.env_seconds / seconds))
-
-
-def sb3(processes: int, threads: int, updates: int) -> tuple[float, float] | None:
-    """(aggregate steps/s, env share) of SB3 PPO in ``processes`` concurrent processes."""
-    try:
-        import stable_baselines3  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
-        return None
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    workers = [
-        context.Process(
-            target=_sb3_worker, args=(CONFIG.env.observation, threads, updates * CONFIG.steps_per_update, queue)
-        )
-        for _ in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    results = [queue.get() for _ in workers]
-    for worker in workers:
-        worker.join()
-    return sum(rate for rate, _ in results), sum(share for _, share in results) / len(results)
 
 
 def main() -> None:
@@ -191,18 +169,9 @@ def main() -> None:
         "",
         f"8 runs: {eight * flops_per_step / 1e9:.1f} GFLOP/s",
     )
-    best_sb3 = None
-    for processes, threads in ((1, cores), (cores, 1)):
-        result = sb3(processes, threads, args.sb3_updates)
-        if result is None:
-            table.add_row("Stable-Baselines3 PPO", "n/a", "", "install the bench extra")
-            break
-        rate, share = result
-        label = f"SB3 PPO, {processes} process(es) x {threads} thread(s)"
-        table.add_row(label, f"{rate:,.0f}", f"{rate / one:.2f}x", f"env stepping {share:.0%} of its time")
-        best_sb3 = max(best_sb3 or 0.0, rate)
-    if best_sb3:
-        table.add_row("regspeed 8 runs / best SB3", "", f"{eight / best_sb3:.1f}x", "target >= 5x")
+    sb3_compare.add_rows(
+        table, "PPO", _sb3_worker, (CONFIG.env.observation, args.sb3_updates * CONFIG.steps_per_update), one, eight, 5
+    )
     console.print(table)
 
 

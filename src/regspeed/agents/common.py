@@ -11,7 +11,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from regspeed import regularizers as regs
 from regspeed.envs import snake
 
 Metrics = dict[str, jax.Array]
@@ -29,6 +31,15 @@ class Hparams:
 def hparams(learning_rate: float = 1e-3, strength: float = 0.0) -> Hparams:
     """Hyperparameters as float32 arrays (stack several with ``jax.tree.map`` to vmap)."""
     return Hparams(jnp.asarray(learning_rate, jnp.float32), jnp.asarray(strength, jnp.float32))
+
+
+def adam_optimizer(config: Any, hp: Hparams) -> optax.GradientTransformation:
+    """Adam with global-norm clipping and the config's regularizer (``config`` has
+    ``regularizer``, ``max_grad_norm`` and ``adam_eps``), as both RL trainers use it."""
+    return regs.optimizer(
+        config.regularizer, hp.learning_rate, hp.strength, base="adam", max_grad_norm=config.max_grad_norm,
+        eps=config.adam_eps,
+    )  # fmt: skip
 
 
 def run_keys(seeds: list[int] | np.ndarray) -> jax.Array:

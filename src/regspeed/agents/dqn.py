@@ -176,17 +176,6 @@ class Carry:
     hparams: Hparams
 
 
-def _optimizer(config: DQNConfig, hp: Hparams) -> optax.GradientTransformation:
-    return regs.optimizer(
-        config.regularizer,
-        hp.learning_rate,
-        hp.strength,
-        base="adam",
-        max_grad_norm=config.max_grad_norm,
-        eps=config.adam_eps,
-    )
-
-
 def init(config: DQNConfig, key: jax.Array, hp: Hparams) -> Carry:
     """A fresh run: network, target copy, optimizer, an empty buffer, environments."""
     key, net_key, env_key = jax.random.split(key, 3)
@@ -208,7 +197,7 @@ def init(config: DQNConfig, key: jax.Array, hp: Hparams) -> Carry:
         params=params,
         target_params=params,
         init_params=params,
-        opt_state=_optimizer(config, hp).init(params),
+        opt_state=common.adam_optimizer(config, hp).init(params),
         replay=replay,
         env_state=env_state,
         observation=observation,
@@ -308,7 +297,7 @@ def _task_loss(
 
 def _learn(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
     """``gradient_steps`` minibatch steps (skipped, parameters unchanged, before learning starts)."""
-    optimizer = _optimizer(config, carry.hparams)
+    optimizer = common.adam_optimizer(config, carry.hparams)
     regularizer, strength = config.regularizer, carry.hparams.strength
     rate = regs.dropout_rate(regularizer, strength)
     stored = carry.replay.filled * config.num_envs

@@ -119,17 +119,6 @@ def network(config: PPOConfig) -> nets.PolicyValueNet:
     )
 
 
-def _optimizer(config: PPOConfig, hp: Hparams) -> optax.GradientTransformation:
-    return regs.optimizer(
-        config.regularizer,
-        hp.learning_rate,
-        hp.strength,
-        base="adam",
-        max_grad_norm=config.max_grad_norm,
-        eps=config.adam_eps,
-    )
-
-
 def init(config: PPOConfig, key: jax.Array, hp: Hparams) -> Carry:
     """A fresh run: initial parameters, optimizer state and a batch of environments."""
     key, net_key, env_key = jax.random.split(key, 3)
@@ -140,7 +129,7 @@ def init(config: PPOConfig, key: jax.Array, hp: Hparams) -> Carry:
     return Carry(
         params=params,
         init_params=params,
-        opt_state=_optimizer(config, hp).init(params),
+        opt_state=common.adam_optimizer(config, hp).init(params),
         env_state=env_state,
         observation=observation,
         key=key,
@@ -267,7 +256,7 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
         "advantage": advantages.reshape(-1),
         "target": targets.reshape(-1),
     }
-    optimizer = _optimizer(config, carry.hparams)
+    optimizer = common.adam_optimizer(config, carry.hparams)
     opt_state = carry.opt_state
     if config.anneal_lr:
         remaining = 1.0 - carry.update.astype(jnp.float32) / config.total_updates

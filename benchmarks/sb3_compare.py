@@ -1,0 +1,48 @@
+"""Running Stable-Baselines3 in its best use of this machine's cores (benchmark helper).
+
+A worker is a function ``worker(threads, *arguments, queue)`` that trains SB3 with
+``threads`` torch threads and puts ``(env steps per second, share of time stepping the
+environment)`` on ``queue``. SB3 is run as one process using every core, then as one
+single-threaded process per core (aggregate), and both rows go into the table.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+
+from rich.table import Table
+
+
+def run_workers(worker: Callable, arguments: tuple, processes: int, threads: int) -> tuple[float, float]:
+    """(aggregate steps/s, mean env share) of ``processes`` concurrent workers."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    started = [context.Process(target=worker, args=(threads, *arguments, queue)) for _ in range(processes)]
+    for process in started:
+        process.start()
+    results = [queue.get() for _ in started]
+    for process in started:
+        process.join()
+    return sum(rate for rate, _ in results), sum(share for _, share in results) / len(results)
+
+
+def add_rows(
+    table: Table, algorithm: str, worker: Callable, arguments: tuple, one_run: float, eight_runs: float, target: float
+) -> None:
+    """SB3 rows (ratio against our single run) and our 8-run aggregate over SB3's best."""
+    try:
+        import stable_baselines3  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        table.add_row(f"Stable-Baselines3 {algorithm}", "n/a", "", "install the bench extra")
+        return
+    cores = os.cpu_count() or 1
+    best = 0.0
+    for processes, threads in ((1, cores), (cores, 1)):
+        rate, share = run_workers(worker, arguments, processes, threads)
+        label = f"SB3 {algorithm}, {processes} process(es) x {threads} thread(s)"
+        table.add_row(label, f"{rate:,.0f}", f"{rate / one_run:.2f}x", f"env stepping {share:.0%} of its time")
+        best = max(best, rate)
+    table.add_row("regspeed 8 runs / best SB3", "", f"{eight_runs / best:.1f}x", f"target >= {target:g}x")
