@@ -8,6 +8,8 @@ env step at which that IQM curve reaches each threshold.
     .venv/bin/python benchmarks/learning.py                         # window obs, 2 M steps, 8 seeds
     .venv/bin/python benchmarks/learning.py --observation features --steps 500000
     .venv/bin/python benchmarks/learning.py --algo dqn --steps 300000 --thresholds 10 15   # features obs
+    .venv/bin/python benchmarks/learning.py --algo dqn --observation grid --steps 1000000 \
+        --set num_envs=64 rollout_steps=4 target_update_every=50        # grid obs, replay ratio 1
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ from regspeed.analysis import metrics, stats
 from regspeed.envs import render, snake
 
 
+def parse_override(item: str) -> tuple[str, int | float]:
+    """``field=value`` (an int, else a float) from the ``--set`` option."""
+    field, _, value = item.partition("=")
+    try:
+        return field, int(value)
+    except ValueError:
+        return field, float(value)
+
+
 def main() -> None:
     """Train, then print the learning table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,6 +58,9 @@ def main() -> None:
     parser.add_argument(
         "--budgets", type=int, nargs="*", default=[500_000, 1_000_000, 2_000_000, 5_000_000, 10_000_000]
     )
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override fields of the agent's config"
+    )
     args = parser.parse_args()
 
     agent, config_class = {"ppo": (ppo, ppo.PPOConfig), "dqn": (dqn, dqn.DQNConfig)}[args.algo]
@@ -54,7 +68,9 @@ def main() -> None:
     observation = args.observation or default.env.observation
     learning_rate = args.lr if args.lr is not None else agent.DEFAULT_LEARNING_RATE
     env = snake.SnakeConfig(rows=args.rows, cols=args.rows, observation=observation, window_size=2 * args.rows - 1)
-    base = config_class(env=env, network=nets.NetworkConfig(hidden=tuple(int(h) for h in args.hidden.split(","))))
+    overrides = dict(parse_override(item) for item in args.set)
+    network = nets.NetworkConfig(hidden=tuple(int(h) for h in args.hidden.split(",")))
+    base = config_class(env=env, network=network, **overrides)
     updates = args.steps // base.steps_per_update
     config = dataclasses.replace(base, total_updates=updates)
     hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (args.seeds,)), agent.hparams(learning_rate))
@@ -63,7 +79,8 @@ def main() -> None:
     console.print(
         f"{args.algo.upper()}, no regularization, {render.describe(env)} (window {env.window_size}), "
         f"{args.seeds} seeds x {updates * base.steps_per_update:,} "
-        f"steps, lr {learning_rate:g}, hidden {args.hidden}; jax {jax.__version__} on {jax.devices()[0].platform}"
+        f"steps, lr {learning_rate:g}, hidden {args.hidden} {overrides or ''}; "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}"
     )
     start = time.perf_counter()
     carry = agent.init_batch(config, agent.run_keys(range(args.seeds)), hp)

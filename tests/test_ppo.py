@@ -129,6 +129,22 @@ def test_batched_runs_are_independent_and_a_failing_run_is_stopped_alone() -> No
         np.testing.assert_array_equal(values[0], healthy_history.updates[name][0])
 
 
+def test_runs_advanced_in_groups_equal_runs_vmapped_together() -> None:
+    """Grouping is an execution choice: 3 runs advanced 2 + 1 at a time (``lax.map`` over
+    vmapped groups) end where the same 3 runs vmapped together end, to float rounding
+    (batched and single products may sum in different orders)."""
+    hp = stacked(ppo.hparams(1e-3, 1e-3), ppo.hparams(3e-4, 0.0), ppo.hparams(2e-3, 1e-2))
+    keys = ppo.run_keys([1, 2, 3])
+    together, together_metrics = ppo.advance_batch(TINY, ppo.init_batch(TINY, keys, hp), 2)
+    grouped_config = dataclasses.replace(TINY, runs_per_vmap=2)
+    grouped, grouped_metrics = ppo.advance_batch(grouped_config, ppo.init_batch(grouped_config, keys, hp), 2)
+    for a, b in zip(jax.tree.leaves(together.params), jax.tree.leaves(grouped.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(grouped_metrics["episodes"], together_metrics["episodes"])
+    assert ppo.PPOConfig().vmap_group == 1  # window observations: 36 MiB of rollout per run
+    assert TINY.vmap_group == 0  # features: all runs in one vmap
+
+
 def test_learns_on_a_small_board() -> None:
     """Within 60 updates (15 k steps) on 5 x 5, the training score climbs well above where
     it started (a random policy's, about 0.2 food per episode)."""
@@ -148,6 +164,7 @@ def test_learns_on_a_small_board() -> None:
         ({"num_envs": 0}, "num_envs"),
         ({"network": nets.NetworkConfig(torso="cnn")}, "torso"),
         ({"gamma": 1.5}, "gamma"),
+        ({"runs_per_vmap": -1}, "runs_per_vmap"),
     ],
 )
 def test_bad_configuration_names_the_option(change: dict, field: str) -> None:

