@@ -10,7 +10,10 @@ steps of 128 per update, 50 k replay, 3-step returns):
    batch 128, buffer 50 k, ``n_steps`` 3, target copy every 6,400 env steps, same network)
    on our environment, stepped in one call per step (``sb3_vec_env.SnakeSB3VecEnv``), in its
    best use of the cores (one process with all threads, or one single-threaded process per
-   core), with the share of its time spent stepping the environment. Target: >= 20x.
+   core), with the share of its time spent stepping the environment. Target: >= 20x;
+3. FLOPs per env step (matrix products, from the layer shapes) and the dense-matmul
+   FLOP/s of this machine on the same shapes, measured in the same run: the env steps/s
+   that even a learner at the matmul peak could reach at this replay ratio.
 
     .venv/bin/python benchmarks/dqn_throughput.py
 """
@@ -23,6 +26,7 @@ import os
 import time
 from typing import Any
 
+import flops
 import jax
 import jax.numpy as jnp
 import sb3_compare
@@ -50,6 +54,18 @@ def ours(seeds: int, updates: int, repeats: int) -> float:
         jax.block_until_ready(metrics)
         best = min(best, time.perf_counter() - start)
     return seeds * updates * CONFIG.steps_per_update / best
+
+
+def flops_per_env_step() -> float:
+    """Matrix-product FLOPs of training per env step, counted from the layer shapes.
+
+    Acting runs the Q-network once per env step; each sampled transition costs a forward
+    and backward pass (about three forwards) at the observed state, an online forward at
+    the next state (Double DQN's action choice) and a target forward there.
+    """
+    params = dqn.network(CONFIG).init(jax.random.key(0), jnp.zeros(CONFIG.env.observation_shape))["params"]
+    samples_per_step = CONFIG.gradient_steps * CONFIG.batch_size / CONFIG.steps_per_update
+    return 2.0 * flops.dense_macs(params) * (1 + 5 * samples_per_step)
 
 
 def _sb3_worker(threads: int, timesteps: int, queue: Any) -> None:
@@ -107,7 +123,11 @@ def main() -> None:
         table.add_column(column, justify="left" if column in ("what", "notes") else "right")
     table.add_row("regspeed DQN, 1 run", f"{one:,.0f}", "1.00x", "baseline of this table")
     table.add_row("regspeed DQN, 8 vmapped runs (aggregate)", f"{eight:,.0f}", f"{eight / one:.2f}x", "one program")
-    sb3_compare.add_rows(table, "DQN", _sb3_worker, (args.sb3_steps,), one, eight, 20)
+    flops_per_step = flops_per_env_step()
+    widths = [CONFIG.env.observation_shape[0], *CONFIG.network.hidden, CONFIG.env.num_actions]
+    peak = flops.matmul_flops_per_second(CONFIG.batch_size, widths, args.repeats)
+    ceiling = flops.add_rows(table, flops_per_step, peak, one, eight)
+    sb3_compare.add_rows(table, "DQN", _sb3_worker, (args.sb3_steps,), one, eight, 20, ceiling)
     console.print(table)
 
 

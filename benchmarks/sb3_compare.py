@@ -29,9 +29,18 @@ def run_workers(worker: Callable, arguments: tuple, processes: int, threads: int
 
 
 def add_rows(
-    table: Table, algorithm: str, worker: Callable, arguments: tuple, one_run: float, eight_runs: float, target: float
+    table: Table,
+    algorithm: str,
+    worker: Callable,
+    arguments: tuple,
+    one_run: float,
+    eight_runs: float,
+    target: float,
+    ceiling: float,
 ) -> None:
-    """SB3 rows (ratio against our single run) and our 8-run aggregate over SB3's best."""
+    """SB3 rows (ratio against our single run), our 8-run aggregate over SB3's best, and
+    the most any learner could reach over SB3's best (``ceiling``: env steps/s at the
+    machine's matmul peak)."""
     try:
         import stable_baselines3  # noqa: F401
         import torch  # noqa: F401
@@ -46,3 +55,4 @@ def add_rows(
         table.add_row(label, f"{rate:,.0f}", f"{rate / one_run:.2f}x", f"env stepping {share:.0%} of its time")
         best = max(best, rate)
     table.add_row("regspeed 8 runs / best SB3", "", f"{eight_runs / best:.1f}x", f"target >= {target:g}x")
+    table.add_row("matmul-peak ceiling / best SB3", "", f"{ceiling / best:.1f}x", "the most XLA's products allow")
