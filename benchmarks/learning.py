@@ -8,8 +8,8 @@ env step at which that IQM curve reaches each threshold.
     .venv/bin/python benchmarks/learning.py                         # window obs, 2 M steps, 8 seeds
     .venv/bin/python benchmarks/learning.py --observation features --steps 500000
     .venv/bin/python benchmarks/learning.py --algo dqn --steps 300000 --thresholds 10 15   # features obs
-    .venv/bin/python benchmarks/learning.py --algo dqn --observation grid --steps 1000000 \
-        --set num_envs=64 rollout_steps=4 target_update_every=50        # grid obs, replay ratio 1
+    .venv/bin/python benchmarks/learning.py --algo dqn --observation grid --action-mode absolute \
+        --set num_envs=64 rollout_steps=4 target_update_every=50 exploration_fraction=0.05  # replay ratio 1
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2_000_000)
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--rows", type=int, default=10)
+    parser.add_argument("--action-mode", default="relative", choices=snake.ACTION_MODES)
     parser.add_argument("--hidden", default="128,128")
     parser.add_argument("--lr", type=float, default=None, help="default: the agent's")
     parser.add_argument(
@@ -67,7 +68,13 @@ def main() -> None:
     default = config_class()
     observation = args.observation or default.env.observation
     learning_rate = args.lr if args.lr is not None else agent.DEFAULT_LEARNING_RATE
-    env = snake.SnakeConfig(rows=args.rows, cols=args.rows, observation=observation, window_size=2 * args.rows - 1)
+    env = snake.SnakeConfig(
+        rows=args.rows,
+        cols=args.rows,
+        observation=observation,
+        window_size=2 * args.rows - 1,
+        action_mode=args.action_mode,
+    )
     overrides = dict(parse_override(item) for item in args.set)
     network = nets.NetworkConfig(hidden=tuple(int(h) for h in args.hidden.split(",")))
     base = config_class(env=env, network=network, **overrides)
@@ -84,7 +91,15 @@ def main() -> None:
     )
     start = time.perf_counter()
     carry = agent.init_batch(config, agent.run_keys(range(args.seeds)), hp)
-    _, history = training.train(trainer, config, carry, updates, chunk=max(10, updates // 50))
+
+    def progress(report: training.ChunkReport) -> None:
+        score = np.nanmean(np.asarray(report.metrics["score"]), axis=1)
+        console.print(
+            f"{report.updates_done * base.steps_per_update:>12,} steps, {time.perf_counter() - start:6.0f} s, "
+            f"chunk mean score per seed {np.round(score, 1)}"
+        )
+
+    _, history = training.train(trainer, config, carry, updates, chunk=max(10, updates // 50), on_chunk=progress)
     seconds = time.perf_counter() - start
 
     window = args.smooth or {"ppo": 5, "dqn": 50}[args.algo]
