@@ -163,9 +163,10 @@ def test_train_command_runs_dqn(tmp_path: Path) -> None:
 
     arguments = ["train", "--algo", "dqn", "--rows", "6", "--cols", "6", "--hidden", "16", "--num-envs", "4"]
     arguments += ["--rollout-steps", "2", "--steps", "400", "--eval-every", "25", "--out", str(tmp_path)]
+    arguments += ["--action-mode", "absolute"]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
-    assert "DQN, none" in result.output
+    assert "DQN, none" in result.output and "absolute actions" in result.output
     header = (tmp_path / "curve.csv").read_text().splitlines()[0]
     assert "q_loss" in header and "epsilon" in header
     bad = CliRunner().invoke(app, ["train", "--algo", "dqn", "--reg", "l2", "--reg-network", "policy"])
@@ -203,7 +204,7 @@ def test_studies_accept_the_dqn_task() -> None:
     resolved = spec_module.normalized(spec)["config"]
     assert resolved["dqn"]["learning_rate"] == 1e-3 and resolved["dqn"]["n_step"] == 3
     with pytest.raises(spec_module.SpecError) as caught:
-        spec_module.parse(DQN_SPEC.replace('strengths = [0.1]', 'strengths = [0.1]\nnetwork = "value"'))
+        spec_module.parse(DQN_SPEC.replace("strengths = [0.1]", 'strengths = [0.1]\nnetwork = "value"'))
     assert caught.value.problems == [("regularizers[0].network", "DQN has one network (the Q-network); use all")]
     with pytest.raises(spec_module.SpecError) as caught:
         spec_module.parse(DQN_SPEC.replace("buffer_size = 512", "buffer_size = 64"))

@@ -128,17 +128,17 @@ def test_every_problem_is_reported_with_its_toml_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        (("task = \"snake-ppo\"", "task = \"chess\""), ("task", "unknown task 'chess'; choose one of snake-ppo")),
+        (('task = "snake-ppo"', 'task = "chess"'), ("task", "unknown task 'chess'; choose one of snake-ppo")),
         (("budget = 15_360", "budget = 100"), ("budget", "must be at least one update")),
         (("seeds = 2", "seeds = 0"), ("seeds", "must be >= 1 (got 0)")),
         (("minibatches = 2", "minibatches = 3"), ("config.ppo.minibatches", "must divide num_envs * rollout_steps")),
-        (("observation = \"features\"", "observation = \"features\"\nfood = 2"), ("config.env.food", "unknown key")),
-        (("hidden = [16]", "hidden = [16]\ntorso = \"cnn\""), ("config.network.torso", "a cnn needs grid")),
+        (('observation = "features"', 'observation = "features"\nfood = 2'), ("config.env.food", "unknown key")),
+        (("hidden = [16]", 'hidden = [16]\ntorso = "cnn"'), ("config.network.torso", "a cnn needs grid")),
         (("epochs = 1", "epochs = 1\ntotal_updates = 3"), ("config.ppo.total_updates", "set by the study")),
-        (("score = [1, 2]", "score = \"soon\""), ("thresholds.score", 'must be "auto" or a list of numbers')),
+        (("score = [1, 2]", 'score = "soon"'), ("thresholds.score", 'must be "auto" or a list of numbers')),
         (("score = [1, 2]", "lenght = [1]"), ("thresholds.lenght", "unknown metric")),
         (("strengths = [1e-3, 1e-2]", "strengths = [1e-3, 1e-3]"), ("regularizers[0].strengths", "lists 0.001 twice")),
-        (("kind = \"l2\"", "kind = \"none\""), ("regularizers[0].kind", "the baseline (none) is always included")),
+        (('kind = "l2"', 'kind = "none"'), ("regularizers[0].kind", "the baseline (none) is always included")),
         (
             ("strengths = [1e-3, 1e-2]", "strengths = {low = 1e-2, high = 1e-3, num = 2}"),
             ("regularizers[0].strengths", "low must be <= high"),
@@ -252,9 +252,7 @@ def test_changed_spec_is_refused_saying_what_differs(reference: Path) -> None:
 
 
 def test_a_second_process_is_refused_by_the_lock(reference: Path) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(reference)], stdout=subprocess.PIPE, text=True
-    )
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(reference)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with pytest.raises(ConfigError, match=rf"in use by process {holder.pid}; wait for it"):

@@ -141,6 +141,7 @@ def train(
     window: Annotated[
         int | None, typer.Option(help="Side of the egocentric window (default: sees the whole board).")
     ] = None,
+    action_mode: Annotated[str, typer.Option(help="relative (turns) or absolute (compass moves).")] = "relative",
     reg: Annotated[
         str, typer.Option(help="Regularizer: none, l1, l2, weight_decay, l2_init, elastic, dropout.")
     ] = "none",
@@ -196,7 +197,11 @@ def train(
     regularizer = regs.Regularizer(reg, network=reg_network)
     regs.check_strength(regularizer, strength)
     env = snake.SnakeConfig(
-        rows=rows, cols=cols, observation=observation, window_size=window or 2 * max(rows, cols) - 1
+        rows=rows,
+        cols=cols,
+        observation=observation,
+        window_size=window or 2 * max(rows, cols) - 1,
+        action_mode=action_mode,
     )
     network = nets.NetworkConfig(hidden=sizes, activation=activation, torso=torso, shared_torso=shared_torso)
     probe = config_class(
