@@ -102,6 +102,12 @@ def test_default_spec_is_what_spec_prints_and_is_valid() -> None:
     assert spec_module.quick(parsed).budget < parsed.budget
 
 
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_example_is_a_valid_spec(example: Path) -> None:
+    parsed = spec_module.load(example)
+    assert parsed.name and spec_module.conditions(parsed)[0].name == "none"
+
+
 def test_every_problem_is_reported_with_its_toml_path(tmp_path: Path) -> None:
     bad = TINY_SPEC.replace("seeds = 2", "seeds = 2\ncolour = 1").replace("rows = 6", "rows = 3")
     bad = bad.replace("strengths = [1e-3, 1e-2]", "strengths = [1e-3, -1e-2]\n[[regularizers]]\nkind = 'l3'")
