@@ -32,13 +32,17 @@ bench-known: $(VENV)/.installed-base
 bench-store: $(VENV)/.installed-base
 	$(BIN)/python benchmarks/store_io.py
 
-# About 20 minutes on 2 cores: the four rows of the README's learning table.
+# The rows of the README's learning tables: about 20 minutes on 2 cores, then about 65 for
+# DQN on grid observations.
 bench-learning: $(VENV)/.installed-base
 	$(BIN)/python benchmarks/learning.py --steps 1000000
 	$(BIN)/python benchmarks/learning.py --steps 2000000 --lr 2.5e-4
 	$(BIN)/python benchmarks/learning.py --observation features --steps 500000
 	$(BIN)/python benchmarks/learning.py --observation features --steps 500000 --lr 2.5e-4
 	$(BIN)/python benchmarks/learning.py --algo dqn --steps 300000 --thresholds 10 15
+	$(BIN)/python benchmarks/learning.py --algo dqn --observation grid --action-mode absolute --steps 2000000 \
+		--set num_envs=64 rollout_steps=4 target_update_every=50 exploration_fraction=0.05 \
+		--budgets 500000 1000000 1500000 2000000
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

