@@ -102,7 +102,10 @@ def test_default_spec_is_what_spec_prints_and_is_valid() -> None:
     assert spec_module.quick(parsed).budget < parsed.budget
 
 
-@pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "examples").glob("*.toml")), ids=lambda p: p.name)
+EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
 def test_every_shipped_example_is_a_valid_spec(example: Path) -> None:
     parsed = spec_module.load(example)
     assert parsed.name and spec_module.conditions(parsed)[0].name == "none"
