@@ -106,7 +106,7 @@ class PPOConfig:
         observations exceed 16 MiB, else all at once. Learning is bound by moving those
         observations (minibatch gathers, the first layer's products) once they no longer
         fit in cache: with the default ``window`` observation (36 MiB per run) 8 vmapped
-        runs were 0.73-0.86x as fast in aggregate as one, 8 runs one after another 0.98x;
+        runs were 0.73-0.86x as fast in aggregate as one, 8 runs one after another 1.02x;
         with ``features`` (0.4 MiB) vmapping gains (measured, README "Training speed").
         """
         if self.runs_per_vmap:
