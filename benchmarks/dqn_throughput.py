@@ -94,12 +94,7 @@ def _sb3_worker(threads: int, timesteps: int, queue: Any) -> None:
         device="cpu",
         verbose=0,
     )
-    model.learn(CONFIG.learning_starts + CONFIG.steps_per_update)  # past learning_starts
-    env.env_seconds = 0.0
-    start = time.perf_counter()
-    model.learn(timesteps, reset_num_timesteps=False)
-    seconds = time.perf_counter() - start
-    queue.put((timesteps / seconds, env.env_seconds / seconds))
+    sb3_compare.timed_learn(model, env, CONFIG.learning_starts + CONFIG.steps_per_update, timesteps, queue)
 
 
 def main() -> None:

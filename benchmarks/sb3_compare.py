@@ -10,9 +10,22 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
+from typing import Any
 
 from rich.table import Table
+
+
+def timed_learn(model: Any, env: Any, warmup_steps: int, timesteps: int, queue: Any) -> None:
+    """Train ``model`` for ``warmup_steps`` untimed, then ``timesteps`` timed; put
+    (env steps/s, share of that time ``env`` spent stepping) on ``queue``."""
+    model.learn(warmup_steps)
+    env.env_seconds = 0.0
+    start = time.perf_counter()
+    model.learn(timesteps, reset_num_timesteps=False)
+    seconds = time.perf_counter() - start
+    queue.put((timesteps / seconds, env.env_seconds / seconds))
 
 
 def _pinned(core: int | None, worker: Callable, *arguments: object) -> None:

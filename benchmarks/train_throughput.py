@@ -96,12 +96,7 @@ def _sb3_worker(threads: int, observation: str, timesteps: int, queue: Any) -> N
         device="cpu",
         verbose=0,
     )
-    model.learn(CONFIG.steps_per_update)  # warm-up
-    env.env_seconds = 0.0
-    start = time.perf_counter()
-    model.learn(timesteps, reset_num_timesteps=False)
-    seconds = time.perf_counter() - start
-    queue.put((timesteps / seconds, env.env_seconds / seconds))
+    sb3_compare.timed_learn(model, env, CONFIG.steps_per_update, timesteps, queue)
 
 
 def main() -> None:
