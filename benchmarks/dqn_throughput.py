@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import time
 from typing import Any
 
-import flops
 import jax
 import jax.numpy as jnp
 import sb3_compare
+import throughput
 from rich.console import Console
 from rich.table import Table
 
@@ -44,16 +43,8 @@ def ours(seeds: int, updates: int, repeats: int) -> float:
     hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), dqn.hparams(dqn.DEFAULT_LEARNING_RATE))
     carry = dqn.init_batch(CONFIG, dqn.run_keys(range(seeds)), hp)
     warm = -(-CONFIG.learning_starts // CONFIG.steps_per_update)  # fill past learning_starts
-    carry, metrics = dqn.advance_batch(CONFIG, carry, warm)
-    carry, metrics = dqn.advance_batch(CONFIG, carry, updates)  # compile the timed length
-    jax.block_until_ready(metrics)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        carry, metrics = dqn.advance_batch(CONFIG, carry, updates)
-        jax.block_until_ready(metrics)
-        best = min(best, time.perf_counter() - start)
-    return seeds * updates * CONFIG.steps_per_update / best
+    carry, _ = dqn.advance_batch(CONFIG, carry, warm)
+    return throughput.advance_rate(dqn.advance_batch, CONFIG, carry, updates, repeats)
 
 
 def flops_per_env_step() -> float:
@@ -65,7 +56,7 @@ def flops_per_env_step() -> float:
     """
     params = dqn.network(CONFIG).init(jax.random.key(0), jnp.zeros(CONFIG.env.observation_shape))["params"]
     samples_per_step = CONFIG.gradient_steps * CONFIG.batch_size / CONFIG.steps_per_update
-    return 2.0 * flops.dense_macs(params) * (1 + 5 * samples_per_step)
+    return 2.0 * throughput.dense_macs(params) * (1 + 5 * samples_per_step)
 
 
 def _sb3_worker(threads: int, timesteps: int, queue: Any) -> None:
@@ -120,8 +111,8 @@ def main() -> None:
     table.add_row("regspeed DQN, 8 vmapped runs (aggregate)", f"{eight:,.0f}", f"{eight / one:.2f}x", "one program")
     flops_per_step = flops_per_env_step()
     widths = [CONFIG.env.observation_shape[0], *CONFIG.network.hidden, CONFIG.env.num_actions]
-    peak = flops.matmul_flops_per_second(CONFIG.batch_size, widths, args.repeats)
-    ceiling = flops.add_rows(table, flops_per_step, peak, one, eight)
+    peak = throughput.matmul_flops_per_second(CONFIG.batch_size, widths, args.repeats)
+    ceiling = throughput.add_rows(table, flops_per_step, peak, one, eight)
     sb3_compare.add_rows(table, "DQN", _sb3_worker, (args.sb3_steps,), one, eight, 20, ceiling)
     console.print(table)
 

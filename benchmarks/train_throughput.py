@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import time
 from typing import Any
 
-import flops
 import jax
 import jax.numpy as jnp
 import sb3_compare
+import throughput
 from rich.console import Console
 from rich.table import Table
 
@@ -49,15 +48,7 @@ def ours(seeds: int, updates: int, repeats: int) -> float:
     """Aggregate env steps/s of ``seeds`` vmapped runs (best of ``repeats``)."""
     hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), ppo.hparams())
     carry = ppo.init_batch(CONFIG, ppo.run_keys(range(seeds)), hp)
-    carry, metrics = ppo.advance_batch(CONFIG, carry, updates)  # compile and warm up
-    jax.block_until_ready(metrics)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        carry, metrics = ppo.advance_batch(CONFIG, carry, updates)
-        jax.block_until_ready(metrics)
-        best = min(best, time.perf_counter() - start)
-    return seeds * updates * CONFIG.steps_per_update / best
+    return throughput.advance_rate(ppo.advance_batch, CONFIG, carry, updates, repeats)
 
 
 def flops_per_env_step() -> float:
@@ -68,7 +59,7 @@ def flops_per_env_step() -> float:
     and backward (about twice the forward's products) on every transition.
     """
     params = ppo.network(CONFIG).init(jax.random.key(0), jnp.zeros(CONFIG.env.observation_shape))["params"]
-    policy, value = flops.dense_macs(params["policy"]), flops.dense_macs(params["value"])
+    policy, value = throughput.dense_macs(params["policy"]), throughput.dense_macs(params["value"])
     per_step = policy + 2 * value + CONFIG.epochs * 3 * (policy + value)
     return 2.0 * per_step
 
@@ -120,7 +111,7 @@ def main() -> None:
     eight = ours(8, args.updates, args.repeats)
     flops_per_step = flops_per_env_step()
     rows = CONFIG.batch_size // CONFIG.minibatches
-    peak = flops.matmul_flops_per_second(rows, [CONFIG.env.observation_shape[0], *HIDDEN], args.repeats)
+    peak = throughput.matmul_flops_per_second(rows, [CONFIG.env.observation_shape[0], *HIDDEN], args.repeats)
     table = Table(title="training throughput (best of repeats, compilation excluded)")
     for column in ("what", "env steps/s", "ratio", "notes"):
         table.add_column(column, justify="left" if column in ("what", "notes") else "right")
@@ -128,7 +119,7 @@ def main() -> None:
     group = CONFIG.vmap_group or "all 8"
     notes = f"one program, vmapped {group} at a time"
     table.add_row("regspeed PPO, 8 runs (aggregate)", f"{eight:,.0f}", f"{eight / one:.2f}x", notes)
-    ceiling = flops.add_rows(table, flops_per_step, peak, one, eight)
+    ceiling = throughput.add_rows(table, flops_per_step, peak, one, eight)
     sb3_compare.add_rows(
         table, "PPO", _sb3_worker, (CONFIG.env.observation, args.sb3_updates * CONFIG.steps_per_update), one, eight, 5,
         ceiling,

@@ -1,4 +1,7 @@
-"""FLOP accounting for the throughput benchmarks: layer MACs and this machine's matmul rate.
+"""Timing and FLOP accounting shared by the trainer throughput benchmarks.
+
+``advance_rate`` times a trainer's batched ``advance``; ``dense_macs`` and
+``matmul_flops_per_second`` give the FLOP side.
 
 XLA's cost analysis counts a loop body once, so training FLOPs are counted here from the
 layer shapes instead, and compared with the dense-matmul FLOP/s measured in the same run
@@ -9,11 +12,27 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from rich.table import Table
+
+
+def advance_rate(advance_batch: Callable, config: Any, carry: Any, updates: int, repeats: int) -> float:
+    """Aggregate env steps/s of ``advance_batch(config, carry, updates)`` over the batch's
+    runs: best of ``repeats`` timed calls after one that compiles (and warms up)."""
+    runs = jax.tree.leaves(carry)[0].shape[0]
+    carry, metrics = advance_batch(config, carry, updates)
+    jax.block_until_ready(metrics)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        carry, metrics = advance_batch(config, carry, updates)
+        jax.block_until_ready(metrics)
+        best = min(best, time.perf_counter() - start)
+    return runs * updates * config.steps_per_update / best
 
 
 def dense_macs(params: dict) -> int:
