@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
-from regspeed.agents import dqn
+from regspeed.learn import dqn
 
 CONFIG = dataclasses.replace(dqn.DQNConfig(), total_updates=100_000)
 

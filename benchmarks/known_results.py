@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
-from regspeed.analysis import compare, report
+from regspeed.analysis import compare
+from regspeed.report import report
 from regspeed.study import runner
 from regspeed.study import spec as spec_module
 

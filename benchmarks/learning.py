@@ -26,10 +26,10 @@ from rich.table import Table
 from scipy import stats as scipy_stats
 
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
-from regspeed import nets, training
-from regspeed.agents import dqn, ppo
 from regspeed.analysis import metrics, stats
 from regspeed.envs import render, snake
+from regspeed.learn import dqn, nets, ppo
+from regspeed.learn import driver as training
 
 
 def parse_override(item: str) -> tuple[str, int | float]:

@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
-from regspeed import regularizers as regs
-from regspeed import training
+from regspeed.learn import driver as training
+from regspeed.learn import regularizers as regs
 from regspeed.study import runner, tasks
 from regspeed.study import spec as spec_module
 

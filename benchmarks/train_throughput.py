@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
-from regspeed.agents import ppo
+from regspeed.learn import ppo
 
 
 def make_config(observation: str) -> ppo.PPOConfig:

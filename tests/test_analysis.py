@@ -110,7 +110,7 @@ def test_power_grows_with_the_speedup_and_seeds_needed_are_enough() -> None:
 @pytest.fixture(scope="module")
 def reported_study(tiny_study: Path) -> Path:
     """The shared tiny study, reported."""
-    from regspeed.analysis import report
+    from regspeed.report import report
 
     report.write(tiny_study)
     return tiny_study

@@ -40,9 +40,8 @@ def test_train_writes_curves_figure_and_a_loadable_checkpoint(tmp_path) -> None:
 
     import jax
 
-    from regspeed import checkpoint, nets
-    from regspeed.agents import ppo
     from regspeed.envs import snake
+    from regspeed.learn import checkpoint, nets, ppo
 
     out = tmp_path / "run"
     args = ["train", "--rows", "5", "--cols", "5", "--observation", "features", "--hidden", "16", "--num-envs", "8"]

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from regspeed import checkpoint, nets, training
-from regspeed import regularizers as regs
-from regspeed.agents import dqn
 from regspeed.envs import snake
 from regspeed.errors import ConfigError
+from regspeed.learn import checkpoint, dqn, nets
+from regspeed.learn import driver as training
+from regspeed.learn import regularizers as regs
 
 TINY = dqn.DQNConfig(
     env=snake.SnakeConfig(rows=6, cols=6, observation="features"),

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from regspeed import nets
 from regspeed.errors import ConfigError
+from regspeed.learn import nets
 
 
 @pytest.mark.parametrize("shared", [False, True])

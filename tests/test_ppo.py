@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from regspeed import checkpoint, nets, training
-from regspeed import regularizers as regs
-from regspeed.agents import ppo
 from regspeed.envs import snake
 from regspeed.errors import ConfigError
+from regspeed.learn import checkpoint, nets, ppo
+from regspeed.learn import driver as training
+from regspeed.learn import regularizers as regs
 
 TINY = ppo.PPOConfig(
     env=snake.SnakeConfig(rows=5, cols=5, observation="features"),

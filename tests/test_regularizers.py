@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from regspeed import regularizers as regs
 from regspeed.errors import ConfigError
+from regspeed.learn import regularizers as regs
 
 # Two networks and a shared torso, with Flax's leaf names.
 PARAMS = {

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from regspeed.analysis import report
 from regspeed.cli import app
 from regspeed.errors import ConfigError
+from regspeed.report import report
 from regspeed.study import results, runner, tasks
 from regspeed.study import spec as spec_module
 from regspeed.study import store as store_module

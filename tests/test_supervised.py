@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from regspeed import regularizers as regs
 from regspeed.errors import ConfigError
-from regspeed.tasks import supervised
+from regspeed.learn import regularizers as regs
+from regspeed.learn import supervised
 
 
 def test_modadd_data_covers_every_pair_once_with_the_right_labels() -> None:

@@ -140,7 +140,7 @@ def _condition_names(store: Store) -> list[str]:
 def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_steps: int = 500) -> tuple:
     """One greedy episode of a trained run, from its batch's latest checkpoint:
     ``(env config, states)``."""
-    from regspeed.regularizers import Regularizer
+    from regspeed.learn.regularizers import Regularizer
     from regspeed.study import spec as spec_module
     from regspeed.study import tasks
 

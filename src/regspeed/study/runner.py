@@ -29,9 +29,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from regspeed import __version__, checkpoint, training
-from regspeed import regularizers as regs
+from regspeed import __version__
 from regspeed.errors import ConfigError
+from regspeed.learn import checkpoint
+from regspeed.learn import driver as training
+from regspeed.learn import regularizers as regs
 from regspeed.study import spec as spec_module
 from regspeed.study import store as store_module
 from regspeed.study import tasks

@@ -23,8 +23,8 @@ import numpy as np
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from regspeed import regularizers as regs
 from regspeed.errors import ConfigError
+from regspeed.learn import regularizers as regs
 
 
 class SpecError(ConfigError):

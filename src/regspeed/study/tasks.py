@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pydantic
 
-from regspeed import regularizers as regs
-from regspeed import training
 from regspeed.errors import ConfigError
+from regspeed.learn import driver as training
+from regspeed.learn import regularizers as regs
 from regspeed.study.spec import Spec, describe_validation_error
 
 Problems = list[tuple[str, str]]
@@ -147,7 +147,7 @@ class ConfiguredTask:
 
 
 class SnakeAgent(ConfiguredTask):
-    """An RL agent on the JAX Snake world: ``snake-ppo`` (:mod:`regspeed.agents.ppo`) or
+    """An RL agent on the JAX Snake world: ``snake-ppo`` (:mod:`regspeed.learn.ppo`) or
     ``snake-dqn`` (:mod:`regspeed.agents.dqn`).
 
     ``config`` has three tables: ``env`` (fields of ``SnakeConfig``), ``network`` (of
@@ -165,14 +165,14 @@ class SnakeAgent(ConfiguredTask):
 
         self.algo = algo
         self.name = f"snake-{algo}"
-        self.module = importlib.import_module(f"regspeed.agents.{algo}")
+        self.module = importlib.import_module(f"regspeed.learn.{algo}")
         self.config_class = getattr(self.module, {"ppo": "PPOConfig", "dqn": "DQNConfig"}[algo])
         self.trainer = training.Trainer(self.module.init_batch, self.module.advance_batch, self.module.evaluate_batch)
 
     def _build(self, spec: Spec, regularizer: regs.Regularizer) -> tuple[Any, float, Problems]:
         """(agent config or None, learning rate, problems)."""
-        from regspeed import nets
         from regspeed.envs import snake
+        from regspeed.learn import nets
 
         algo = self.algo
         defaults = self.config_class()
@@ -292,8 +292,8 @@ class SnakeAgent(ConfiguredTask):
         max_steps: int,
     ) -> tuple[Any, list[Any]]:
         """The greedy policy of one run of a batch checkpoint, playing one episode."""
-        from regspeed import checkpoint
         from regspeed.envs import play
+        from regspeed.learn import checkpoint
 
         config = self.static_config(spec, regularizer)
         template = self.trainer.init_batch(config, self.run_keys([0] * runs), self.hparams(spec, np.zeros(runs)))
@@ -321,7 +321,7 @@ class Supervised(ConfiguredTask):
     study_fields = ("task", "regularizer", "total_updates")
 
     def __init__(self, task: str) -> None:
-        from regspeed.tasks import supervised
+        from regspeed.learn import supervised
 
         self.name = task
         self.module = supervised

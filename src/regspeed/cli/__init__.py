@@ -176,10 +176,10 @@ def train(
     import numpy as np
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from regspeed import checkpoint, nets, training
-    from regspeed import regularizers as regs
-    from regspeed.agents import dqn, ppo
     from regspeed.envs import render, snake
+    from regspeed.learn import checkpoint, dqn, nets, ppo
+    from regspeed.learn import driver as training
+    from regspeed.learn import regularizers as regs
 
     agents = {"ppo": (ppo, ppo.PPOConfig), "dqn": (dqn, dqn.DQNConfig)}
     if algo not in agents:
@@ -273,7 +273,7 @@ def _write_training_outputs(out: Path, title: str, config: Any, seeds: list[int]
 
     import numpy as np
 
-    from regspeed import curves
+    from regspeed.report import run_curves as curves
 
     steps_axis = np.arange(1, history.updates["score"].shape[1] + 1) * config.steps_per_update
     curves.write_csv(out / "curve.csv", seeds, steps_axis, history.updates)
@@ -358,7 +358,7 @@ def study(
 
 
 def _report(folder: Path) -> None:
-    from regspeed.analysis import report as report_module
+    from regspeed.report import report as report_module
 
     with console.status("analysing and writing the report..."):
         written = report_module.write(folder)

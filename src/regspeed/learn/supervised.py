@@ -32,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from regspeed import regularizers as regs
-from regspeed.agents import common
-from regspeed.agents.common import Hparams, Metrics
-from regspeed.agents.common import hparams as hparams  # re-exported
-from regspeed.agents.common import run_keys as run_keys  # re-exported
 from regspeed.errors import ConfigError
+from regspeed.learn import common
+from regspeed.learn import regularizers as regs
+from regspeed.learn.common import Hparams, Metrics
+from regspeed.learn.common import hparams as hparams  # re-exported
+from regspeed.learn.common import run_keys as run_keys  # re-exported
 
 TASKS = ("linreg", "teacher", "digits", "modadd")
 CLASSIFICATION = ("digits", "modadd")
@@ -200,7 +200,7 @@ class Model(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, dropout_rate: jax.Array | float = 0.0, key: jax.Array | None = None) -> jax.Array:
         """Predictions: class logits, or one regression output per example."""
-        from regspeed.nets import dropout
+        from regspeed.learn.nets import dropout
 
         config = self.config
         if config.task == "modadd":

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from regspeed.analysis import compare, plots
+from regspeed.analysis import compare
 from regspeed.analysis.compare import Comparison, StudyAnalysis
 from regspeed.envs import render
 from regspeed.errors import ConfigError
+from regspeed.report import plots
 from regspeed.study import results, tasks
 from regspeed.study.store import Store
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from regspeed.analysis import metrics
-from regspeed.training import History
+from regspeed.learn.driver import History
 
 
 def write_csv(path: Path, seeds: Sequence[int], steps: np.ndarray, columns: dict[str, np.ndarray]) -> Path:

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from regspeed import regularizers as regs
 from regspeed.envs import snake
+from regspeed.learn import regularizers as regs
 
 Metrics = dict[str, jax.Array]
 EVAL_SEED = 20_261_125  # fixed: every run and every evaluation plays the same episodes

@@ -28,14 +28,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from regspeed import nets
-from regspeed import regularizers as regs
-from regspeed.agents import common
-from regspeed.agents.common import Hparams, Metrics
-from regspeed.agents.common import hparams as hparams  # re-exported: dqn.hparams
-from regspeed.agents.common import run_keys as run_keys  # re-exported: dqn.run_keys
 from regspeed.envs import snake
 from regspeed.errors import ConfigError
+from regspeed.learn import common, nets
+from regspeed.learn import regularizers as regs
+from regspeed.learn.common import Hparams, Metrics
+from regspeed.learn.common import hparams as hparams  # re-exported: dqn.hparams
+from regspeed.learn.common import run_keys as run_keys  # re-exported: dqn.run_keys
 
 DEFAULT_LEARNING_RATE = 5e-4  # the tuned default (README learning table)
 

@@ -1,1 +1,0 @@
-"""Reinforcement-learning trainers that follow the Trainer contract."""

@@ -1,0 +1,1 @@
+"""Learning: networks, regularizers, the learners behind one registry, the chunked driver, checkpoints."""
