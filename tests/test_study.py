@@ -198,8 +198,7 @@ def test_plan_groups_by_compiled_code_and_splits_to_fit_the_memory_cap() -> None
 
 
 def test_store_holds_every_run_curve_and_the_plan(reference: Path) -> None:
-    store = store_module.Store.open(reference)
-    try:
+    with store_module.Store.open(reference) as store:
         runs = store.runs()
         assert [(r.condition, r.seed, r.status) for r in runs] == [
             (c, s, "finished") for c in ("none", "l2@0.001", "l2@0.01") for s in (0, 1)
@@ -213,8 +212,6 @@ def test_store_holds_every_run_curve_and_the_plan(reference: Path) -> None:
         assert np.isfinite(evaluation.values).all()
         meta = store.meta()
         assert "jax" in meta["versions"] and meta["spec_toml"] == TINY_SPEC
-    finally:
-        store.close()
     # one checkpoint per batch remains: the final one
     assert sorted(checkpoints(reference)) == ["batch-0000-update-0000120.npz", "batch-0001-update-0000120.npz"]
 
@@ -366,12 +363,9 @@ def test_a_diverging_run_is_stored_as_failed_and_its_batch_mate_finishes(tmp_pat
     diverging = diverging.replace("budget = 15_360", "budget = 2_048")
     outcome = runner.run(spec_module.parse(diverging), tmp_path, diverging)
     assert outcome.runs_failed == 2
-    store = store_module.Store.open(tmp_path)
-    try:
+    with store_module.Store.open(tmp_path) as store:
         runs = {(run.condition, run.seed): run for run in store.runs()}
         weights = store.curve("weight_l2")
-    finally:
-        store.close()
     for seed in (0, 1):
         failed, healthy = runs["weight_decay@1e+30", seed], runs["weight_decay@0.001", seed]
         assert failed.status == "failed" and failed.error == "policy_loss became nan at update 1"

@@ -387,13 +387,10 @@ def watch(
         raise ConfigError("max_steps", f"must be a positive integer (got {max_steps})")
     if gif is not None and not gif.parent.exists():
         raise ConfigError("gif", f"folder {gif.parent} does not exist; create it or choose another path")
-    store = store_module.Store.open(folder)
-    try:
+    with store_module.Store.open(folder) as store:
         chosen = seed if seed is not None else results.best_seed(store, condition)
         with console.status(f"loading {condition} seed {chosen}..."):
             env, states = results.episode(store, condition, chosen, episode_seed, max_steps)
-    finally:
-        store.close()
     summary = f"{condition} seed {chosen}: {len(states)} steps, score {int(states[-1].length) - env.initial_length}"
     if gif is not None:
         render.save_gif(env, states, gif)
@@ -497,13 +494,10 @@ def _print_summary(folder: Path) -> None:
     from regspeed.study import results
     from regspeed.study import store as store_module
 
-    store = store_module.Store.open(folder)
-    try:
+    with store_module.Store.open(folder) as store:
         metrics = tuple(json.loads(store.meta().get("speed_metrics", '["score", "steps"]')))
         rows = results.summary(store, metrics)
         failed = [run for run in store.runs() if run.status == "failed"]
-    finally:
-        store.close()
     table = Table(title=f"{folder}: IQM over seeds of the last 10% of the budget")
     table.add_column("condition", no_wrap=True)
     for name in ("runs done", "failed", *metrics):
@@ -530,11 +524,8 @@ def status(folder: StudyFolder) -> None:
     """Show a study's progress: runs finished, failed and pending per condition."""
     from regspeed.study import store as store_module
 
-    store = store_module.Store.open(folder)
-    try:
+    with store_module.Store.open(folder) as store:
         meta = store.meta()
-    finally:
-        store.close()
     console.print(f"{folder}: study created {meta.get('created', '?')}")
     _print_summary(folder)
 
@@ -557,11 +548,8 @@ def export(
     if format not in results.FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(results.FORMATS)} (got {format!r})")
     target = out if out is not None else folder / ("curves.csv" if format == "csv" else f"{metric}.npz")
-    store = store_module.Store.open(folder)
-    try:
+    with store_module.Store.open(folder) as store:
         results.export(store, target, format, metric)
-    finally:
-        store.close()
     console.print(f"wrote {target}")
 
 

@@ -209,18 +209,17 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
     """The study's store: created with its plan, or opened after checking the spec is the same."""
     normalized = spec_module.normalized(spec)
     if store_module.exists(folder):
-        store = store_module.Store.open(folder)
-        stored = json.loads(store.meta()["spec_json"])
+        with store_module.Store.open(folder) as store:
+            stored = json.loads(store.meta()["spec_json"])
         differences = spec_module.differences(stored, normalized)
         if differences:
-            store.close()
             shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
             raise ConfigError(
                 "spec",
                 f"differs from the one {folder} was started with ({shown}); "
                 "run it in another folder (--out) or restore the spec",
             )
-        return store
+        return store_module.Store.open(folder)
     task = tasks.REGISTRY[spec.task]
     batches, facts = plan(spec)
     conditions = [
@@ -330,24 +329,20 @@ def run(
     if backend not in BACKENDS:
         raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
     started = time.perf_counter()
-    with store_module.locked(folder):
-        store = _open_or_create(spec, folder, spec_text)
-        try:
-            _remove_stale_checkpoints(store)
-            jobs = _jobs(spec, store)
-            if on_start is not None:
-                on_start(store, jobs)
-            source = _local_outcomes if backend == "local" else _ray_outcomes
-            alive = {job.batch_id: _alive(store, job.batch_id) for job in jobs}
-            for job in jobs:
-                store.start_batch(job.batch_id)
-            for outcome in source(jobs, spec.execution.chunk_updates, backend_options or {}):
-                _record(store, outcome, alive[outcome.batch_id])
-                if on_chunk is not None:
-                    on_chunk(outcome, len(alive[outcome.batch_id]))
-            runs = store.runs()
-        finally:
-            store.close()
+    with store_module.locked(folder), _open_or_create(spec, folder, spec_text) as store:
+        _remove_stale_checkpoints(store)
+        jobs = _jobs(spec, store)
+        if on_start is not None:
+            on_start(store, jobs)
+        source = _local_outcomes if backend == "local" else _ray_outcomes
+        alive = {job.batch_id: _alive(store, job.batch_id) for job in jobs}
+        for job in jobs:
+            store.start_batch(job.batch_id)
+        for outcome in source(jobs, spec.execution.chunk_updates, backend_options or {}):
+            _record(store, outcome, alive[outcome.batch_id])
+            if on_chunk is not None:
+                on_chunk(outcome, len(alive[outcome.batch_id]))
+        runs = store.runs()
     return StudyOutcome(
         folder=folder,
         already_finished=not jobs,

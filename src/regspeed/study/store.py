@@ -152,7 +152,8 @@ def exists(folder: Path) -> bool:
 
 
 class Store:
-    """An open study store. Use :meth:`create` or :meth:`open`; close with :meth:`close`."""
+    """An open study store. Use :meth:`create` or :meth:`open`, as a context manager
+    (``with Store.open(folder) as store: ...``) or closing it with :meth:`close`."""
 
     def __init__(self, folder: Path, connection: sqlite3.Connection) -> None:
         self.folder = folder
@@ -224,6 +225,12 @@ class Store:
     def close(self) -> None:
         """Close the database."""
         self.connection.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------------ reading
 
