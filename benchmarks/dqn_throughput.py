@@ -21,7 +21,6 @@ steps of 128 per update, 50 k replay, 3-step returns):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from typing import Any
 
@@ -33,15 +32,17 @@ from rich.console import Console
 from rich.table import Table
 
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
-from regspeed.learn import dqn
+from regspeed.learn import dqn, registry
+from regspeed.learn.learner import Request
 
-CONFIG = dataclasses.replace(dqn.DQNConfig(), total_updates=100_000)
+LEARNER = registry.get("snake-dqn")
+SETUP = LEARNER.build({}, Request(budget=100_000 * dqn.DQNConfig().steps_per_update))
+CONFIG = SETUP.config
 
 
 def ours(seeds: int, updates: int, repeats: int) -> float:
     """Aggregate env steps/s of ``seeds`` vmapped runs (best of ``repeats``), learning every update."""
-    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), dqn.hparams(dqn.DEFAULT_LEARNING_RATE))
-    carry = dqn.init_batch(CONFIG, dqn.run_keys(range(seeds)), hp)
+    carry = LEARNER.start(SETUP, range(seeds), [0.0] * seeds)
     warm = -(-CONFIG.learning_starts // CONFIG.steps_per_update)  # fill past learning_starts
     carry, _ = dqn.advance_batch(CONFIG, carry, warm)
     return throughput.advance_rate(dqn.advance_batch, CONFIG, carry, updates, repeats)

@@ -15,11 +15,9 @@ env step at which that IQM curve reaches each threshold.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -28,8 +26,9 @@ from scipy import stats as scipy_stats
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
 from regspeed.analysis import metrics, stats
 from regspeed.envs import render, snake
-from regspeed.learn import dqn, nets, ppo
 from regspeed.learn import driver as training
+from regspeed.learn import registry
+from regspeed.learn.learner import Request
 
 
 def parse_override(item: str) -> tuple[str, int | float]:
@@ -64,47 +63,41 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    agent, config_class = {"ppo": (ppo, ppo.PPOConfig), "dqn": (dqn, dqn.DQNConfig)}[args.algo]
-    default = config_class()
-    observation = args.observation or default.env.observation
-    learning_rate = args.lr if args.lr is not None else agent.DEFAULT_LEARNING_RATE
-    env = snake.SnakeConfig(
-        rows=args.rows,
-        cols=args.rows,
-        observation=observation,
-        window_size=2 * args.rows - 1,
-        action_mode=args.action_mode,
-    )
+    learner = registry.get(f"snake-{args.algo}")
     overrides = dict(parse_override(item) for item in args.set)
-    network = nets.NetworkConfig(hidden=tuple(int(h) for h in args.hidden.split(",")))
-    base = config_class(env=env, network=network, **overrides)
-    updates = args.steps // base.steps_per_update
-    config = dataclasses.replace(base, total_updates=updates)
-    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (args.seeds,)), agent.hparams(learning_rate))
-    trainer = training.Trainer(agent.init_batch, agent.advance_batch, agent.evaluate_batch)
+    env = {"rows": args.rows, "cols": args.rows, "action_mode": args.action_mode}
+    tables = {
+        "env": env | ({"observation": args.observation} if args.observation else {}),
+        "network": {"hidden": [int(h) for h in args.hidden.split(",")]},
+        args.algo: overrides | ({"learning_rate": args.lr} if args.lr is not None else {}),
+    }
+    setup = learner.build(tables, Request(budget=args.steps))
+    config, updates = setup.config, learner.total_updates(setup)
+    steps_per_update = learner.steps_per_update(setup)
     console = Console()
     console.print(
-        f"{args.algo.upper()}, no regularization, {render.describe(env)} (window {env.window_size}), "
-        f"{args.seeds} seeds x {updates * base.steps_per_update:,} "
-        f"steps, lr {learning_rate:g}, hidden {args.hidden} {overrides or ''}; "
+        f"{args.algo.upper()}, no regularization, {render.describe(config.env)} (window {config.env.window_size}), "
+        f"{args.seeds} seeds x {updates * steps_per_update:,} "
+        f"steps, lr {setup.learning_rate:g}, hidden {args.hidden} {overrides or ''}; "
         f"jax {jax.__version__} on {jax.devices()[0].platform}"
     )
     start = time.perf_counter()
-    carry = agent.init_batch(config, agent.run_keys(range(args.seeds)), hp)
+    carry = learner.start(setup, range(args.seeds), [0.0] * args.seeds)
 
     def progress(report: training.ChunkReport) -> None:
         score = np.nanmean(np.asarray(report.metrics["score"]), axis=1)
         console.print(
-            f"{report.updates_done * base.steps_per_update:>12,} steps, {time.perf_counter() - start:6.0f} s, "
+            f"{report.updates_done * steps_per_update:>12,} steps, {time.perf_counter() - start:6.0f} s, "
             f"chunk mean score per seed {np.round(score, 1)}"
         )
 
-    _, history = training.train(trainer, config, carry, updates, chunk=max(10, updates // 50), on_chunk=progress)
+    chunk = max(10, updates // 50)
+    _, history = training.train(learner.trainer, config, carry, updates, chunk=chunk, on_chunk=progress)
     seconds = time.perf_counter() - start
 
     window = args.smooth or {"ppo": 5, "dqn": 50}[args.algo]
     curve = metrics.smooth(history.updates["score"], window)  # [seeds, updates]
-    steps = np.arange(1, updates + 1) * base.steps_per_update
+    steps = np.arange(1, updates + 1) * steps_per_update
     iqm_curve = scipy_stats.trim_mean(np.nan_to_num(curve, nan=0.0), 0.25, axis=0)
     table = Table(title=f"IQM over {args.seeds} seeds of the mean training-episode score ({seconds:.0f} s)")
     for column in ("env steps", "IQM score", "95% CI", "min seed", "max seed"):
@@ -125,7 +118,7 @@ def main() -> None:
         reached = np.flatnonzero(iqm_curve >= threshold)
         when = f"{steps[reached[0]]:,} env steps" if reached.size else f"not within {steps[-1]:,} env steps"
         console.print(f"IQM score reaches {threshold:g}: {when}")
-    aggregate = args.seeds * updates * base.steps_per_update / seconds
+    aggregate = args.seeds * updates * steps_per_update / seconds
     console.print(f"aggregate {aggregate:,.0f} env steps/s over {args.seeds} seeds, compilation included")
 
 

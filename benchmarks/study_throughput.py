@@ -26,7 +26,7 @@ from rich.table import Table
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
 from regspeed.learn import driver as training
 from regspeed.learn import regularizers as regs
-from regspeed.study import runner, tasks
+from regspeed.study import runner
 from regspeed.study import spec as spec_module
 
 
@@ -38,15 +38,15 @@ def baseline_spec(seeds: int, budget: int) -> spec_module.Spec:
 
 def bare(spec: spec_module.Spec) -> float:
     """Seconds for the bare trainer to run the batch (init included, compilation excluded)."""
-    task = tasks.REGISTRY[spec.task]
-    config = task.static_config(spec, regs.Regularizer())
+    learner = spec_module.learner_of(spec)
+    setup = spec_module.setup(spec, regs.Regularizer())
     start = time.perf_counter()
-    carry = task.trainer.init_batch(config, task.run_keys(spec.seed_list()), task.hparams(spec, np.zeros(spec.seeds)))
+    carry = learner.start(setup, spec.seed_list(), np.zeros(spec.seeds))
     carry, _ = training.train(
-        task.trainer,
-        config,
+        learner.trainer,
+        setup.config,
         carry,
-        task.total_updates(config),
+        learner.total_updates(setup),
         spec.execution.chunk_updates,
         spec.evaluation.every_updates,
     )
@@ -70,12 +70,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     spec = baseline_spec(args.seeds, args.budget)
-    task = tasks.REGISTRY[spec.task]
-    config = task.static_config(spec, regs.Regularizer())
-    steps = task.total_updates(config) * task.steps_per_update(config) * args.seeds
+    learner = spec_module.learner_of(spec)
+    setup = spec_module.setup(spec, regs.Regularizer())
+    steps = learner.total_updates(setup) * learner.steps_per_update(setup) * args.seeds
     console = Console()
     with console.status("compiling..."):
-        warm = baseline_spec(args.seeds, task.steps_per_update(config) * spec.execution.chunk_updates)
+        warm = baseline_spec(args.seeds, learner.steps_per_update(setup) * spec.execution.chunk_updates)
         bare(warm)
         study(warm)
     times: dict[str, list[float]] = {"bare trainer": [], "study": []}

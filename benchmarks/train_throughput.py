@@ -19,7 +19,6 @@ observations, two 128 x 128 ReLU MLPs, 64 envs x 128 steps, 4 epochs of 4 miniba
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from typing import Any
 
@@ -31,24 +30,26 @@ from rich.console import Console
 from rich.table import Table
 
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
-from regspeed.learn import ppo
+from regspeed.learn import ppo, registry
+from regspeed.learn.learner import Request, Setup
+
+LEARNER = registry.get("snake-ppo")
 
 
-def make_config(observation: str) -> ppo.PPOConfig:
-    """The default PPO configuration with the given observation (the window sees the board)."""
-    base = ppo.PPOConfig()
-    return dataclasses.replace(base, env=dataclasses.replace(base.env, observation=observation), total_updates=10_000)
+def make_setup(observation: str) -> Setup:
+    """The default PPO setup with the given observation (the window sees the board), 10,000 updates long."""
+    return LEARNER.build({"env": {"observation": observation}}, Request(budget=10_000 * ppo.PPOConfig().batch_size))
 
 
-CONFIG = make_config("window")
+SETUP = make_setup("window")
+CONFIG = SETUP.config
 HIDDEN = CONFIG.network.hidden
 
 
 def ours(seeds: int, updates: int, repeats: int) -> float:
     """Aggregate env steps/s of ``seeds`` vmapped runs (best of ``repeats``)."""
-    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), ppo.hparams())
-    carry = ppo.init_batch(CONFIG, ppo.run_keys(range(seeds)), hp)
-    return throughput.advance_rate(ppo.advance_batch, CONFIG, carry, updates, repeats)
+    carry = LEARNER.start(SETUP, range(seeds), [0.0] * seeds)
+    return throughput.advance_rate(LEARNER.trainer.advance_batch, CONFIG, carry, updates, repeats)
 
 
 def flops_per_env_step() -> float:
@@ -65,8 +66,9 @@ def flops_per_env_step() -> float:
 
 
 def _sb3_worker(threads: int, observation: str, timesteps: int, queue: Any) -> None:
-    global CONFIG
-    CONFIG = make_config(observation)
+    global SETUP, CONFIG
+    SETUP = make_setup(observation)
+    CONFIG = SETUP.config
     import torch
     from sb3_vec_env import SnakeSB3VecEnv
     from stable_baselines3 import PPO
@@ -98,8 +100,9 @@ def main() -> None:
     parser.add_argument("--sb3-updates", type=int, default=3)
     parser.add_argument("--observation", default="window", help="window (default config) or features")
     args = parser.parse_args()
-    global CONFIG
-    CONFIG = make_config(args.observation)
+    global SETUP, CONFIG
+    SETUP = make_setup(args.observation)
+    CONFIG = SETUP.config
     console = Console()
     cores = os.cpu_count() or 1
     console.print(

@@ -70,8 +70,8 @@ def test_train_writes_curves_figure_and_a_loadable_checkpoint(tmp_path) -> None:
 def test_train_refuses_a_budget_below_one_update() -> None:
     result = runner.invoke(app, ["train", "--steps", "100"])
     assert result.exit_code == 2
-    assert (
-        result.output.strip() == "error: steps: must be at least one update = num_envs * rollout_steps = 8192 env steps"
+    assert result.output.strip() == (
+        "error: steps: must be at least one update = num_envs x rollout_steps = 8192 env steps (got 100)"
     )
 
 

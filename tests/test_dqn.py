@@ -27,8 +27,8 @@ TINY = dqn.DQNConfig(
     n_step=3,
     target_update_every=5,
     total_updates=20,
-    eval_envs=4,
-    eval_steps=30,
+    eval_episodes=4,
+    eval_max_steps=30,
 )
 TRAINER = training.Trainer(dqn.init_batch, dqn.advance_batch, dqn.evaluate_batch)
 
@@ -194,13 +194,12 @@ strengths = [0.1]
 
 def test_studies_accept_the_dqn_task() -> None:
     from regspeed.study import spec as spec_module
-    from regspeed.study import tasks
 
     spec = spec_module.parse(DQN_SPEC)
-    task = tasks.REGISTRY["snake-dqn"]
-    config = task.static_config(spec, spec_module.conditions(spec)[1].regularizer)
+    setup = spec_module.setup(spec, spec_module.conditions(spec)[1].regularizer)
+    config = setup.config
     assert isinstance(config, dqn.DQNConfig) and config.buffer_size == 512 and config.env.observation == "features"
-    assert task.total_updates(config) == 640 // config.steps_per_update
+    assert spec_module.learner_of(spec).total_updates(setup) == 640 // config.steps_per_update
     resolved = spec_module.normalized(spec)["config"]
     assert resolved["dqn"]["learning_rate"] == 1e-3 and resolved["dqn"]["n_step"] == 3
     with pytest.raises(spec_module.SpecError) as caught:

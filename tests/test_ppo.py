@@ -24,8 +24,8 @@ TINY = ppo.PPOConfig(
     epochs=2,
     minibatches=2,
     total_updates=8,
-    eval_envs=4,
-    eval_steps=30,
+    eval_episodes=4,
+    eval_max_steps=30,
 )
 TRAINER = training.Trainer(ppo.init_batch, ppo.advance_batch, ppo.evaluate_batch)
 

@@ -84,8 +84,8 @@ GRADS = jax.tree.map(lambda w: jnp.full_like(w, 0.3), PARAMS)
 
 
 def test_weight_decay_is_adamw_and_l2_is_adam_on_the_penalised_loss() -> None:
-    """Decoupled decay equals ``optax.adamw``; L2 equals Adam on the gradient plus lambda*w.
-    The two differ, exactly as AdamW differs from Adam with an L2 term."""
+    """Decoupled decay equals ``optax.adamw``; L2, fed the task gradient, equals Adam on the
+    gradient plus lambda*w. The two differ, exactly as AdamW differs from Adam with an L2 term."""
     lr = 0.01
     wd = regs.Regularizer("weight_decay")
     ours_decay = _one_step(regs.optimizer(wd, lr, LAMBDA), GRADS)
@@ -94,8 +94,7 @@ def test_weight_decay_is_adamw_and_l2_is_adam_on_the_penalised_loss() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
     l2 = regs.Regularizer("l2")
-    penalised = jax.tree.map(jnp.add, GRADS, jax.grad(lambda p: regs.penalty(l2, p, INIT, jnp.asarray(LAMBDA)))(PARAMS))
-    ours_l2 = _one_step(regs.optimizer(l2, lr, LAMBDA), penalised)
+    ours_l2 = _one_step(regs.optimizer(l2, lr, LAMBDA), GRADS)  # fed the task gradient: it adds the penalty's
     reference_l2 = _one_step(
         optax.adam(lr), jax.tree.map(lambda g, w, m: g + LAMBDA * w * m, GRADS, PARAMS, regs.mask(l2, PARAMS))
     )
@@ -111,6 +110,96 @@ def test_weight_decay_is_adamw_and_l2_is_adam_on_the_penalised_loss() -> None:
     assert decayed == pytest.approx(w - lr * 1.0 - lr * LAMBDA * w, rel=1e-5)
     assert coupled == pytest.approx(w - lr * np.sign(0.3 + LAMBDA * w), rel=1e-5)
     assert decayed != pytest.approx(coupled)
+
+
+def _task_grad(params):
+    """A task gradient that depends on the parameters, large enough for clipping to bite."""
+    return jax.grad(lambda p: sum((((w - 1.0) * 3.0) ** 2).sum() for w in jax.tree.leaves(p)))(params)
+
+
+def _reference_optimizer(regularizer: regs.Regularizer, lr: float, max_grad_norm: float, eps: float):
+    """The chain without the penalty step, from Optax parts (the old formulation)."""
+    parts = [optax.clip_by_global_norm(max_grad_norm), optax.scale_by_adam(eps=eps)]
+    if regularizer.kind == "weight_decay":
+        parts.append(optax.add_decayed_weights(LAMBDA, mask=lambda p: regs.mask(regularizer, p)))
+    parts.append(optax.scale_by_learning_rate(lr))
+    return optax.chain(*parts)
+
+
+@pytest.mark.parametrize("kind", [*regs.PENALTY_KINDS, "weight_decay", "none"])
+def test_penalty_in_the_chain_equals_the_penalty_added_to_the_task_gradient(kind: str) -> None:
+    """Several clipped Adam steps: the optimizer fed the task gradient only gives the same
+    parameters as the task gradient plus the penalty's gradient fed to the chain without the
+    penalty step (how the trainers did it before)."""
+    regularizer, lr, max_grad_norm, eps, strength = regs.Regularizer(kind), 0.05, 0.5, 1e-5, jnp.asarray(LAMBDA)
+    ours = regs.optimizer(regularizer, lr, LAMBDA, max_grad_norm=max_grad_norm, eps=eps)
+    reference = _reference_optimizer(regularizer, lr, max_grad_norm, eps)
+    params, reference_params = PARAMS, PARAMS
+    state, reference_state = ours.init(PARAMS), reference.init(PARAMS)
+    for _ in range(5):
+        updates, state = ours.update(_task_grad(params), state, params)
+        params = optax.apply_updates(params, updates)
+        penalty_grad = jax.grad(lambda p: regs.penalty(regularizer, p, PARAMS, strength))(reference_params)
+        grad = jax.tree.map(jnp.add, _task_grad(reference_params), penalty_grad)
+        assert float(optax.tree.norm(grad)) > 10 * max_grad_norm  # clipping acts on every step
+        updates, reference_state = reference.update(grad, reference_state, reference_params)
+        reference_params = optax.apply_updates(reference_params, updates)
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    if kind == "l2_init":  # the anchor is the initial weights, from which the parameters moved
+        assert float(regs.penalty(regularizer, params, PARAMS, strength)) > 1e-3
+
+
+def test_only_penalty_kinds_have_the_penalty_step_and_only_l2_init_stores_weights() -> None:
+    def leaves(kind: str) -> int:
+        return len(jax.tree.leaves(regs.optimizer(regs.Regularizer(kind), 0.1, LAMBDA).init(PARAMS)))
+
+    def chain_length(kind: str) -> int:
+        return len(regs.optimizer(regs.Regularizer(kind), 0.1, LAMBDA).init(PARAMS).inner_state)
+
+    assert {chain_length(kind) for kind in ("none", "dropout")} == {2}  # Adam, learning rate
+    assert chain_length("weight_decay") == 3
+    assert {chain_length(kind) for kind in regs.PENALTY_KINDS} == {3}
+    assert {leaves(kind) for kind in ("none", "dropout", "weight_decay", "l1", "l2", "elastic")} == {leaves("none")}
+    assert leaves("l2_init") == leaves("none") + len(jax.tree.leaves(PARAMS))
+    stored = regs.optimizer(regs.Regularizer("l2_init"), 0.1, LAMBDA).init(INIT).inner_state[0].init_params
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(stored), jax.tree.leaves(INIT), strict=True))
+
+
+def test_penalty_step_needs_params_and_a_penalty_kind() -> None:
+    transform = regs.add_penalty_gradient(regs.Regularizer("l2"), LAMBDA)
+    with pytest.raises(ValueError, match="needs the parameters"):
+        transform.update(GRADS, transform.init(PARAMS))
+    with pytest.raises(ValueError, match="not one of"):
+        regs.add_penalty_gradient(regs.Regularizer("weight_decay"), LAMBDA)
+
+
+def test_penalty_strength_is_the_traced_hyperparameter() -> None:
+    """The penalty uses the strength in the optimizer state: vmapped, and read at update time."""
+    l2 = regs.Regularizer("l2")
+    strengths = jnp.array([0.0, 0.1, 1.0])
+    lr = 0.5
+
+    def run(strength):
+        return _one_step(regs.optimizer(l2, lr, strength, base="sgd"), GRADS)["policy"]["Dense_0"]["kernel"][0, 0]
+
+    np.testing.assert_allclose(jax.jit(jax.vmap(run))(strengths), 3.0 - lr * (0.3 + strengths * 3.0), rtol=1e-6)
+    transform = regs.optimizer(l2, lr, 0.0, base="sgd")
+    state = transform.init(PARAMS)
+    state.hyperparams["strength"] = jnp.asarray(1.0)
+    updates, _ = transform.update(GRADS, state, PARAMS)
+    assert float(updates["policy"]["Dense_0"]["kernel"][0, 0]) == pytest.approx(-lr * (0.3 + 3.0), rel=1e-6)
+
+
+def test_gradient_diagnostics_are_the_norm_and_the_cosine_with_the_direction() -> None:
+    strength = jnp.asarray(LAMBDA)
+    for kind in ("l2_init", "weight_decay", "none"):
+        regularizer = regs.Regularizer(kind)
+        diagnostics = regs.gradient_diagnostics(regularizer, GRADS, PARAMS, INIT, strength)
+        pull = regs.direction(regularizer, PARAMS, INIT, strength)
+        assert float(diagnostics["grad_norm"]) == pytest.approx(float(optax.tree.norm(GRADS)))
+        assert float(diagnostics["grad_cosine"]) == pytest.approx(float(regs.cosine(GRADS, pull)))
+    assert float(regs.gradient_diagnostics(regs.Regularizer("none"), GRADS, PARAMS, INIT, strength)["grad_cosine"]) == 0
 
 
 def test_sgd_decay_and_traced_strength_vmap() -> None:

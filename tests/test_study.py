@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from regspeed.cli import app
 from regspeed.errors import ConfigError
 from regspeed.report import report
-from regspeed.study import results, runner, tasks
+from regspeed.study import results, runner
 from regspeed.study import spec as spec_module
 from regspeed.study import store as store_module
 
@@ -181,17 +181,16 @@ def test_bad_spec_on_the_command_line_is_one_block_and_exit_2(tmp_path: Path) ->
 
 def test_plan_groups_by_compiled_code_and_splits_to_fit_the_memory_cap() -> None:
     spec = tiny_spec()
-    batches, _ = runner.plan(spec)
-    assert [(regularizer.kind, [(c, s) for c, _, s in runs]) for regularizer, runs in batches] == [
+    batches = runner.plan(spec).batches
+    assert [(batch.regularizer.kind, [(run.condition, run.seed) for run in batch.runs]) for batch in batches] == [
         ("none", [("none", 0), ("none", 1)]),
         ("l2", [("l2@0.001", 0), ("l2@0.001", 1), ("l2@0.01", 0), ("l2@0.01", 1)]),
     ]
-    task = tasks.REGISTRY[spec.task]
-    per_run = task.bytes_per_run(task.static_config(spec, batches[1][0]))
+    per_run = spec_module.learner_of(spec).bytes_per_run(spec_module.setup(spec, batches[1].regularizer).config)
     cap = spec.execution.model_copy(update={"memory_cap_gb": 3.5 * per_run / 2**30})
-    capped, facts = runner.plan(spec.model_copy(update={"execution": cap}))
-    assert [len(runs) for _, runs in capped] == [2, 2, 2]  # 4 runs, at most 3 fit: two equal batches
-    assert facts["largest_batch_estimate_gb"] <= cap.memory_cap_gb
+    capped = runner.plan(spec.model_copy(update={"execution": cap}))
+    assert [len(batch.runs) for batch in capped.batches] == [2, 2, 2]  # 4 runs, at most 3 fit: two equal batches
+    assert capped.largest_batch_estimate_gb <= cap.memory_cap_gb
 
 
 # -------------------------------------------------------------------------------- store

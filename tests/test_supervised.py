@@ -135,15 +135,15 @@ optimum_progress = [0.99]
 
 
 def test_supervised_tasks_are_study_tasks_with_clear_errors() -> None:
+    from regspeed.learn import registry
     from regspeed.study import spec as spec_module
-    from regspeed.study import tasks
 
     spec = spec_module.parse(SPEC)
-    task = tasks.REGISTRY["linreg"]
-    assert task.speed_metrics == ("optimum_progress", "train_r2", "test_r2") and task.step_unit == "updates"
-    config = task.static_config(spec, spec_module.conditions(spec)[1].regularizer)
+    learner = registry.get("linreg")
+    assert learner.speed_metrics == ("optimum_progress", "train_r2", "test_r2") and learner.step_unit == "updates"
+    config = spec_module.setup(spec, spec_module.conditions(spec)[1].regularizer).config
     assert config.total_updates == 200 and config.regularizer.kind == "l2" and config.hidden == ()
-    assert tasks.REGISTRY["modadd"].speed_metrics == ("train_accuracy", "test_accuracy")
+    assert registry.get("modadd").speed_metrics == ("train_accuracy", "test_accuracy")
     for change, problem in (
         (("inputs = 6", "inputs = 6\nmodulus = 1"), ("config.modulus", "must be an integer >= 2 (got 1)")),
         (("inputs = 6", "inputs = 6\ntrain_fraction = 1.5"), ("config.train_fraction", "must be in (0, 1) (got 1.5)")),

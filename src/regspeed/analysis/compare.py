@@ -1,7 +1,8 @@
 """A study's answer as data: every condition compared with the baseline.
 
-:func:`analyze` reads a store and computes, per speed metric (snake: training score and
-survival, and their greedy-evaluation versions):
+:func:`analyze` takes a study's data (:class:`~regspeed.study.results.StudyData`, as
+``results.load`` reads it with its default metrics) and computes, with no I/O, per speed
+metric (snake: training score and survival, and their greedy-evaluation versions):
 
 - per condition: IQM (with interval) of final performance and of the normalised area
   under the curve;
@@ -23,13 +24,11 @@ they recorded, not at the budget.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 
 from regspeed.analysis import metrics, stats
-from regspeed.study import results
-from regspeed.study.store import Store
+from regspeed.study.results import Condition, ConditionCurves, Run, StudyData
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +101,7 @@ class StudyAnalysis:
     name: str
     budget_steps: int
     step_unit: str
-    conditions: list[dict]  # name, kind, strength, regularizer (as stored)
+    conditions: list[Condition]  # study order; the first is the baseline
     seeds: int
     summaries: dict[str, list[ConditionSummary]]  # metric -> per condition
     thresholds: dict[str, list[float]]
@@ -113,40 +112,37 @@ class StudyAnalysis:
     opposition: list[Opposition]
     incomplete: list[str]  # conditions with unfinished runs
     failed_runs: list[tuple[str, int, str]]  # condition, seed, error
-    meta: dict[str, str]
+    metric_labels: dict[str, str]  # metric name -> human words (from the study data)
+
+    def label(self, metric: str) -> str:
+        """The metric in words (its name if it has none)."""
+        return self.metric_labels.get(metric, metric)
 
 
-def _censoring_steps(store: Store, budget: int) -> dict[tuple[str, int], float]:
+def _censoring_steps(runs: list[Run], budget: int) -> dict[tuple[str, int], float]:
     """Per (condition, seed): the step up to which the run was observed."""
-    totals = {batch.batch_id: batch.total_updates for batch in store.batches()}
-    observed = {}
-    for run in store.runs():
-        fraction = min(1.0, run.updates_done / max(1, totals[run.batch]))
-        observed[run.condition, run.seed] = budget * fraction if run.status != "finished" else float(budget)
-    return observed
+    return {
+        (run.condition, run.seed): float(budget) if run.status == "finished" else budget * run.progress for run in runs
+    }
 
 
-def analyze(store: Store) -> StudyAnalysis:
-    """Compute the whole comparison of a study from its store."""
-    meta = store.meta()
-    spec = json.loads(meta["spec_json"])
-    conditions = store.conditions()
-    runs = store.runs()
-    speed_metrics = json.loads(meta.get("speed_metrics", '["score", "steps", "eval_score", "eval_steps"]'))
-    available = set(store.metric_names())
-    budget = int(meta.get("budget_steps") or 0) or _largest_step(store)
-    observed = _censoring_steps(store, budget)
-    unfinished = {run.condition for run in runs if run.status in ("pending", "running")}
-    incomplete = [c["name"] for c in conditions if c["name"] in unfinished]
+def analyze(data: StudyData) -> StudyAnalysis:
+    """Compute the whole comparison of a study from its data."""
+    conditions = data.conditions
+    budget = data.budget_steps
+    observed = _censoring_steps(data.runs, budget)
+    unfinished = {run.condition for run in data.runs if run.status in ("pending", "running")}
+    incomplete = [c.name for c in conditions if c.name in unfinished]
+    wanted_thresholds = data.thresholds or {data.speed_metrics[0]: "auto"}  # none set: auto on the first
     summaries: dict[str, list[ConditionSummary]] = {}
     thresholds: dict[str, list[float]] = {}
     comparisons: list[Comparison] = []
     times: list[TimeToThresholdData] = []
-    baseline = conditions[0]["name"]
-    for metric in [m for m in speed_metrics if m in available]:
-        curves = {curve.condition: curve for curve in results.curves(store, metric)}
-        summaries[metric] = [_summary(c, curves[c["name"]], budget, incomplete) for c in conditions]
-        wanted = (spec.get("thresholds") or {speed_metrics[0]: "auto"}).get(metric)  # none set: auto on the first
+    baseline = conditions[0].name
+    for metric in [m for m in data.speed_metrics if m in data.curves]:
+        curves = data.curves_of(metric)
+        summaries[metric] = [_summary(c, curves[c.name], budget, incomplete) for c in conditions]
+        wanted = wanted_thresholds.get(metric)
         if wanted is None:
             continue
         if wanted == "auto":
@@ -172,11 +168,11 @@ def analyze(store: Store) -> StudyAnalysis:
         for c, p in zip(comparisons, adjusted, strict=True)
     ]
     primary = _primary(comparisons, thresholds)
-    seeds = max((sum(r.condition == baseline for r in runs)), 1)
+    seeds = max((sum(r.condition == baseline for r in data.runs)), 1)
     return StudyAnalysis(
-        name=spec.get("name", "study"),
+        name=data.name,
         budget_steps=budget,
-        step_unit=meta.get("step_unit", "env steps"),
+        step_unit=data.step_unit,
         conditions=conditions,
         seeds=seeds,
         summaries=summaries,
@@ -185,27 +181,22 @@ def analyze(store: Store) -> StudyAnalysis:
         times=times,
         primary=primary,
         power=_power(times, thresholds, primary, baseline, len(comparisons)),
-        opposition=_opposition(store, conditions[1:]) if "grad_cosine" in available else [],
+        opposition=_opposition(data.curves_of("grad_cosine"), conditions[1:]) if "grad_cosine" in data.curves else [],
         incomplete=incomplete,
-        failed_runs=[(r.condition, r.seed, r.error or "") for r in runs if r.status == "failed"],
-        meta=meta,
+        failed_runs=[(r.condition, r.seed, r.error or "") for r in data.runs if r.status == "failed"],
+        metric_labels=data.metric_labels,
     )
 
 
-def _largest_step(store: Store) -> int:
-    curve = store.curve(store.metric_names()[0]) if store.metric_names() else {}
-    return int(max((steps[-1] for steps, _ in curve.values() if len(steps)), default=1))
-
-
-def _summary(condition: dict, curve: results.ConditionCurves, budget: int, incomplete: list[str]) -> ConditionSummary:
+def _summary(condition: Condition, curve: ConditionCurves, budget: int, incomplete: list[str]) -> ConditionSummary:
     final = metrics.final_performance(curve.steps, curve.values, budget)
     auc = metrics.area_under_curve(curve.steps, curve.values, budget)
     return ConditionSummary(
-        condition=condition["name"],
-        kind=condition["kind"],
-        strength=condition["strength"],
+        condition=condition.name,
+        kind=condition.kind,
+        strength=condition.strength,
         runs=len(curve.seeds),
-        complete=condition["name"] not in incomplete,
+        complete=condition.name not in incomplete,
         final=Interval(stats.iqm(final), *stats.iqm_interval(final)),
         auc=Interval(stats.iqm(auc), *stats.iqm_interval(auc)),
         final_per_run=final,
@@ -279,16 +270,16 @@ def _power(
     return stats.power_statement(base.steps, base.reached, stats.ALPHA / max(1, tests))
 
 
-def _opposition(store: Store, conditions: list[dict]) -> list[Opposition]:
-    curves = {curve.condition: curve for curve in results.curves(store, "grad_cosine")}
+def _opposition(cosines: dict[str, ConditionCurves], conditions: list[Condition]) -> list[Opposition]:
+    """Per regularized condition: how its regularizer's gradient pointed relative to the task's."""
     found = []
     for condition in conditions:
-        curve = curves.get(condition["name"])
+        curve = cosines.get(condition.name)
         if curve is None or not np.isfinite(curve.values).any():
             continue
         with np.errstate(invalid="ignore"):
             means = np.nanmean(curve.values, axis=1)
             finite = np.isfinite(curve.values)
             shares = np.where(finite, curve.values < 0, False).sum(axis=1) / np.maximum(1, finite.sum(axis=1))
-        found.append(Opposition(condition["name"], stats.iqm(means), stats.iqm(shares)))
+        found.append(Opposition(condition.name, stats.iqm(means), stats.iqm(shares)))
     return found

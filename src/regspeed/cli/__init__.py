@@ -133,15 +133,17 @@ def play(
 @user_errors_exit_cleanly
 def train(
     algo: Annotated[str, typer.Option(help="Learning algorithm: ppo or dqn (Double DQN).")] = "ppo",
-    rows: RowsOption = 10,
-    cols: ColsOption = 10,
+    rows: Annotated[int | None, typer.Option(help="Grid rows (4-64; default 10).")] = None,
+    cols: Annotated[int | None, typer.Option(help="Grid columns (4-64; default 10).")] = None,
     observation: Annotated[
         str | None, typer.Option(help="window, grid or features (default: window for ppo, features for dqn).")
     ] = None,
     window: Annotated[
         int | None, typer.Option(help="Side of the egocentric window (default: sees the whole board).")
     ] = None,
-    action_mode: Annotated[str, typer.Option(help="relative (turns) or absolute (compass moves).")] = "relative",
+    action_mode: Annotated[
+        str | None, typer.Option(help="relative (turns; the default) or absolute (compass moves).")
+    ] = None,
     reg: Annotated[
         str, typer.Option(help="Regularizer: none, l1, l2, weight_decay, l2_init, elastic, dropout.")
     ] = "none",
@@ -153,10 +155,10 @@ def train(
     lr: Annotated[
         float | None, typer.Option(help="Adam learning rate (default: 1e-3 for ppo, annealed to 0; 5e-4 for dqn).")
     ] = None,
-    hidden: Annotated[str, typer.Option(help="Hidden layer sizes, comma-separated.")] = "128,128",
-    activation: Annotated[str, typer.Option(help="relu, tanh or gelu.")] = "relu",
-    torso: Annotated[str, typer.Option(help="auto, mlp or cnn (cnn needs grid observations).")] = "auto",
-    shared_torso: Annotated[bool, typer.Option(help="One torso for policy and value.")] = False,
+    hidden: Annotated[str | None, typer.Option(help="Hidden layer sizes, comma-separated (default 128,128).")] = None,
+    activation: Annotated[str | None, typer.Option(help="relu (the default), tanh or gelu.")] = None,
+    torso: Annotated[str | None, typer.Option(help="auto (the default), mlp or cnn (needs grid observations).")] = None,
+    shared_torso: Annotated[bool | None, typer.Option(help="One torso for policy and value (default: two).")] = None,
     num_envs: Annotated[int | None, typer.Option(help="Environments per run (default: 64 ppo, 16 dqn).")] = None,
     rollout_steps: Annotated[
         int | None, typer.Option(help="Steps per environment per update (default: 128 ppo, 4 dqn).")
@@ -169,66 +171,41 @@ def train(
     Writes curve.csv (per update), eval.csv, curve.png, config.json and checkpoint.npz (the
     full training state) to --out.
     """
-    import dataclasses
-
-    import jax
-    import jax.numpy as jnp
     import numpy as np
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from regspeed.envs import render, snake
-    from regspeed.learn import checkpoint, dqn, nets, ppo
+    from regspeed.envs import render
+    from regspeed.learn import checkpoint, registry
     from regspeed.learn import driver as training
     from regspeed.learn import regularizers as regs
+    from regspeed.learn.learner import Request
 
-    agents = {"ppo": (ppo, ppo.PPOConfig), "dqn": (dqn, dqn.DQNConfig)}
-    if algo not in agents:
-        raise ConfigError("algo", f"must be one of {', '.join(agents)} (got {algo!r})")
-    agent, config_class = agents[algo]
-    defaults = config_class()
-    observation = observation or defaults.env.observation
-    lr = lr if lr is not None else agent.DEFAULT_LEARNING_RATE
-    try:
-        sizes = tuple(int(size) for size in hidden.split(","))
-    except ValueError:
-        raise ConfigError("hidden", f"must be comma-separated integers like 128,128 (got {hidden!r})") from None
+    games = {name.removeprefix("snake-"): name for name, learner in registry.LEARNERS.items() if learner.play}
+    if algo not in games:
+        raise ConfigError("algo", f"must be one of {', '.join(games)} (got {algo!r})")
+    learner = registry.get(games[algo])
     if seeds < 1:
         raise ConfigError("seeds", f"must be at least 1 (got {seeds})")
-    regularizer = regs.Regularizer(reg, network=reg_network)
-    regs.check_strength(regularizer, strength)
-    env = snake.SnakeConfig(
-        rows=rows,
-        cols=cols,
-        observation=observation,
-        window_size=window or 2 * max(rows, cols) - 1,
-        action_mode=action_mode,
-    )
-    network = nets.NetworkConfig(hidden=sizes, activation=activation, torso=torso, shared_torso=shared_torso)
-    probe = config_class(
-        env=env,
-        network=network,
-        num_envs=num_envs or defaults.num_envs,
-        rollout_steps=rollout_steps or defaults.rollout_steps,
-        regularizer=regularizer,
-    )
-    updates = steps // probe.steps_per_update
-    if updates < 1:
-        raise ConfigError(
-            "steps", f"must be at least one update = num_envs * rollout_steps = {probe.steps_per_update} env steps"
-        )
     if eval_every < 0:
         raise ConfigError("eval_every", f"must be >= 0 (got {eval_every})")
-    config = dataclasses.replace(probe, regularizer=regularizer, total_updates=updates)
+    regularizer = regs.Regularizer(reg, network=reg_network)
+    regs.check_strength(regularizer, strength)
+    given = {
+        "env": dict(rows=rows, cols=cols, observation=observation, window_size=window, action_mode=action_mode),
+        "network": dict(hidden=_layer_sizes(hidden), activation=activation, torso=torso, shared_torso=shared_torso),
+        algo: dict(num_envs=num_envs, rollout_steps=rollout_steps, learning_rate=lr),
+    }
+    tables = {name: {key: value for key, value in table.items() if value is not None} for name, table in given.items()}
+    setup = _built(learner, tables, Request(budget=steps, regularizer=regularizer))
+    config, updates, steps_per_update = setup.config, learner.total_updates(setup), learner.steps_per_update(setup)
     if out.exists() and not out.is_dir():
         raise ConfigError("out", f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
 
     seed_list = list(range(first_seed, first_seed + seeds))
-    hp = jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds,)), agent.hparams(lr, strength))
-    trainer = training.Trainer(agent.init_batch, agent.advance_batch, agent.evaluate_batch)
     chunk = eval_every if eval_every else 10
-    title = f"{algo.upper()}, {reg}" + (f" {strength:g}" if reg != "none" else "") + f", {render.describe(env)}"
-    console.print(f"[bold]{title}[/]: {seeds} seed(s) x {updates * config.steps_per_update:,} env steps")
+    title = f"{algo.upper()}, {reg}" + (f" {strength:g}" if reg != "none" else "") + f", {render.describe(config.env)}"
+    console.print(f"[bold]{title}[/]: {seeds} seed(s) x {updates * steps_per_update:,} env steps")
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -238,14 +215,15 @@ def train(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    shown = learner.progress_metric
     start = time.perf_counter()
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("compiling", total=updates * config.steps_per_update, rate="", score="-")
+        task = progress.add_task("compiling", total=updates * steps_per_update, rate="", score="-")
 
         def on_chunk(report: training.ChunkReport) -> None:
             elapsed = time.perf_counter() - start
-            done_steps = report.updates_done * config.steps_per_update
-            recent = np.nanmean(report.metrics["score"]) if np.isfinite(report.metrics["score"]).any() else float("nan")
+            done_steps = report.updates_done * steps_per_update
+            recent = np.nanmean(report.metrics[shown]) if np.isfinite(report.metrics[shown]).any() else float("nan")
             progress.update(
                 task,
                 completed=done_steps,
@@ -257,13 +235,46 @@ def train(
                 progress.console.print(f"[red]seed {seed_list[run]} stopped:[/] {why}")
             checkpoint.save(out / "checkpoint.npz", report.carry)
 
-        carry = agent.init_batch(config, agent.run_keys(seed_list), hp)
-        carry, history = training.train(trainer, config, carry, updates, chunk, eval_every, on_chunk)
+        carry = learner.start(setup, seed_list, [strength] * seeds)
+        carry, history = training.train(learner.trainer, config, carry, updates, chunk, eval_every, on_chunk)
     seconds = time.perf_counter() - start
-    run_info = {"seeds": seed_list, "learning_rate": lr, "strength": strength}
+    run_info = {"seeds": seed_list, "learning_rate": setup.learning_rate, "strength": strength}
     _write_training_outputs(out, title, config, seed_list, history, run_info)
-    console.print(_training_table(seed_list, history, updates, config.steps_per_update, seconds))
+    console.print(_training_table(seed_list, history, updates, steps_per_update, seconds))
     console.print(f"wrote {out}/curve.csv, curve.png, checkpoint.npz")
+
+
+def _layer_sizes(hidden: str | None) -> tuple[int, ...] | None:
+    """``--hidden 128,128`` as layer sizes."""
+    if hidden is None:
+        return None
+    try:
+        return tuple(int(size) for size in hidden.split(","))
+    except ValueError:
+        raise ConfigError("hidden", f"must be comma-separated integers like 128,128 (got {hidden!r})") from None
+
+
+TRAIN_FLAGS = {"env.window_size": "window", "budget": "steps", "regularizer.network": "reg_network"}
+"""Table paths of a learner's problems that ``regspeed train`` names by another flag."""
+
+
+def _built(learner: Any, tables: dict[str, Any], request: Any) -> Any:
+    """The learner's setup from the flags' tables; its problems named by their flags."""
+    from regspeed.errors import ConfigProblemsError
+
+    try:
+        return learner.build(tables, request)
+    except ConfigProblemsError as error:
+        named = [(_flag(path), message) for path, message in error.problems]
+        if len(named) == 1:
+            raise ConfigError(*named[0]) from None
+        raise ConfigProblemsError(named, "train") from None
+
+
+def _flag(path: str) -> str:
+    if path in TRAIN_FLAGS:
+        return TRAIN_FLAGS[path]
+    return "lr" if path.endswith(".learning_rate") else path.rsplit(".", 1)[-1]
 
 
 def _write_training_outputs(out: Path, title: str, config: Any, seeds: list[int], history: Any, run: dict) -> None:
@@ -379,6 +390,7 @@ def watch(
     delay: Annotated[float, typer.Option(help="Seconds between frames in the terminal.")] = 0.08,
 ) -> None:
     """Watch a trained agent of a study play one episode (greedy policy), in the terminal or as a GIF."""
+    from regspeed.analysis import progress
     from regspeed.envs import render
     from regspeed.study import results
     from regspeed.study import store as store_module
@@ -388,7 +400,7 @@ def watch(
     if gif is not None and not gif.parent.exists():
         raise ConfigError("gif", f"folder {gif.parent} does not exist; create it or choose another path")
     with store_module.Store.open(folder) as store:
-        chosen = seed if seed is not None else results.best_seed(store, condition)
+        chosen = seed if seed is not None else progress.best_seed(results.load(store, ("score",)), condition)
         with console.status(f"loading {condition} seed {chosen}..."):
             env, states = results.episode(store, condition, chosen, episode_seed, max_steps)
     summary = f"{condition} seed {chosen}: {len(states)} steps, score {int(states[-1].length) - env.initial_length}"
@@ -489,27 +501,26 @@ class _StudyProgress:
 
 
 def _print_summary(folder: Path) -> None:
-    import json
-
+    from regspeed.analysis import progress
     from regspeed.study import results
     from regspeed.study import store as store_module
 
     with store_module.Store.open(folder) as store:
-        metrics = tuple(json.loads(store.meta().get("speed_metrics", '["score", "steps"]')))
-        rows = results.summary(store, metrics)
-        failed = [run for run in store.runs() if run.status == "failed"]
+        data = results.load(store, results.speed_metrics(store))
+    rows = progress.table(data)
     table = Table(title=f"{folder}: IQM over seeds of the last 10% of the budget")
     table.add_column("condition", no_wrap=True)
-    for name in ("runs done", "failed", *metrics):
+    for name in ("runs done", "failed", *data.speed_metrics):
         table.add_column(name, justify="right")
     for row in rows:
         table.add_row(
             row.condition,
             f"{row.finished + row.failed}/{row.runs}" + ("" if row.progress >= 1 else f" ({row.progress:.0%})"),
             str(row.failed) if not row.failed else f"[red]{row.failed}[/]",
-            *(_number(row.final[metric]) for metric in metrics),
+            *(_number(row.final[metric]) for metric in data.speed_metrics),
         )
     console.print(table)
+    failed = [run for run in data.runs if run.status == "failed"]
     for run in failed:
         console.print(f"[red]{run.condition} seed {run.seed} failed:[/] {run.error}", highlight=False)
 

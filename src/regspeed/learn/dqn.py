@@ -30,11 +30,14 @@ import optax
 
 from regspeed.envs import snake
 from regspeed.errors import ConfigError
-from regspeed.learn import common, nets
+from regspeed.learn import common, nets, snake_agents
 from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams, Metrics
 from regspeed.learn.common import hparams as hparams  # re-exported: dqn.hparams
 from regspeed.learn.common import run_keys as run_keys  # re-exported: dqn.run_keys
+from regspeed.learn.driver import Trainer
+from regspeed.learn.learner import Learner, Metric, Request, Setup, finite_checks
+from regspeed.learn.tables import Tables
 
 DEFAULT_LEARNING_RATE = 5e-4  # the tuned default (README learning table)
 
@@ -66,8 +69,8 @@ class DQNConfig:
     max_grad_norm: float = 10.0
     adam_eps: float = 1e-5
     total_updates: int = 1000  # the horizon of the exploration schedule
-    eval_envs: int = 32
-    eval_steps: int = 500
+    eval_episodes: int = 32  # greedy evaluation: episodes, each at most eval_max_steps long
+    eval_max_steps: int = 500
 
     def __post_init__(self) -> None:
         for name in (
@@ -79,8 +82,8 @@ class DQNConfig:
             "n_step",
             "target_update_every",
             "total_updates",
-            "eval_envs",
-            "eval_steps",
+            "eval_episodes",
+            "eval_max_steps",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -309,14 +312,12 @@ def _learn(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
         (_, parts), task_grad = jax.value_and_grad(_task_loss, argnums=1, has_aux=True)(
             config, params, carry.target_params, batch, rate, dropout_key
         )
-        reg_grad = regs.direction(regularizer, params, carry.init_params, strength)
-        grad = jax.tree.map(jnp.add, task_grad, reg_grad) if regularizer.kind in regs.PENALTY_KINDS else task_grad
-        updates, new_opt_state = optimizer.update(grad, opt_state, params)
+        parts = {**parts, **regs.gradient_diagnostics(regularizer, task_grad, params, carry.init_params, strength)}
+        updates, new_opt_state = optimizer.update(task_grad, opt_state, params)  # adds the penalty's gradient
         new_params = optax.apply_updates(params, updates)
         params, opt_state = jax.tree.map(
             lambda new, old: jnp.where(learning, new, old), (new_params, new_opt_state), (params, opt_state)
         )
-        parts = {**parts, "grad_norm": optax.tree.norm(task_grad), "grad_cosine": regs.cosine(task_grad, reg_grad)}
         return (params, opt_state, key), parts
 
     (params, opt_state, key), parts = jax.lax.scan(
@@ -353,8 +354,9 @@ def _greedy(config: DQNConfig, params: Any) -> Callable[[jax.Array], jax.Array]:
 
 
 def evaluate(config: DQNConfig, carry: Carry) -> Metrics:
-    """The greedy policy on ``eval_envs`` fixed episodes (see :func:`common.greedy_evaluation`)."""
-    return common.greedy_evaluation(config.env, config.eval_envs, config.eval_steps, _greedy(config, carry.params))
+    """The greedy policy on ``eval_episodes`` fixed episodes (see :func:`common.greedy_evaluation`)."""
+    choose = _greedy(config, carry.params)
+    return common.greedy_evaluation(config.env, config.eval_episodes, config.eval_max_steps, choose)
 
 
 # ----------------------------------------------------------------- batched, compiled
@@ -369,3 +371,44 @@ def greedy_episode(
 ) -> tuple[snake.SnakeState, jax.Array]:
     """One environment played by the greedy policy of ``params`` (one run's parameters)."""
     return common.greedy_episode(config.env, key, max_steps, _greedy(config, params))
+
+
+# ----------------------------------------------------------------- the learner
+
+
+def build(tables: Tables, request: Request) -> Setup:
+    """A DQN setup from the ``env``, ``network`` and ``dqn`` tables (see :mod:`snake_agents`)."""
+    return snake_agents.build(DQNConfig, "dqn", DEFAULT_LEARNING_RATE, tables, request)
+
+
+def bytes_per_run(config: DQNConfig) -> int:
+    """The replay buffer (observations and reached states), parameters with optimizer and
+    target copies, minibatch activations, environments."""
+    sizes = snake_agents.footprint(config, network(config))
+    replay = config.buffer_size * (2 * sizes.observation + 4)
+    return snake_agents.bytes_estimate(sizes, replay, config.batch_size, config.batch_size)
+
+
+METRICS = (
+    *snake_agents.EPISODE_METRICS,
+    Metric("epsilon", "exploration rate"),
+    # NaN until learning starts (no minibatch step yet), so not a divergence check
+    Metric("q_loss", "Huber loss of the n-step Double DQN target", higher_is_better=False),
+    Metric("q_mean", "mean Q-value of the actions taken"),
+)
+
+LEARNERS = (
+    Learner(
+        name="snake-dqn",
+        description="Double DQN (n-step, replay in the carry) playing Snake",
+        step_unit="env steps",
+        trainer=Trainer(init_batch, advance_batch, evaluate_batch, finite_checks(METRICS)),
+        metrics=METRICS,
+        speed_metrics=snake_agents.SPEED_METRICS,
+        progress_metric="score",
+        build=build,
+        tables=functools.partial(snake_agents.tables, "dqn"),
+        bytes_per_run=bytes_per_run,
+        play=snake_agents.player(greedy_episode),
+    ),
+)

@@ -19,11 +19,13 @@ from regspeed.errors import ConfigError
 
 
 class Trainer(NamedTuple):
-    """The batched, compiled entry points of a task (see the Trainer contract)."""
+    """The batched, compiled entry points of a learner (see the Trainer contract), and the
+    metrics whose non-finite values mean a run diverged."""
 
     init_batch: Callable[[Any, jax.Array, Any], Any]  # (config, keys, hparams) -> carry
     advance_batch: Callable[[Any, Any, int], tuple[Any, dict[str, jax.Array]]]  # (config, carry, n) -> ...
     evaluate_batch: Callable[[Any, Any], dict[str, jax.Array]]  # (config, carry) -> metrics per run
+    finite_checks: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -62,12 +64,9 @@ class ChunkReport:
     newly_failed: dict[int, str]
 
 
-FINITE_CHECKS = ("policy_loss", "value_loss", "weight_l2", "loss", "train_loss")
-
-
-def _non_finite_runs(metrics: dict[str, np.ndarray], updates_before: int) -> dict[int, str]:
+def _non_finite_runs(metrics: dict[str, np.ndarray], checks: tuple[str, ...], updates_before: int) -> dict[int, str]:
     failed: dict[int, str] = {}
-    for name in FINITE_CHECKS:
+    for name in checks:
         if name not in metrics:
             continue
         bad = ~np.isfinite(metrics[name])
@@ -110,7 +109,7 @@ def iterate(
             boundary = min(boundary, (done // eval_every + 1) * eval_every)
         carry, metrics = trainer.advance_batch(config, carry, boundary - done)
         metrics = jax.device_get(metrics)
-        found = _non_finite_runs(metrics, done)
+        found = _non_finite_runs(metrics, trainer.finite_checks, done)
         done = boundary
         newly_failed = {run: why for run, why in found.items() if run not in history.failures}
         history.failures.update(newly_failed)

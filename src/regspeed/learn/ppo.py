@@ -29,11 +29,14 @@ import optax
 
 from regspeed.envs import snake
 from regspeed.errors import ConfigError
-from regspeed.learn import common, nets
+from regspeed.learn import common, nets, snake_agents
 from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams
 from regspeed.learn.common import hparams as hparams  # re-exported: ppo.hparams
 from regspeed.learn.common import run_keys as run_keys  # re-exported: ppo.run_keys
+from regspeed.learn.driver import Trainer
+from regspeed.learn.learner import Learner, Metric, Request, Setup, finite_checks
+from regspeed.learn.tables import Tables
 
 Metrics = dict[str, jax.Array]
 
@@ -66,12 +69,14 @@ class PPOConfig:
     adam_eps: float = 1e-5
     anneal_lr: bool = True
     total_updates: int = 1000  # the horizon of the learning-rate annealing
-    eval_envs: int = 32
-    eval_steps: int = 500
+    eval_episodes: int = 32  # greedy evaluation: episodes, each at most eval_max_steps long
+    eval_max_steps: int = 500
     runs_per_vmap: int = 0  # runs of a batch advanced in one vmap; 0: automatic (see vmap_group)
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "rollout_steps", "epochs", "minibatches", "total_updates", "eval_envs", "eval_steps"):
+        for name in (
+            "num_envs", "rollout_steps", "epochs", "minibatches", "total_updates", "eval_episodes", "eval_max_steps"
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(name, f"must be a positive integer (got {value!r})")
@@ -292,17 +297,9 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
         (_, parts), task_grad = jax.value_and_grad(_losses, argnums=1, has_aux=True)(
             config, params, carry, batch, dropout_key
         )
-        reg_grad = regs.direction(regularizer, params, carry.init_params, strength)
-        grad = task_grad
-        if regularizer.kind in regs.PENALTY_KINDS:
-            grad = jax.tree.map(jnp.add, task_grad, reg_grad)
-        updates, opt_state = optimizer.update(grad, opt_state, params)
+        parts = {**parts, **regs.gradient_diagnostics(regularizer, task_grad, params, carry.init_params, strength)}
+        updates, opt_state = optimizer.update(task_grad, opt_state, params)  # adds the penalty's gradient
         params = optax.apply_updates(params, updates)
-        parts = {
-            **parts,
-            "grad_norm": optax.tree.norm(task_grad),
-            "grad_cosine": regs.cosine(task_grad, reg_grad),
-        }
         return (params, opt_state, key), parts
 
     def epoch(state: tuple, _: None) -> tuple[tuple, Metrics]:
@@ -342,13 +339,13 @@ def advance(config: PPOConfig, carry: Carry, n_updates: int) -> tuple[Carry, Met
 
 
 def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
-    """The greedy policy on ``eval_envs`` fixed episodes (see :func:`common.greedy_evaluation`)."""
+    """The greedy policy on ``eval_episodes`` fixed episodes (see :func:`common.greedy_evaluation`)."""
     net = network(config)
 
     def choose(observation: jax.Array) -> jax.Array:
         return jnp.argmax(net.apply({"params": carry.params}, observation, method=net.logits), axis=-1)
 
-    return common.greedy_evaluation(config.env, config.eval_envs, config.eval_steps, choose)
+    return common.greedy_evaluation(config.env, config.eval_episodes, config.eval_max_steps, choose)
 
 
 # ----------------------------------------------------------------- batched, compiled
@@ -370,3 +367,44 @@ def greedy_episode(
         return jnp.argmax(net.apply({"params": params}, observation, method=net.logits), axis=-1)
 
     return common.greedy_episode(config.env, key, max_steps, choose)
+
+
+# ----------------------------------------------------------------- the learner
+
+
+def build(tables: Tables, request: Request) -> Setup:
+    """A PPO setup from the ``env``, ``network`` and ``ppo`` tables (see :mod:`snake_agents`)."""
+    return snake_agents.build(PPOConfig, "ppo", DEFAULT_LEARNING_RATE, tables, request)
+
+
+def bytes_per_run(config: PPOConfig) -> int:
+    """Rollout buffers, parameters with optimizer state, minibatch activations, environments."""
+    sizes = snake_agents.footprint(config, network(config))
+    rollout = config.batch_size * (2 * sizes.observation + 16)
+    return snake_agents.bytes_estimate(sizes, rollout, config.batch_size, config.batch_size // config.minibatches)
+
+
+METRICS = (
+    *snake_agents.EPISODE_METRICS,
+    Metric("policy_loss", "policy loss", higher_is_better=False, check_finite=True),
+    Metric("value_loss", "value loss", higher_is_better=False, check_finite=True),
+    Metric("entropy", "policy entropy", "nats"),
+    Metric("approx_kl", "approximate KL divergence of an update", higher_is_better=False),
+    Metric("clip_fraction", "share of clipped probability ratios", higher_is_better=False),
+)
+
+LEARNERS = (
+    Learner(
+        name="snake-ppo",
+        description="PPO (clipped, GAE) playing Snake",
+        step_unit="env steps",
+        trainer=Trainer(init_batch, advance_batch, evaluate_batch, finite_checks(METRICS)),
+        metrics=METRICS,
+        speed_metrics=snake_agents.SPEED_METRICS,
+        progress_metric="score",
+        build=build,
+        tables=functools.partial(snake_agents.tables, "ppo"),
+        bytes_per_run=bytes_per_run,
+        play=snake_agents.player(greedy_episode),
+    ),
+)

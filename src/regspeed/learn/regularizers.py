@@ -4,15 +4,21 @@ A regularizer has a static part, :class:`Regularizer` (its kind and mask; it sel
 compiled code), and a *strength*, a traced scalar that can be vmapped across runs.
 
 - ``none``: nothing (the baseline); the strength is ignored.
-- ``l1``: ``strength * sum |w|`` added to the loss.
-- ``l2``: ``strength / 2 * sum w**2`` added to the loss (coupled: its gradient passes
-  through Adam's preconditioner).
+- ``l1``: the penalty ``strength * sum |w|``.
+- ``l2``: the penalty ``strength / 2 * sum w**2`` (coupled: its gradient passes through
+  Adam's preconditioner).
 - ``weight_decay``: decoupled decay, ``w -= lr * strength * w`` after the optimizer's
   scaling (``optax.adamw`` semantics).
-- ``l2_init``: ``strength / 2 * sum (w - w0)**2``, towards the initial weights.
-- ``elastic``: ``strength * (l1_ratio * sum |w| + (1 - l1_ratio) / 2 * sum w**2)``.
+- ``l2_init``: the penalty ``strength / 2 * sum (w - w0)**2``, towards the initial weights.
+- ``elastic``: the penalty ``strength * (l1_ratio * sum |w| + (1 - l1_ratio) / 2 * sum w**2)``.
 - ``dropout``: dropout in the network (see :mod:`regspeed.nets`); the strength is the
   drop rate, in [0, 1).
+
+The penalty kinds (``l1``, ``l2``, ``l2_init``, ``elastic``) act through the optimizer: the
+first transformation of :func:`optimizer`'s chain, :func:`add_penalty_gradient`, adds the
+penalty's gradient to the task gradient before clipping and Adam, exactly as adding
+``penalty(...)`` to the loss would; the trainers differentiate the task loss only and report
+the penalty's value as ``reg_loss``.
 
 The mask chooses which parameters a penalty or decay touches: weights only by default
 (Flax ``kernel`` and ``embedding`` leaves; biases and normalisation scales excluded unless
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +40,7 @@ from regspeed.errors import ConfigError
 
 KINDS = ("none", "l1", "l2", "weight_decay", "l2_init", "elastic", "dropout")
 NETWORKS = ("all", "policy", "value")
-PENALTY_KINDS = ("l1", "l2", "l2_init", "elastic")  # the ones that add a loss term
+PENALTY_KINDS = ("l1", "l2", "l2_init", "elastic")  # the ones with a loss term (added as its gradient)
 WEIGHT_NAMES = ("kernel", "embedding")
 NEAR_ZERO = 1e-3
 
@@ -141,6 +147,38 @@ def dropout_rate(regularizer: Regularizer, strength: jax.Array) -> jax.Array:
     return strength if regularizer.kind == "dropout" else jnp.zeros((), jnp.float32)
 
 
+class AddPenaltyGradientState(NamedTuple):
+    """The state of :func:`add_penalty_gradient` for ``l2_init``: the weights it pulls towards."""
+
+    init_params: Params
+
+
+def add_penalty_gradient(regularizer: Regularizer, strength: jax.Array | float) -> optax.GradientTransformation:
+    """An Optax transformation that adds the gradient of :func:`penalty` to the updates.
+
+    First in a chain (before clipping and the optimizer's scaling) it is the same as adding
+    ``penalty(...)`` to the loss. ``update`` needs ``params``. For ``l2_init`` the state
+    holds the initial weights, captured by ``init(params)``; for the other penalty kinds it
+    is empty. Only for :data:`PENALTY_KINDS`.
+    """
+    if regularizer.kind not in PENALTY_KINDS:
+        raise ValueError(f"add_penalty_gradient: {regularizer.kind!r} is not one of {', '.join(PENALTY_KINDS)}")
+
+    def init_fn(params: Params) -> AddPenaltyGradientState | optax.EmptyState:
+        return AddPenaltyGradientState(init_params=params) if regularizer.kind == "l2_init" else optax.EmptyState()
+
+    def update_fn(
+        updates: optax.Updates, state: AddPenaltyGradientState | optax.EmptyState, params: Params | None = None
+    ) -> tuple[optax.Updates, AddPenaltyGradientState | optax.EmptyState]:
+        if params is None:
+            raise ValueError("add_penalty_gradient needs the parameters: call update(updates, state, params)")
+        anchors = state.init_params if regularizer.kind == "l2_init" else None  # only l2_init reads them
+        penalty_grad = jax.grad(lambda p: penalty(regularizer, p, anchors, strength))(params)
+        return jax.tree.map(jnp.add, updates, penalty_grad), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def optimizer(
     regularizer: Regularizer,
     learning_rate: jax.Array | float,
@@ -153,20 +191,24 @@ def optimizer(
     eps: float = 1e-8,
     momentum: float = 0.0,
 ) -> optax.GradientTransformation:
-    """The optimizer, with the decoupled decay of ``weight_decay`` built in.
+    """The optimizer, with the regularizer built in: feed it the task gradient only.
 
     ``learning_rate`` and ``strength`` live in the optimizer state
     (``optax.inject_hyperparams``), so they can be traced, vmapped, checkpointed and
-    annealed (set ``state.hyperparams["learning_rate"]``). The chain is: clip the global
-    gradient norm (optional), scale by Adam (or momentum SGD), add ``strength * w`` on
-    masked weights (``weight_decay`` only), scale by ``-learning_rate``; for Adam with
-    weight decay this is exactly ``optax.adamw``.
+    annealed (set ``state.hyperparams["learning_rate"]``). The chain is: add the penalty's
+    gradient (penalty kinds only, :func:`add_penalty_gradient`), clip the global gradient
+    norm (optional), scale by Adam (or momentum SGD), add ``strength * w`` on masked weights
+    (``weight_decay`` only), scale by ``-learning_rate``; for Adam with weight decay this is
+    exactly ``optax.adamw``, for a penalty kind it is the optimizer on the penalised loss.
+    Other kinds have no penalty step in the chain, so their states keep their structure.
     """
     if base not in ("adam", "sgd"):
         raise ConfigError("optimizer", f"must be adam or sgd (got {base!r})")
 
     def factory(learning_rate: jax.Array, strength: jax.Array) -> optax.GradientTransformation:
         parts: list[optax.GradientTransformation] = []
+        if regularizer.kind in PENALTY_KINDS:
+            parts.append(add_penalty_gradient(regularizer, strength))
         if max_grad_norm is not None:
             parts.append(optax.clip_by_global_norm(max_grad_norm))
         if base == "adam":
@@ -202,3 +244,15 @@ def cosine(a: Params, b: Params) -> jax.Array:
     dot = sum((jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)), jnp.zeros(()))
     norm = optax.tree.norm(a) * optax.tree.norm(b)
     return jnp.where(norm > 0, dot / jnp.where(norm > 0, norm, 1.0), 0.0)
+
+
+def gradient_diagnostics(
+    regularizer: Regularizer, task_grad: Params, params: Params, init_params: Params, strength: jax.Array
+) -> dict[str, jax.Array]:
+    """What the trainers report about a step's gradient: the task gradient's global norm
+    (``grad_norm``) and its cosine with the regularizer's pull, :func:`direction`
+    (``grad_cosine``), both at ``params``, the parameters before the step."""
+    return {
+        "grad_norm": optax.tree.norm(task_grad),
+        "grad_cosine": cosine(task_grad, direction(regularizer, params, init_params, strength)),
+    }

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -32,12 +33,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from regspeed.errors import ConfigError
+from regspeed.errors import ConfigError, ConfigProblemsError
 from regspeed.learn import common
 from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams, Metrics
 from regspeed.learn.common import hparams as hparams  # re-exported
 from regspeed.learn.common import run_keys as run_keys  # re-exported
+from regspeed.learn.driver import Trainer
+from regspeed.learn.learner import REGULARIZATION_METRICS, Learner, Metric, Request, Setup, finite_checks
+from regspeed.learn.tables import Tables, learning_rate, plain, set_by_caller, unknown_keys, validated
 
 TASKS = ("linreg", "teacher", "digits", "modadd")
 CLASSIFICATION = ("digits", "modadd")
@@ -316,9 +320,9 @@ def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
         return _loss_and_quality(config, model.apply({"params": params}, x_batch, rate, key), y_batch)[0]
 
     task_grad = jax.grad(task_loss)(carry.params)
-    reg_grad = regs.direction(regularizer, carry.params, carry.init_params, strength)
-    grad = jax.tree.map(jnp.add, task_grad, reg_grad) if regularizer.kind in regs.PENALTY_KINDS else task_grad
-    updates, opt_state = _optimizer(config, carry.hparams).update(grad, carry.opt_state, carry.params)
+    diagnostics = regs.gradient_diagnostics(regularizer, task_grad, carry.params, carry.init_params, strength)
+    # The optimizer adds the penalty's gradient itself.
+    updates, opt_state = _optimizer(config, carry.hparams).update(task_grad, carry.opt_state, carry.params)
     params = optax.apply_updates(carry.params, updates)
     carry = carry.replace(params=params, opt_state=opt_state, key=key, update=carry.update + 1)
     progress = (
@@ -330,8 +334,7 @@ def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
         "step": carry.update,
         **measure(config, params),
         "optimum_progress": progress,
-        "grad_norm": optax.tree.norm(task_grad),
-        "grad_cosine": regs.cosine(task_grad, reg_grad),
+        **diagnostics,
         "learning_rate": opt_state.hyperparams["learning_rate"],
         "reg_loss": regs.penalty(regularizer, params, carry.init_params, strength),
         **regs.weight_statistics(params),
@@ -350,3 +353,86 @@ def evaluate(config: SupervisedConfig, carry: Carry) -> Metrics:
 
 
 init_batch, advance_batch, evaluate_batch = common.compiled(init, advance, evaluate)
+
+
+# ----------------------------------------------------------------- the learners
+
+CALLER_FIELDS = ("task", "regularizer", "total_updates")
+"""Fields of :class:`SupervisedConfig` that the learner's name and the caller's request set."""
+
+
+def build(task: str, tables: Tables, request: Request) -> Setup:
+    """A setup of ``task`` from one flat table: fields of :class:`SupervisedConfig` (except
+    those in :data:`CALLER_FIELDS`) and ``learning_rate``; the budget counts updates."""
+    table = dict(tables)
+    rate, problems = learning_rate(table, DEFAULT_LEARNING_RATE, "learning_rate")
+    problems += set_by_caller(table, CALLER_FIELDS, "") + unknown_keys(table, SupervisedConfig, "")
+    if problems:
+        raise ConfigProblemsError(problems)
+    fixed = {"task": task, "regularizer": request.regularizer, "total_updates": request.budget}
+    config, found = validated(SupervisedConfig, table | fixed)
+    if found:
+        raise ConfigProblemsError([("regularizer.network" if path == "reg_network" else path, m) for path, m in found])
+    return Setup(config, rate)
+
+
+def tables(setup: Setup) -> Tables:
+    """The table of a setup, every default filled in."""
+    config = setup.config
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in CALLER_FIELDS}
+    return plain(fields | {"learning_rate": setup.learning_rate})
+
+
+def bytes_per_run(config: SupervisedConfig) -> int:
+    """Activations of the training and test sets, parameters with optimizer state."""
+    x_train, _, x_test, _ = dataset(config)
+    width = max((*config.hidden, config.embedding, 97))
+    examples = len(x_train) + len(x_test)
+    shapes = jax.eval_shape(lambda key: Model(config).init(key, jnp.asarray(x_train[:1])), jax.random.key(0))
+    parameters = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes))
+    return int(1.5 * 4 * (4 * examples * width + 10 * parameters))
+
+
+def metrics(task: str) -> tuple[Metric, ...]:
+    """What a supervised run reports per update (and, prefixed ``eval_``, per evaluation)."""
+    quality, words = ("accuracy", "accuracy") if task in CLASSIFICATION else ("r2", "R^2")
+    measured = (
+        Metric("train_loss", "training loss", higher_is_better=False, check_finite=True),
+        Metric("test_loss", "test loss", higher_is_better=False),
+        Metric(f"train_{quality}", f"training {words}"),
+        Metric(f"test_{quality}", f"test {words}"),
+    )
+    evaluated = tuple(dataclasses.replace(m, name=f"eval_{m.name}", check_finite=False) for m in measured)
+    return (
+        Metric("step", "optimizer steps", "updates"),
+        *measured,
+        Metric("optimum_progress", "progress towards its own optimum"),
+        *REGULARIZATION_METRICS,
+        *evaluated,
+    )
+
+
+def speed_metrics(task: str) -> tuple[str, ...]:
+    """Fitting (train) and generalization (test) separately; for ``linreg`` also the
+    progress towards each run's own (ridge) optimum."""
+    quality = "accuracy" if task in CLASSIFICATION else "r2"
+    return (*(("optimum_progress",) if task == "linreg" else ()), f"train_{quality}", f"test_{quality}")
+
+
+def _learner(task: str) -> Learner:
+    task_metrics = metrics(task)
+    return Learner(
+        name=task,
+        description=f"supervised calibration task {task}",
+        step_unit="updates",
+        trainer=Trainer(init_batch, advance_batch, evaluate_batch, finite_checks(task_metrics)),
+        metrics=task_metrics,
+        speed_metrics=speed_metrics(task),
+        progress_metric=speed_metrics(task)[-2],
+        build=functools.partial(build, task),
+        tables=tables,
+        bytes_per_run=bytes_per_run,
+    )
+
+
+LEARNERS = tuple(_learner(task) for task in TASKS)

@@ -50,11 +50,11 @@ def iqm_band(values: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
 
 
 def _kinds(analysis: StudyAnalysis) -> list[str]:
-    return list(dict.fromkeys(c["kind"] for c in analysis.conditions[1:]))
+    return list(dict.fromkeys(c.kind for c in analysis.conditions[1:]))
 
 
 def _colours(analysis: StudyAnalysis, kind: str) -> dict[str, tuple]:
-    names = [c["name"] for c in analysis.conditions if c["kind"] == kind]
+    names = [c.name for c in analysis.conditions if c.kind == kind]
     colour_map = plt.get_cmap(COLOUR_MAPS.get(kind, "viridis"))
     return {name: colour_map(0.45 + 0.5 * i / max(1, len(names) - 1)) for i, name in enumerate(names)}
 
@@ -81,7 +81,7 @@ def curves_by_kind(
     """One panel per regularizer kind: its strengths and the baseline, IQM with bands."""
     kinds = _kinds(analysis)
     figure, axes = _panels(len(kinds))
-    baseline = analysis.conditions[0]["name"]
+    baseline = analysis.conditions[0].name
     for axis, kind in zip(axes, kinds, strict=False):
         if baseline in curves:
             _curve(axis, curves[baseline], BASELINE_COLOUR, "baseline", smooth)
@@ -107,7 +107,7 @@ def kaplan_meier(analysis: StudyAnalysis) -> Figure | None:
     data = next(t for t in analysis.times if t.metric == first.metric and t.threshold == first.threshold)
     kinds = _kinds(analysis)
     figure, axes = _panels(len(kinds))
-    baseline = analysis.conditions[0]["name"]
+    baseline = analysis.conditions[0].name
     for axis, kind in zip(axes, kinds, strict=False):
         entries = [(baseline, BASELINE_COLOUR), *_colours(analysis, kind).items()]
         for name, colour in entries:
@@ -132,17 +132,17 @@ def sensitivity(analysis: StudyAnalysis, metric: str) -> Figure:
     """Final performance and primary speed-up against strength (log axis), per kind."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     summaries = {s.condition: s for s in analysis.summaries[metric]}
-    base = summaries[analysis.conditions[0]["name"]].final
+    base = summaries[analysis.conditions[0].name].final
     left.axhspan(base.low, base.high, color=BASELINE_COLOUR, alpha=0.15, label="baseline 95% CI")
     left.axhline(base.value, color=BASELINE_COLOUR, linewidth=1)
     right.axhline(1.0, color=BASELINE_COLOUR, linewidth=1, label="baseline")
     for kind in _kinds(analysis):
-        names = [c for c in analysis.conditions if c["kind"] == kind]
+        names = [c for c in analysis.conditions if c.kind == kind]
         colour = plt.get_cmap(COLOUR_MAPS.get(kind, "viridis"))(0.75)
-        x = np.asarray([c["strength"] for c in names])
-        finals = [summaries[c["name"]].final for c in names]
+        x = np.asarray([c.strength for c in names])
+        finals = [summaries[c.name].final for c in names]
         _errorbars(left, x, finals, colour, kind)
-        ratios = [analysis.primary[c["name"]].speedup for c in names if c["name"] in analysis.primary]
+        ratios = [analysis.primary[c.name].speedup for c in names if c.name in analysis.primary]
         if len(ratios) == len(names):
             _errorbars(right, x, ratios, colour, kind)
     left.set_ylabel(f"final {metric} (IQM)")

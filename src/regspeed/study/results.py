@@ -1,5 +1,7 @@
-"""Reading a study's results: curves as arrays per condition, a summary, and exports.
+"""Reading a study's results: the read API the analysis and the report work from, and exports.
 
+:func:`load` reads a store once into :class:`StudyData`: plain data and NumPy arrays, so
+everything above this layer (``analysis``, ``report``) computes without the store.
 ``curves(store, metric)`` gives, per condition, an array ``[runs, points]`` on the union of
 the steps any run recorded (NaN where a run has no value), which is also the shape
 rliable expects once a task axis is added: ``[runs, tasks, points]``.
@@ -14,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from regspeed.analysis import metrics, stats
 from regspeed.errors import ConfigError
-from regspeed.study.store import CHECKPOINTS, Store
+from regspeed.study.store import CHECKPOINTS, RunRow, Store
 
 FORMATS = ("csv", "npz")
+DEFAULT_SPEED_METRICS = ("score", "steps", "eval_score", "eval_steps")  # stores that do not record theirs
+DIAGNOSTIC_METRICS = ("weight_l2", "near_zero_fraction", "grad_cosine")  # drawn by the report when recorded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,13 +34,130 @@ class ConditionCurves:
     values: np.ndarray
 
 
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    """A condition of the study: its name (e.g. ``l2@0.001``), regularizer kind and strength,
+    and the regularizer's full settings."""
+
+    name: str
+    kind: str
+    strength: float
+    regularizer: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A run as far as it got: ``progress`` is its updates done as a fraction of its batch's."""
+
+    condition: str
+    seed: int
+    status: str  # pending, running, finished or failed
+    progress: float
+    error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyData:
+    """Everything the analysis and the report read of a study, as plain data and arrays."""
+
+    name: str
+    task: str
+    budget_steps: int  # as trained; a store that does not record it: the largest step recorded
+    step_unit: str
+    speed_metrics: tuple[str, ...]
+    thresholds: dict[str, list[float] | str]  # as the spec asks: metric -> levels, or "auto"
+    conditions: list[Condition]  # study order; the first is the baseline
+    runs: list[Run]  # by condition (study order), then seed
+    curves: dict[str, list[ConditionCurves]]  # metric -> per condition (study order), recorded metrics only
+    wall_seconds: float  # training time of all batches together
+    versions: dict[str, str]  # software and machine
+    spec_toml: str
+    created: str
+    metric_labels: dict[str, str]  # metric name -> human words
+    watchable: bool  # a game whose trained runs can be watched (``episode``) and turned into GIFs
+
+    def label(self, metric: str) -> str:
+        """The metric in words (its name if it has none)."""
+        return self.metric_labels.get(metric, metric)
+
+    def curves_of(self, metric: str) -> dict[str, ConditionCurves]:
+        """Condition name -> its curves of ``metric`` (empty if the metric was not loaded or recorded)."""
+        return {curve.condition: curve for curve in self.curves.get(metric, [])}
+
+
+def _learner_facts(task_name: str) -> tuple[dict[str, str], bool]:
+    """The words for the task's metric names (its learner's declarations), and whether its
+    runs can be watched (the learner is a game)."""
+    from regspeed.learn import registry
+
+    learner = registry.LEARNERS.get(task_name)
+    return (learner.labels(), learner.play is not None) if learner else ({}, False)
+
+
+def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
+    """Read a study once: its facts, runs and the curves of ``metrics`` that were recorded
+    (default: the speed metrics and the report's diagnostic curves)."""
+    meta = store.meta()
+    spec = json.loads(meta["spec_json"])
+    runs = store.runs()
+    conditions = store.conditions()
+    batches = store.batches()
+    speed_metrics = _speed_metrics(meta)
+    wanted = (*speed_metrics, *DIAGNOSTIC_METRICS) if metrics is None else metrics
+    recorded = set(store.metric_names())
+    curves_by_metric = {
+        metric: _curves(store.curve(metric), runs, conditions) for metric in dict.fromkeys(wanted) if metric in recorded
+    }
+    totals = {batch.batch_id: batch.total_updates for batch in batches}
+    labels, watchable = _learner_facts(spec.get("task", ""))
+    return StudyData(
+        name=spec.get("name", "study"),
+        task=spec.get("task", ""),
+        budget_steps=int(meta.get("budget_steps") or 0) or _largest_step(curves_by_metric),
+        step_unit=meta.get("step_unit", "env steps"),
+        speed_metrics=speed_metrics,
+        thresholds=dict(spec.get("thresholds") or {}),
+        conditions=[Condition(c["name"], c["kind"], c["strength"], c["regularizer"]) for c in conditions],
+        runs=[
+            Run(run.condition, run.seed, run.status, min(1.0, run.updates_done / max(1, totals[run.batch])), run.error)
+            for run in runs
+        ],
+        curves=curves_by_metric,
+        wall_seconds=sum(batch.wall_seconds for batch in batches),
+        versions=json.loads(meta.get("versions", "{}")),
+        spec_toml=meta.get("spec_toml", ""),
+        created=meta.get("created", "?"),
+        metric_labels=labels,
+        watchable=watchable,
+    )
+
+
+def speed_metrics(store: Store) -> tuple[str, ...]:
+    """The metrics whose learning speed the study measures (its task's), in the task's order."""
+    return _speed_metrics(store.meta())
+
+
+def _speed_metrics(meta: dict[str, str]) -> tuple[str, ...]:
+    return tuple(json.loads(meta["speed_metrics"])) if "speed_metrics" in meta else DEFAULT_SPEED_METRICS
+
+
+def _largest_step(curves_by_metric: dict[str, list[ConditionCurves]]) -> int:
+    """The last step any loaded curve reached (at least 1)."""
+    return max((int(c.steps[-1]) for per in curves_by_metric.values() for c in per if len(c.steps)), default=1)
+
+
 def curves(store: Store, metric: str) -> list[ConditionCurves]:
     """Per condition (study order), the metric's curves of all runs on a common step axis."""
-    by_run = store.curve(metric)
-    runs = store.runs()
+    return _curves(store.curve(metric), store.runs(), store.conditions())
+
+
+def _curves(
+    by_run: dict[int, tuple[np.ndarray, np.ndarray]], runs: list[RunRow], conditions: list[dict]
+) -> list[ConditionCurves]:
+    """One metric's ``run_id -> (steps, values)`` as arrays per condition on the union of steps."""
     steps = np.unique(np.concatenate([s for s, _ in by_run.values()])) if by_run else np.zeros(0, np.int64)
     result = []
-    for condition in [c["name"] for c in store.conditions()]:
+    for condition in [c["name"] for c in conditions]:
         members = [run for run in runs if run.condition == condition]
         values = np.full((len(members), len(steps)), np.nan)
         for row, run in enumerate(members):
@@ -46,53 +166,6 @@ def curves(store: Store, metric: str) -> list[ConditionCurves]:
                 values[row, np.searchsorted(steps, run_steps)] = run_values
         result.append(ConditionCurves(condition, [run.seed for run in members], steps, values))
     return result
-
-
-@dataclasses.dataclass(frozen=True)
-class ConditionSummary:
-    """Progress and end results of one condition."""
-
-    condition: str
-    runs: int
-    finished: int
-    failed: int
-    progress: float  # fraction of the condition's updates done
-    final: dict[str, float]  # metric -> IQM over runs of final performance
-
-
-def summary(store: Store, metric_names: tuple[str, ...] = ("score", "eval_score", "steps")) -> list[ConditionSummary]:
-    """One row per condition: runs finished / failed, progress, IQM of final performance."""
-    runs = store.runs()
-    totals = {batch.batch_id: batch.total_updates for batch in store.batches()}
-    budget_steps = int(store.meta().get("budget_steps", 0))
-    tables = {}
-    for metric in metric_names:
-        tables[metric] = {curve.condition: curve for curve in curves(store, metric)}
-        for curve in tables[metric].values():
-            if len(curve.steps):
-                budget_steps = max(budget_steps, int(curve.steps[-1]))
-    rows = []
-    for condition in [c["name"] for c in store.conditions()]:
-        members = [run for run in runs if run.condition == condition]
-        done = sum(min(run.updates_done, totals[run.batch]) for run in members)
-        final = {}
-        for metric in metric_names:
-            curve = tables[metric].get(condition)
-            if curve is None:
-                final[metric] = float("nan")
-            else:
-                final[metric] = stats.iqm(metrics.final_performance(curve.steps, curve.values, budget_steps))
-        rows.append(
-            ConditionSummary(
-                condition=condition,
-                runs=len(members),
-                finished=sum(run.status == "finished" for run in members),
-                failed=sum(run.status == "failed" for run in members),
-                progress=done / max(1, sum(totals[run.batch] for run in members)),
-                final=final,
-            )
-        )
-    return rows
 
 
 def export(store: Store, path: Path, format: str, metric: str = "score") -> Path:
@@ -123,16 +196,6 @@ def export(store: Store, path: Path, format: str, metric: str = "score") -> Path
     return path
 
 
-def best_seed(store: Store, condition: str, metric: str = "score") -> int:
-    """The seed of ``condition`` with the highest final performance in ``metric``."""
-    budget = int(store.meta().get("budget_steps", 0))
-    for curve in curves(store, metric):
-        if curve.condition == condition:
-            finals = metrics.final_performance(curve.steps, curve.values, budget or int(curve.steps[-1]))
-            return curve.seeds[int(np.nanargmax(finals))] if np.isfinite(finals).any() else curve.seeds[0]
-    raise ConfigError("condition", f"no condition {condition!r}; choose one of {', '.join(_condition_names(store))}")
-
-
 def _condition_names(store: Store) -> list[str]:
     return [c["name"] for c in store.conditions()]
 
@@ -140,9 +203,11 @@ def _condition_names(store: Store) -> list[str]:
 def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_steps: int = 500) -> tuple:
     """One greedy episode of a trained run, from its batch's latest checkpoint:
     ``(env config, states)``."""
+    import jax
+
+    from regspeed.learn import checkpoint
     from regspeed.learn.regularizers import Regularizer
     from regspeed.study import spec as spec_module
-    from regspeed.study import tasks
 
     names = _condition_names(store)
     if condition not in names:
@@ -156,9 +221,15 @@ def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_
     if batch.checkpoint is None:
         raise ConfigError("condition", f"{condition} seed {seed} has not trained yet; run the study first")
     spec = spec_module.validate(json.loads(store.meta()["spec_json"]))
+    learner = spec_module.learner_of(spec)
+    if learner.play is None:
+        raise ConfigError("study", f"{spec.task} is not a game: there is nothing to watch")
     regularizer = Regularizer(**next(c["regularizer"] for c in store.conditions() if c["name"] == condition))
+    setup = spec_module.setup(spec, regularizer)
     with np.load(store.folder / CHECKPOINTS / batch.checkpoint) as data:
         arrays = dict(data)
-    batch_size = sum(r.batch == run.batch for r in runs)
-    task = tasks.REGISTRY[spec.task]
-    return task.episode(spec, regularizer, arrays, batch_size, run.position, episode_seed, max_steps)
+    runs_in_batch = sum(r.batch == run.batch for r in runs)
+    template = learner.start(setup, [0] * runs_in_batch, np.zeros(runs_in_batch))
+    carry = checkpoint.from_arrays(arrays, template, f"batch {run.batch}")
+    params = jax.tree.map(lambda leaf: leaf[run.position], carry.params)
+    return learner.play(setup.config, params, jax.random.key(episode_seed), max_steps)

@@ -36,7 +36,6 @@ from regspeed.learn import driver as training
 from regspeed.learn import regularizers as regs
 from regspeed.study import spec as spec_module
 from regspeed.study import store as store_module
-from regspeed.study import tasks
 from regspeed.study.spec import Spec
 
 BACKENDS = ("local", "ray")
@@ -83,23 +82,51 @@ class StudyOutcome:
 # --------------------------------------------------------------------------------- plan
 
 
-def plan(spec: Spec) -> tuple[list[tuple[regs.Regularizer, list[tuple[str, float, int]]]], dict[str, Any]]:
-    """Batches as (regularizer, [(condition, strength, seed), ...]) and facts about the plan."""
-    task = tasks.REGISTRY[spec.task]
-    groups: dict[regs.Regularizer, list[tuple[str, float, int]]] = {}
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One planned run: a condition at its strength, with one seed."""
+
+    condition: str
+    strength: float
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Runs trained together by one compiled program: they share the regularizer's static
+    part; strength and seed are vmapped."""
+
+    regularizer: regs.Regularizer
+    runs: tuple[Run, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A study's batches, and the memory they were sized for."""
+
+    batches: tuple[Batch, ...]
+    memory_cap_gb: float
+    largest_batch_estimate_gb: float
+
+
+def plan(spec: Spec) -> Plan:
+    """Conditions x seeds as batches: one group per static regularizer, cut into equal
+    batches that fit ``execution.memory_cap_gb``."""
+    learner = spec_module.learner_of(spec)
+    groups: dict[regs.Regularizer, list[Run]] = {}
     for condition in spec_module.conditions(spec):
         runs = groups.setdefault(condition.regularizer, [])
-        runs += [(condition.name, condition.strength, seed) for seed in spec.seed_list()]
-    batches = []
+        runs += [Run(condition.name, condition.strength, seed) for seed in spec.seed_list()]
+    batches: list[Batch] = []
     cap = spec.execution.memory_cap_gb * 2**30
     largest = 0
     for regularizer, runs in groups.items():
-        per_run = task.bytes_per_run(task.static_config(spec, regularizer))
+        per_run = learner.bytes_per_run(spec_module.setup(spec, regularizer).config)
         most = max(1, int(cap // per_run))
         size = math.ceil(len(runs) / math.ceil(len(runs) / most))  # equal batches: fewer compiled shapes
-        batches += [(regularizer, runs[i : i + size]) for i in range(0, len(runs), size)]
+        batches += [Batch(regularizer, tuple(runs[i : i + size])) for i in range(0, len(runs), size)]
         largest = max(largest, size * per_run)
-    return batches, {"memory_cap_gb": spec.execution.memory_cap_gb, "largest_batch_estimate_gb": largest / 2**30}
+    return Plan(tuple(batches), spec.execution.memory_cap_gb, largest / 2**30)
 
 
 def software_versions() -> dict[str, str]:
@@ -128,22 +155,22 @@ def software_versions() -> dict[str, str]:
 def execute_batch(job: BatchJob, chunk_updates: int) -> Iterator[ChunkOutcome]:
     """Train one batch from its start (fresh, or a checkpoint) to the end, chunk by chunk."""
     spec = spec_module.validate(job.spec)
-    task = tasks.REGISTRY[spec.task]
-    config = task.static_config(spec, regs.Regularizer(**job.regularizer))
-    carry = task.trainer.init_batch(config, task.run_keys(job.seeds), task.hparams(spec, np.asarray(job.strengths)))
+    learner = spec_module.learner_of(spec)
+    setup = spec_module.setup(spec, regs.Regularizer(**job.regularizer))
+    carry = learner.start(setup, job.seeds, job.strengths)
     if job.start is not None:
         carry = checkpoint.from_arrays(job.start, carry, f"batch {job.batch_id}")
-    total = task.total_updates(config)
+    total = learner.total_updates(setup)
     eval_every = spec.evaluation.every_updates
     started = time.perf_counter()
-    for report in training.iterate(task.trainer, config, carry, total, chunk_updates, eval_every):
+    for report in training.iterate(learner.trainer, setup.config, carry, total, chunk_updates, eval_every):
         arrays = checkpoint.to_arrays(report.carry)
         now = time.perf_counter()
         yield ChunkOutcome(
             batch_id=job.batch_id,
             updates_done=report.updates_done,
             total_updates=total,
-            steps_per_update=task.steps_per_update(config),
+            steps_per_update=learner.steps_per_update(setup),
             metrics=report.metrics,
             evaluations=report.evaluations,
             carry=arrays,
@@ -220,8 +247,8 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
                 "run it in another folder (--out) or restore the spec",
             )
         return store_module.Store.open(folder)
-    task = tasks.REGISTRY[spec.task]
-    batches, facts = plan(spec)
+    learner = spec_module.learner_of(spec)
+    the_plan = plan(spec)
     conditions = [
         (c.name, c.regularizer.kind, c.strength, json.dumps(dataclasses.asdict(c.regularizer)))
         for c in spec_module.conditions(spec)
@@ -229,22 +256,24 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
     planned = []
     batch_rows = []
     budget_steps = 0
-    for batch_id, (regularizer, runs) in enumerate(batches):
-        static = task.static_config(spec, regularizer)
-        total = task.total_updates(static)
-        budget_steps = max(budget_steps, total * task.steps_per_update(static))
-        batch_rows.append((list(dict.fromkeys(name for name, _, _ in runs)), total))
+    for batch_id, batch in enumerate(the_plan.batches):
+        setup = spec_module.setup(spec, batch.regularizer)
+        total = learner.total_updates(setup)
+        budget_steps = max(budget_steps, total * learner.steps_per_update(setup))
+        batch_rows.append((list(dict.fromkeys(run.condition for run in batch.runs)), total))
         planned += [
-            store_module.PlannedRun(name, seed, batch_id, position) for position, (name, _, seed) in enumerate(runs)
+            store_module.PlannedRun(run.condition, run.seed, batch_id, position)
+            for position, run in enumerate(batch.runs)
         ]
+    facts = {"memory_cap_gb": the_plan.memory_cap_gb, "largest_batch_estimate_gb": the_plan.largest_batch_estimate_gb}
     meta = {
         "spec_toml": spec_text,
         "spec_json": json.dumps(normalized),
         "versions": json.dumps(software_versions()),
         "plan": json.dumps(facts),
         "budget_steps": str(budget_steps),  # the budget as trained: whole updates
-        "step_unit": task.step_unit,
-        "speed_metrics": json.dumps(task.speed_metrics),
+        "step_unit": learner.step_unit,
+        "speed_metrics": json.dumps(learner.speed_metrics),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return store_module.Store.create(folder, meta, conditions, batch_rows, planned)

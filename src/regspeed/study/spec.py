@@ -1,7 +1,7 @@
 """What a study is: a TOML file validated with pydantic, and the conditions it expands to.
 
-A spec names a task (``snake-ppo``; tasks register themselves in
-:mod:`regspeed.study.tasks`), the task's configuration, a budget, seeds, the regularizers
+A spec names a task (a learner of :mod:`regspeed.learn.registry`, e.g. ``snake-ppo``), the
+task's configuration (the learner's tables), a budget, seeds, the regularizers
 to compare with their strengths, evaluation settings and learning-speed thresholds. The
 baseline (``none``) is always a condition.
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -23,18 +22,17 @@ import numpy as np
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from regspeed.errors import ConfigError
+from regspeed.errors import ConfigError, ConfigProblemsError
+from regspeed.learn import registry, tables
 from regspeed.learn import regularizers as regs
+from regspeed.learn.learner import Learner, Request, Setup
 
 
-class SpecError(ConfigError):
+class SpecError(ConfigProblemsError):
     """A spec with one or more problems; each is ``(toml_path, message)``."""
 
     def __init__(self, problems: list[tuple[str, str]], source: str = "spec") -> None:
-        self.problems = problems
-        lines = [f"{path}: {message}" if path else message for path, message in problems]
-        noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(source, f"{len(problems)} {noun}\n  " + "\n  ".join(lines))
+        super().__init__(problems, source)
 
 
 class _Strict(BaseModel):
@@ -106,7 +104,7 @@ Threshold = Literal["auto"] | list[float]
 
 
 class Spec(_Strict):
-    """A whole study. ``config`` is validated by the task (see :mod:`regspeed.study.tasks`)."""
+    """A whole study. ``config`` holds the learner's tables, validated by its ``build``."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     task: str
@@ -187,15 +185,45 @@ def quick(spec: Spec) -> Spec:
     return spec.model_copy(update=smaller)
 
 
-def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
-    from regspeed.study import tasks
+def learner_of(spec: Spec) -> Learner:
+    """The learner a spec's ``task`` names."""
+    return registry.get(spec.task)
 
+
+def setup(spec: Spec, regularizer: regs.Regularizer) -> Setup:
+    """The learner's setup for the runs of this study with ``regularizer``: built from
+    ``config`` with the study's budget and evaluation; problems carry their TOML paths."""
+    request = Request(
+        budget=spec.budget,
+        regularizer=regularizer,
+        eval_episodes=spec.evaluation.episodes,
+        eval_max_steps=spec.evaluation.max_steps,
+    )
+    try:
+        return learner_of(spec).build(spec.config, request)
+    except ConfigProblemsError as error:
+        raise SpecError([(_spec_path(path), message) for path, message in error.problems]) from None
+
+
+def _spec_path(path: str) -> str:
+    """A learner's table path as a TOML path of the spec."""
+    if path == "budget":
+        return path
+    if path.startswith("regularizer."):
+        return "regularizers." + path.removeprefix("regularizer.")
+    return f"config.{path}"
+
+
+def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
-    if spec.task not in tasks.REGISTRY:
-        problems.append(("task", f"unknown task {spec.task!r}; choose one of {', '.join(tasks.REGISTRY)}"))
+    if spec.task not in registry.LEARNERS:
+        problems.append(("task", f"unknown task {spec.task!r}; choose one of {', '.join(registry.names())}"))
         return problems
-    task = tasks.REGISTRY[spec.task]
-    problems += task.check(spec)
+    learner = learner_of(spec)
+    try:
+        setup(spec, regs.Regularizer())
+    except SpecError as error:
+        problems += error.problems
     seen: dict[tuple, int] = {}
     for index, entry in enumerate(spec.regularizers):
         path = f"regularizers[{index}]"
@@ -209,9 +237,9 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
             continue
         if not problems:  # the task's own configuration is valid: check it accepts this regularizer
             try:
-                task.static_config(spec, regularizer)
-            except ConfigError as error:
-                problems.append((f"{path}.{error.field.rsplit('.', 1)[-1]}", error.problem))
+                setup(spec, regularizer)
+            except SpecError as error:
+                problems += [(f"{path}.{field.rsplit('.', 1)[-1]}", message) for field, message in error.problems]
         for strength in entry.strengths:
             try:
                 regs.check_strength(regularizer, strength)
@@ -223,9 +251,9 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
                 problems.append((path, f"repeats regularizers[{seen[regularizer, strength]}] at strength {strength:g}"))
             seen.setdefault((regularizer, strength), index)
     for metric, threshold in spec.thresholds.items():
-        if metric not in task.speed_metrics:
+        if metric not in learner.speed_metrics:
             problems.append(
-                (f"thresholds.{metric}", f"unknown metric; {spec.task} measures {', '.join(task.speed_metrics)}")
+                (f"thresholds.{metric}", f"unknown metric; {spec.task} measures {', '.join(learner.speed_metrics)}")
             )
         elif isinstance(threshold, list) and not threshold:
             problems.append((f"thresholds.{metric}", 'give at least one threshold, or "auto"'))
@@ -273,72 +301,12 @@ def condition_name(regularizer: regs.Regularizer, strength: float) -> str:
 
 # ------------------------------------------------------------------ messages and diffs
 
-_MESSAGES = {
-    "extra_forbidden": "unknown key; remove it or check its spelling",
-    "unexpected_keyword_argument": "unknown key; remove it or check its spelling",
-    "missing": "required; add it",
-}
-
-
-def toml_path(location: tuple[Any, ...]) -> str:
-    """``('regularizers', 2, 'strengths')`` -> ``regularizers[2].strengths``."""
-    path = ""
-    for part in location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z0-9_-]+", str(part)):
-            path += f".{part}" if path else str(part)
-        else:  # pydantic's union-member tags such as 'literal['auto']': not part of the TOML
-            continue
-    return path
-
-
-def _message(detail: dict[str, Any]) -> str:
-    kind, context = detail["type"], detail.get("ctx", {})
-    if kind in _MESSAGES:
-        return _MESSAGES[kind]
-    if kind == "value_error":  # our own validators already say what they got
-        return detail["msg"].removeprefix("Value error, ")
-    if kind == "string_pattern_mismatch":
-        message = "use letters, digits, '_', '.' and '-' only (it names the study's folder)"
-    elif kind in _BOUNDS:
-        symbol, key = _BOUNDS[kind]
-        message = f"must be {symbol} {context[key]}"
-    else:
-        message = detail["msg"]
-    given = detail.get("input")
-    return message if isinstance(given, dict) else f"{message} (got {given!r})"
-
-
-_BOUNDS = {
-    "greater_than": (">", "gt"),
-    "greater_than_equal": (">=", "ge"),
-    "less_than": ("<", "lt"),
-    "less_than_equal": ("<=", "le"),
-}
-
 
 def describe_validation_error(error: pydantic.ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
-    """One ``(toml_path, message)`` per problem pydantic found (duplicates from unions merged)."""
-    problems: list[tuple[str, str]] = []
-    for detail in error.errors(include_url=False):
-        location = prefix + tuple(detail["loc"])
-        cause = detail.get("ctx", {}).get("error")
-        if isinstance(cause, ConfigError):  # raised by a dataclass's own checks
-            location = (*location, cause.field)
-            message = cause.problem
-        else:
-            message = _message(detail)
-        problem = (toml_path(location), message)
-        if problem not in problems:
-            problems.append(problem)
-    return _merge_union_problems(problems)
-
-
-def _merge_union_problems(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """A threshold that is neither "auto" nor a list gets one message, not one per union member."""
+    """One ``(toml_path, message)`` per problem pydantic found in a spec (a threshold that is
+    neither "auto" nor a list gets one message, not one per member of the union)."""
     merged: dict[str, str] = {}
-    for path, message in problems:
+    for path, message in tables.describe_validation_error(error, prefix):
         if path in merged and path.startswith("thresholds."):
             merged[path] = 'must be "auto" or a list of numbers'
         else:
@@ -349,10 +317,8 @@ def _merge_union_problems(problems: list[tuple[str, str]]) -> list[tuple[str, st
 def normalized(spec: Spec) -> dict[str, Any]:
     """The spec as plain data, with the task's configuration fully resolved (defaults
     filled in), so that two specs meaning the same study compare equal."""
-    from regspeed.study import tasks
-
     data = spec.model_dump(mode="json")
-    data["config"] = tasks.REGISTRY[spec.task].resolved_config(spec)
+    data["config"] = learner_of(spec).tables(setup(spec, regs.Regularizer()))
     return data
 
 
@@ -372,4 +338,4 @@ def _diff(left: Any, right: Any, location: tuple) -> list[tuple[str, Any, Any]]:
         for index, (a, b) in enumerate(zip(left, right, strict=True)):
             found += _diff(a, b, (*location, index))
         return found
-    return [] if left == right else [(toml_path(location) or "spec", left, right)]
+    return [] if left == right else [(tables.toml_path(location) or "spec", left, right)]

@@ -1,0 +1,125 @@
+"""Configurations from TOML-like tables: validated by pydantic into the learners' frozen
+dataclasses, every problem reported at once with the path of its field.
+
+A learner's *tables* are plain data as TOML parses them (``{"env": {"rows": 6}, "ppo":
+{"learning_rate": 1e-3}}``); a study's spec holds them under ``config``, and the
+``regspeed train`` command makes the same tables from its flags. Problem paths are relative
+to the tables (``env.rows``); callers prefix or translate them (``config.env.rows`` in a
+spec, ``--rows`` on the command line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from typing import Any
+
+import pydantic
+
+from regspeed.errors import ConfigError
+
+Problems = list[tuple[str, str]]
+Tables = dict[str, Any]
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses (nested anywhere) and tuples as JSON would give them back: dicts, lists, numbers."""
+    return json.loads(json.dumps(value, default=dataclasses.asdict))
+
+
+def unknown_keys(table: dict[str, Any], kind: type, path: str) -> Problems:
+    """Keys of a table that are not fields of the dataclass it configures."""
+    known = {field.name for field in dataclasses.fields(kind)}
+    prefix = f"{path}." if path else ""
+    return [(f"{prefix}{key}", "unknown key; remove it or check its spelling") for key in table if key not in known]
+
+
+def validated(kind: type, data: dict[str, Any], path: tuple[Any, ...] = ()) -> tuple[Any, Problems]:
+    """``kind`` (a dataclass) validated from ``data``: ``(instance, [])`` or ``(None, problems)``."""
+    try:
+        return pydantic.TypeAdapter(kind).validate_python(data), []
+    except pydantic.ValidationError as error:
+        return None, describe_validation_error(error, path)
+
+
+def learning_rate(table: dict[str, Any], default: float, path: str) -> tuple[float, Problems]:
+    """The ``learning_rate`` key of a table (removed from it), or ``default``."""
+    value = table.pop("learning_rate", default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+        return default, [(path, f"must be a number > 0 (got {value!r})")]
+    return float(value), []
+
+
+def set_by_caller(table: dict[str, Any], fields: tuple[str, ...], path: str) -> Problems:
+    """Keys of ``table`` that the caller sets (budget, evaluation, regularizer): removed, each a problem."""
+    prefix = f"{path}." if path else ""
+    found = sorted(set(table) & set(fields))
+    for key in found:
+        table.pop(key)
+    return [(f"{prefix}{key}", "set by the study or command (budget, evaluation, regularizer)") for key in found]
+
+
+# ------------------------------------------------------------------ pydantic messages
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key; remove it or check its spelling",
+    "unexpected_keyword_argument": "unknown key; remove it or check its spelling",
+    "missing": "required; add it",
+}
+
+_BOUNDS = {
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
+
+
+def toml_path(location: tuple[Any, ...]) -> str:
+    """``('regularizers', 2, 'strengths')`` -> ``regularizers[2].strengths``."""
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", str(part)):
+            path += f".{part}" if path else str(part)
+        else:  # pydantic's union-member tags such as 'literal['auto']': not part of the TOML
+            continue
+    return path
+
+
+def _message(detail: dict[str, Any]) -> str:
+    kind, context = detail["type"], detail.get("ctx", {})
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind == "value_error":  # our own validators already say what they got
+        return detail["msg"].removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch":
+        message = "use letters, digits, '_', '.' and '-' only (it names the study's folder)"
+    elif kind in _BOUNDS:
+        symbol, key = _BOUNDS[kind]
+        message = f"must be {symbol} {context[key]}"
+    else:
+        message = detail["msg"]
+    given = detail.get("input")
+    return message if isinstance(given, dict) else f"{message} (got {given!r})"
+
+
+def describe_validation_error(error: pydantic.ValidationError, prefix: tuple[Any, ...] = ()) -> Problems:
+    """One ``(toml_path, message)`` per problem pydantic found (exact duplicates dropped)."""
+    problems: Problems = []
+    for detail in error.errors(include_url=False):
+        location = prefix + tuple(detail["loc"])
+        cause = detail.get("ctx", {}).get("error")
+        if isinstance(cause, ConfigError):  # raised by a dataclass's own checks
+            location = (*location, cause.field)
+            message = cause.problem
+        else:
+            message = _message(detail)
+        problem = (toml_path(location), message)
+        if problem not in problems:
+            problems.append(problem)
+    return problems
+

@@ -1,0 +1,106 @@
+"""The report's evidence, rendered: its figures (from the analysis and the curves) and, for
+a game, GIFs of trained runs playing (from the store's checkpoints)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from regspeed.analysis import progress
+from regspeed.analysis.compare import StudyAnalysis
+from regspeed.envs import render
+from regspeed.errors import ConfigError
+from regspeed.report import plots
+from regspeed.report.model import Animation, Figure
+from regspeed.study import results
+from regspeed.study.results import StudyData
+from regspeed.study.store import Store
+
+SMOOTHED_CAPTION = "IQM over runs (smoothed with a trailing mean over 5% of the points) with a 95% bootstrap band."
+DIAGNOSTICS = (  # metric, title, caption, line at zero
+    ("weight_l2", "Weight L2 norm", "L2 norm of the regularized weights during training (IQM, 95% band).", False),
+    ("near_zero_fraction", "Sparsity", "Fraction of weights with |w| < 1e-3 during training.", False),
+    (
+        "grad_cosine",
+        "Do the objectives compete?",
+        "Cosine between the task-loss gradient and the regularizer's gradient (or decay direction). "
+        "Below 0 the regularizer pulls against the task; near 0 it is orthogonal to it.",
+        True,
+    ),
+)
+
+
+def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
+    """The report's figures: learning curves of every speed metric, the Kaplan-Meier curves
+    and the sensitivity to strength of the primary comparison, final performance, and the
+    diagnostic curves the study recorded."""
+    made = []
+    for metric in analysis.summaries:
+        curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, smooth=not metric.startswith("eval"))
+        made.append(Figure(f"Learning curves: {data.label(metric)}", SMOOTHED_CAPTION, plots.to_png(curve)))
+    km = plots.kaplan_meier(analysis)
+    if km is not None:
+        first = next(iter(analysis.primary.values()))
+        made.append(
+            Figure(
+                "Time to threshold (Kaplan-Meier)",
+                f"Share of runs that have not yet reached {first.metric} {first.threshold:g}; runs that never "
+                "reach it stay in the curve up to the budget (censored). Lower and further left is faster.",
+                plots.to_png(km),
+            )
+        )
+    primary_metric = next(iter(analysis.primary.values())).metric if analysis.primary else None
+    if primary_metric in analysis.summaries:
+        made.append(
+            Figure(
+                "Sensitivity to strength",
+                "Left: final performance (IQM, 95% CI) against strength, baseline band in grey. "
+                "Right: speed-up to the primary threshold (> 1 is faster).",
+                plots.to_png(plots.sensitivity(analysis, primary_metric)),
+            )
+        )
+        made.append(
+            Figure(
+                "Final performance",
+                "IQM over runs of the mean over the last 10% of the budget, with 95% bootstrap intervals.",
+                plots.to_png(plots.final_intervals(analysis, primary_metric)),
+            )
+        )
+    for metric, title, caption, zero in DIAGNOSTICS:
+        if metric in data.curves:
+            curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, True, zero)
+            made.append(Figure(title, caption, plots.to_png(curve)))
+    return made
+
+
+def animations(store: Store, data: StudyData, analysis: StudyAnalysis, max_steps: int = 300) -> list[Animation]:
+    """For a game: GIFs of the best run of the baseline and of each regularizer kind's best
+    condition (by final training score), playing the same evaluation episode greedily."""
+    metric = "score" if "score" in analysis.summaries else next(iter(analysis.summaries), None)
+    if metric is None or not data.watchable:
+        return []
+    summaries = analysis.summaries[metric]
+    chosen = [summaries[0]]
+    for kind in dict.fromkeys(s.kind for s in summaries[1:]):
+        of_kind = [s for s in summaries if s.kind == kind and np.isfinite(s.final.value)]
+        if of_kind:
+            chosen.append(max(of_kind, key=lambda s: s.final.value))
+    made = []
+    for summary in chosen:
+        seed = progress.best_seed(data, summary.condition, metric)
+        try:
+            env, states = results.episode(store, summary.condition, seed, 0, max_steps)
+        except ConfigError:  # not trained yet (a partial study)
+            continue
+        buffer = io.BytesIO()
+        render.save_gif(env, states, buffer, cell_pixels=12)
+        score = int(states[-1].length) - env.initial_length
+        made.append(
+            Animation(
+                f"{summary.condition} (seed {seed})",
+                f"greedy policy, {len(states)} steps, score {score}",
+                buffer.getvalue(),
+            )
+        )
+    return made

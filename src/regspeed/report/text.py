@@ -1,0 +1,226 @@
+"""The report's words: the answer, one sentence per comparison, the tables' cells, the
+setup and the caveats, written from the analysis (and, for the setup, the study's data)."""
+
+from __future__ import annotations
+
+import math
+
+from regspeed.analysis.compare import Comparison, Opposition, StudyAnalysis
+from regspeed.study.results import StudyData
+
+QUESTION = "Does L1/L2 regularization make a neural network learn faster?"
+VERDICT_HEADER = ["condition", "verdict", "speed-up [95% CI]", "p (Holm)", "reached", "final [95% CI]", "P(AUC better)"]
+COMPARISON_HEADER = [
+    "condition",
+    "metric",
+    "threshold",
+    "verdict",
+    "speed-up [95% CI]",
+    "p",
+    "p (Holm)",
+    "reached",
+    "median",
+]
+
+
+def number(value: float, digits: int = 3) -> str:
+    """A value to ``digits`` significant digits; ``-`` when missing, ``never`` when infinite."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if math.isinf(value):
+        return "never" if value > 0 else "-inf"
+    return f"{value:.{digits}g}"
+
+
+def steps(value: float) -> str:
+    """A time to threshold in budget units, or ``not reached``."""
+    return "not reached" if math.isinf(value) else f"{value:,.0f}"
+
+
+def ratio(comparison: Comparison) -> str:
+    """The speed-up with its interval, or why there is none."""
+    interval = comparison.speedup
+    if comparison.reached == 0:
+        return "never reached"
+    if math.isinf(interval.value):
+        return "only this condition reached it"
+
+    def bound(value: float) -> str:
+        return "inf" if math.isinf(value) else number(value, 2)
+
+    return f"{number(interval.value, 2)}x [{bound(interval.low)}, {bound(interval.high)}]"
+
+
+def sentence(comparison: Comparison, analysis: StudyAnalysis) -> str:
+    """The plain-language result of one comparison."""
+    target = f"a {analysis.label(comparison.metric)} of {comparison.threshold:g}"
+    p = f"p = {number(comparison.p_holm, 2)} after Holm correction"
+    details = (
+        f"speed-up {ratio(comparison)}; median {steps(comparison.median_steps)} vs "
+        f"{steps(comparison.baseline_median_steps)} {analysis.step_unit}; "
+        f"{comparison.reached}/{comparison.runs} runs reached it"
+    )
+    if comparison.verdict == "faster":
+        head = f"{comparison.condition} reached {target} sooner than the baseline"
+    elif comparison.verdict == "slower":
+        head = f"{comparison.condition} reached {target} later than the baseline, or never"
+    else:
+        head = f"{comparison.condition}: no detectable difference in the time to reach {target}"
+    return f"{head} ({details}), {p}."
+
+
+def opposition_sentence(opposition: Opposition) -> str:
+    """How strongly the regularizer's gradient opposed the task's."""
+    return (
+        f"{opposition.condition}: the regularizer's gradient pointed against the task's in "
+        f"{opposition.opposing_share:.0%} of updates (mean cosine {opposition.mean_cosine:+.3f})."
+    )
+
+
+def headline(analysis: StudyAnalysis) -> str:
+    """One paragraph answering the question for this study."""
+    if not analysis.primary:
+        return "No thresholds were set for any metric, so learning speed was not compared."
+    first = next(iter(analysis.primary.values()))
+    counts = {
+        verdict: [c.condition for c in analysis.primary.values() if c.verdict == verdict]
+        for verdict in ("faster", "slower", "no detectable difference")
+    }
+    parts = [
+        f"Measured as the {analysis.step_unit} needed to reach a "
+        f"{analysis.label(first.metric)} of {first.threshold:g}, with {analysis.seeds} seeds per "
+        f"condition and Holm's correction over all {len(analysis.comparisons)} comparisons:"
+    ]
+    for verdict, names in counts.items():
+        if names:
+            parts.append(f"{verdict}: {', '.join(names)}.")
+    if not counts["faster"]:
+        parts.append("No regularizer made learning detectably faster in this study.")
+    return " ".join(parts)
+
+
+def findings(analysis: StudyAnalysis) -> list[str]:
+    """The answer's details: each condition's primary comparison, then how its regularizer's
+    gradient pointed."""
+    return [sentence(c, analysis) for c in analysis.primary.values()] + [
+        opposition_sentence(o) for o in analysis.opposition
+    ]
+
+
+def verdict_title(analysis: StudyAnalysis) -> str:
+    """What the verdict table compares."""
+    first = next(iter(analysis.primary.values()), None)
+    return f"{analysis.name}: time to {first.metric} {first.threshold:g} vs baseline" if first else analysis.name
+
+
+def verdict_rows(analysis: StudyAnalysis) -> list[list[str]]:
+    """One row per condition (cells of :data:`VERDICT_HEADER`): its primary comparison and
+    final performance."""
+    first = next(iter(analysis.primary.values()), None)
+    metric = first.metric if first else next(iter(analysis.summaries), None)
+    summaries = {s.condition: s for s in analysis.summaries.get(metric, [])}
+    rows = []
+    for condition in analysis.conditions:
+        name = condition.name
+        summary = summaries.get(name)
+        final = (
+            f"{number(summary.final.value)} [{number(summary.final.low)}, {number(summary.final.high)}]"
+            if summary
+            else "-"
+        )
+        label = name + ("" if name not in analysis.incomplete else " (incomplete)")
+        comparison = analysis.primary.get(name)
+        if comparison is None:
+            rows.append([label, "baseline", "", "", "", final, ""])
+            continue
+        auc = comparison.auc_improvement
+        rows.append(
+            [
+                label,
+                comparison.verdict,
+                ratio(comparison),
+                number(comparison.p_holm, 2),
+                f"{comparison.reached}/{comparison.runs}",
+                final,
+                f"{number(auc.value, 2)} [{number(auc.low, 2)}, {number(auc.high, 2)}]",
+            ]
+        )
+    return rows
+
+
+def per_metric(analysis: StudyAnalysis) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: every metric with thresholds, at its middle threshold, side by side
+    (fitting vs generalization for supervised tasks; score vs survival for Snake)."""
+    middles = {metric: levels[len(levels) // 2] for metric, levels in analysis.thresholds.items() if levels}
+    found = {(c.condition, c.metric): c for c in analysis.comparisons if middles.get(c.metric) == c.threshold}
+    header = ["condition", *(f"{metric} {level:g}" for metric, level in middles.items())]
+    rows = []
+    for condition in analysis.conditions[1:]:
+        cells = [condition.name]
+        for metric in middles:
+            comparison = found.get((condition.name, metric))
+            cells.append(f"{comparison.verdict}: {ratio(comparison)}" if comparison else "-")
+        rows.append(cells)
+    return header, rows
+
+
+def comparison_rows(analysis: StudyAnalysis) -> list[list[str]]:
+    """Every comparison of the study (cells of :data:`COMPARISON_HEADER`)."""
+    return [
+        [
+            c.condition,
+            c.metric,
+            f"{c.threshold:g}",
+            c.verdict,
+            ratio(c),
+            number(c.p_value, 2),
+            number(c.p_holm, 2),
+            f"{c.reached}/{c.runs}",
+            steps(c.median_steps),
+        ]
+        for c in analysis.comparisons
+    ]
+
+
+def setup_lines(data: StudyData, analysis: StudyAnalysis) -> list[str]:
+    """The study's design, the machine and software it ran on, and its thresholds."""
+    versions = data.versions
+    return [
+        f"Study `{analysis.name}`: {len(analysis.conditions)} conditions x {analysis.seeds} seeds, "
+        f"budget {analysis.budget_steps:,} {analysis.step_unit} per run.",
+        f"Trained for {data.wall_seconds / 60:.1f} minutes of wall time on {versions.get('device', '?')} "
+        f"({versions.get('cpu_count', '?')} CPUs, {versions.get('platform', '?')}).",
+        "Software: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("platform", "device", "cpu_count")),
+        "Thresholds: "
+        + "; ".join(f"{m}: {', '.join(f'{t:g}' for t in ts)}" for m, ts in analysis.thresholds.items())
+        + ' ("auto" = 25/50/75% of the best condition\'s final IQM).',
+    ]
+
+
+def caveats(analysis: StudyAnalysis) -> list[str]:
+    """What the numbers do not say: censoring, threshold dependence, scope, power, and the
+    runs that are unfinished or failed."""
+    notes = [
+        "Runs that never reached a threshold are right-censored at the budget (or at their last recorded step), "
+        "not dropped; a median marked 'not reached' means fewer than half of the runs got there.",
+        "Learning speed depends on the threshold: a regularizer can reach a low threshold sooner and a high one "
+        "later. All thresholds are in the full comparison table; the verdict uses the middle one.",
+        "Results hold for this budget, these strengths and this configuration; a longer budget can change "
+        "final performance without changing early speed.",
+    ]
+    if analysis.power is not None:
+        power = analysis.power
+        needed = power.seeds_for.get(1.2, -1)
+        notes.append(
+            f"Power: with {power.seeds} seeds per condition, at the level Holm's correction demands of the "
+            f"strongest comparison (alpha = {power.alpha:.2g}), a speed-up of "
+            f"{number(power.detectable_speedup)}x would be found with 80% probability; detecting 1.2x needs "
+            + (f"{needed} seeds per condition." if needed > 0 else "more than 300 seeds per condition.")
+            + " (Simulated by resampling the baseline's own times.)"
+        )
+    if analysis.incomplete:
+        notes.append(f"Incomplete conditions (runs still pending or running): {', '.join(analysis.incomplete)}.")
+    for condition, seed, error in analysis.failed_runs:
+        notes.append(f"Run {condition} seed {seed} failed: {error}. Its curves stop there.")
+    return notes
