@@ -25,7 +25,7 @@ from rich.table import Table
 
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
 from regspeed.analysis import compare
-from regspeed.report import report
+from regspeed.report import report, text
 from regspeed.study import runner
 from regspeed.study import spec as spec_module
 
@@ -33,14 +33,13 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STUDIES = ("linreg", "modadd", "digits", "teacher")
 
 
-def run_study(name: str, out: Path) -> tuple[compare.StudyAnalysis, float]:
-    """Run (or resume) an example study and analyse it; returns the analysis and seconds."""
+def run_study(name: str, out: Path) -> tuple[report.Report, float]:
+    """Run (or resume) an example study and report it; returns the report and the seconds it trained."""
     path = EXAMPLES / f"{name}.toml"
     start = time.perf_counter()
     runner.run(spec_module.load(path), out / name, path.read_text())
     seconds = time.perf_counter() - start
-    written = report.write(out / name)
-    return written.analysis, seconds
+    return report.write(out / name), seconds
 
 
 def comparison(analysis: compare.StudyAnalysis, condition: str, metric: str, threshold: float) -> compare.Comparison:
@@ -54,9 +53,9 @@ def check_linreg(analysis: compare.StudyAnalysis) -> list[tuple[str, bool, str]]
     """Every L2 condition reaches its own optimum sooner."""
     checks = []
     for condition in analysis.conditions[1:]:
-        found = comparison(analysis, condition["name"], "optimum_progress", 0.999)
-        detail = f"{report.sentence(found, analysis)}"
-        checks.append((f"linreg: {condition['name']} reaches its optimum sooner", found.verdict == "faster", detail))
+        found = comparison(analysis, condition.name, "optimum_progress", 0.999)
+        detail = text.sentence(found, analysis)
+        checks.append((f"linreg: {condition.name} reaches its optimum sooner", found.verdict == "faster", detail))
     return checks
 
 
@@ -64,15 +63,15 @@ def check_modadd(analysis: compare.StudyAnalysis) -> list[tuple[str, bool, str]]
     """Weight decay generalizes >= 3x sooner (or alone at all), without fitting sooner."""
     checks = []
     for condition in analysis.conditions[1:]:
-        test = comparison(analysis, condition["name"], "test_accuracy", 0.95)
+        test = comparison(analysis, condition.name, "test_accuracy", 0.95)
         ratio = test.speedup.value
         only_decay = math.isinf(test.baseline_median_steps) and test.reached > test.runs / 2
         generalizes = test.verdict == "faster" and (ratio >= 3.0 or only_decay)
-        checks.append((f"modadd: {condition['name']} reaches 95% test accuracy >= 3x sooner", generalizes,
-                       report.sentence(test, analysis)))  # fmt: skip
-        train = comparison(analysis, condition["name"], "train_accuracy", 0.95)
-        checks.append((f"modadd: {condition['name']} does not fit the training set sooner",
-                       train.verdict != "faster", report.sentence(train, analysis)))  # fmt: skip
+        checks.append((f"modadd: {condition.name} reaches 95% test accuracy >= 3x sooner", generalizes,
+                       text.sentence(test, analysis)))  # fmt: skip
+        train = comparison(analysis, condition.name, "train_accuracy", 0.95)
+        checks.append((f"modadd: {condition.name} does not fit the training set sooner",
+                       train.verdict != "faster", text.sentence(train, analysis)))  # fmt: skip
     return checks
 
 
@@ -88,14 +87,14 @@ def main() -> None:
         table.add_column(column)
     for name in args.only:
         with console.status(f"running examples/{name}.toml ..."):
-            analysis, seconds = run_study(name, args.out)
-        console.print(f"{name}: {seconds:.0f} s; report at {args.out / name / 'report.html'}")
+            written, seconds = run_study(name, args.out)
+        console.print(f"{name}: {seconds:.0f} s; report at {written.html_path}")
         checks = {"linreg": check_linreg, "modadd": check_modadd}.get(name)
         if checks is None:
-            console.print(report.verdict_table(analysis))
-            console.print(report.headline(analysis), soft_wrap=True)
+            console.print(written.table)
+            console.print(written.model.answer, soft_wrap=True)
             continue
-        for label, passed, evidence in checks(analysis):
+        for label, passed, evidence in checks(written.analysis):
             table.add_row(label, "[green]PASS[/]" if passed else "[red]FAIL[/]", evidence)
     console.print(table)
 

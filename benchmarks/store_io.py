@@ -3,8 +3,9 @@
 Writes go through the runner's path (:meth:`Store.record_chunk`: one transaction per
 chunk of a batch), with batches of ``--batch`` runs and chunks of ``--chunk`` points.
 Reads: one metric of every run (``Store.curve``), the same as per-condition arrays
-(``results.curves``), and the whole study as CSV (``results.export``). Prints times,
-rows per second and the file size.
+(``results.curves``), a study's data as the analysis reads it (``results.load`` of one
+metric), and the whole study as CSV (``results.export``). Prints times, rows per second
+and the file size.
 
     .venv/bin/python benchmarks/store_io.py                      # 10,000 x 1,000 x 10
     .venv/bin/python benchmarks/store_io.py --runs 1000          # a tenth of it
@@ -35,7 +36,8 @@ def create(folder: Path, runs: int, batch: int, points: int) -> store_module.Sto
         condition, seed = divmod(index, per_condition)
         planned.append(store_module.PlannedRun(f"c{condition}", seed, index // batch, index % batch))
     batches = [([f"c{(b * batch) // per_condition}"], points) for b in range((runs + batch - 1) // batch)]
-    return store_module.Store.create(folder, {"spec_json": "{}"}, conditions, batches, planned)
+    meta = {"spec_json": "{}", "speed_metrics": json.dumps(["metric_2"]), "budget_steps": str(points * 1000)}
+    return store_module.Store.create(folder, meta, conditions, batches, planned)
 
 
 def write(store: store_module.Store, runs: int, batch: int, points: int, metrics: int, chunk: int) -> int:
@@ -88,6 +90,11 @@ def main() -> None:
             results.curves(store, "metric_1")
             seconds = time.perf_counter() - start
             table.add_row("same, as arrays per condition", f"{seconds:.1f}", f"{per_metric / seconds:,.0f}", "")
+            results.load(store, ())  # once untimed: its first call imports the learners (JAX)
+            start = time.perf_counter()
+            results.load(store)
+            seconds = time.perf_counter() - start
+            table.add_row("study data (results.load)", f"{seconds:.1f}", f"{per_metric / seconds:,.0f}", "")
             start = time.perf_counter()
             results.export(store, folder / "all.csv", "csv")
             seconds = time.perf_counter() - start

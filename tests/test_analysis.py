@@ -1,8 +1,11 @@
 """Learning-speed metrics and statistics: hand-computed cases and synthetic data with known
-answers; the report on a real (tiny) study, opened in headless Chromium."""
+answers; the analysis and the progress table from arrays alone; the report's renderers on
+a model written by hand; the report on a real (tiny) study, opened in headless Chromium;
+and the layers importing only downward."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,7 +14,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from regspeed.analysis import metrics, stats
+from regspeed.analysis import compare, metrics, progress, stats
+from regspeed.errors import ConfigError
+from regspeed.study.results import Condition, ConditionCurves, Run, StudyData
 
 # ------------------------------------------------------------------------------ metrics
 
@@ -102,6 +107,114 @@ def test_power_grows_with_the_speedup_and_seeds_needed_are_enough() -> None:
     assert statement.seeds == 10 and statement.detectable_speedup in stats.SPEEDUP_GRID
     needed = statement.seeds_for[1.2]
     assert needed > 0 and stats.power(times, reached, 1.2, needed, 0.05) >= stats.POWER
+
+
+# ------------------------------------------------------------------- analysis from arrays
+
+BUDGET = 10_000
+STEPS = np.arange(1, 101) * 100  # a point every 100 steps up to the budget
+
+
+def _rising(times_to_one: np.ndarray) -> np.ndarray:
+    """Curves ``[runs, points]`` rising linearly from 0, reaching 1 at each run's time."""
+    return STEPS[None, :] / np.asarray(times_to_one, float)[:, None]
+
+
+def _study(runs: dict[str, tuple[np.ndarray, list[Run]]], cosine: dict[str, float]) -> StudyData:
+    """A study as data, no store: per condition its score curves and its runs."""
+    conditions = [
+        Condition(name, "none" if name == "none" else "l2", 0.0 if name == "none" else 0.01, {}) for name in runs
+    ]
+    seeds = {name: [run.seed for run in members] for name, (_, members) in runs.items()}
+    score = [ConditionCurves(name, seeds[name], STEPS, values) for name, (values, _) in runs.items()]
+    cosines = [
+        ConditionCurves(name, seeds[name], STEPS, np.full((len(seeds[name]), len(STEPS)), cosine.get(name, np.nan)))
+        for name in runs
+    ]
+    return StudyData(
+        name="synthetic",
+        task="made-up",
+        budget_steps=BUDGET,
+        step_unit="updates",
+        speed_metrics=("score",),
+        thresholds={"score": [1.0]},
+        conditions=conditions,
+        runs=[run for _, members in runs.values() for run in members],
+        curves={"score": score, "grad_cosine": cosines},
+        wall_seconds=60.0,
+        versions={},
+        spec_toml="",
+        created="today",
+        metric_labels={"score": "the score"},
+        watchable=False,
+    )
+
+
+def _finished(condition: str, count: int) -> list[Run]:
+    return [Run(condition, seed, "finished", 1.0, None) for seed in range(count)]
+
+
+def _synthetic_study() -> StudyData:
+    rng = np.random.default_rng(11)
+    base_times = rng.uniform(5_000, 7_000, 12)
+    partial_values = _rising([5_000, 2_050, 9_050])
+    partial_values[:2, 30:] = np.nan  # one run running, one failed: nothing recorded after 30% of the budget
+    partial_runs = [
+        Run("partial", 0, "running", 0.3, None),
+        Run("partial", 1, "failed", 0.3, "loss became nan at update 30"),
+        Run("partial", 2, "finished", 1.0, None),
+    ]
+    return _study(
+        {
+            "none": (_rising(base_times), _finished("none", 12)),
+            "fast": (_rising(base_times / 2), _finished("fast", 12)),
+            "same": (_rising(rng.permutation(base_times)), _finished("same", 12)),
+            "partial": (partial_values, partial_runs),
+        },
+        cosine={"fast": -0.5, "same": 0.25},
+    )
+
+
+def test_analysis_from_arrays_finds_a_planted_speedup_and_no_difference_where_there_is_none() -> None:
+    analysis = compare.analyze(_synthetic_study())
+    assert analysis.thresholds == {"score": [1.0]} and analysis.seeds == 12
+    assert analysis.primary["fast"].verdict == "faster"
+    assert analysis.primary["fast"].speedup.value == pytest.approx(2.0, rel=0.1)
+    assert analysis.primary["same"].verdict == "no detectable difference"
+    assert [(o.condition, o.mean_cosine, o.opposing_share) for o in analysis.opposition] == [
+        ("fast", -0.5, 1.0),
+        ("same", 0.25, 0.0),
+    ]
+    assert analysis.label("score") == "the score" and analysis.label("steps") == "steps"
+
+
+def test_unfinished_and_failed_runs_are_censored_where_their_record_stops() -> None:
+    analysis = compare.analyze(_synthetic_study())
+    assert analysis.incomplete == ["partial"]
+    assert analysis.failed_runs == [("partial", 1, "loss became nan at update 30")]
+    times = analysis.times[0].times["partial"]
+    # the running run had not reached 1 when its record stopped at 30% of the budget: censored there, not
+    # at the budget; the failed run reached it before failing. Smoothed over 5 points, a run reaching 1 at
+    # step t is credited at the first point >= t + 200: 2,300 and 9,300.
+    np.testing.assert_array_equal(times.reached, [False, True, True])
+    np.testing.assert_array_equal(times.steps, [0.3 * BUDGET, 2_300, 9_300])
+
+
+def test_progress_table_and_best_seed_from_arrays() -> None:
+    data = _synthetic_study()
+    rows = {row.condition: row for row in progress.table(data)}
+    assert (rows["none"].runs, rows["none"].finished, rows["none"].failed, rows["none"].progress) == (12, 12, 0, 1.0)
+    partial = rows["partial"]
+    assert (partial.finished, partial.failed) == (1, 1) and partial.progress == pytest.approx((0.3 + 0.3 + 1) / 3)
+    # final performance: the mean over the last 10% of the budget; only the finished run has points there
+    expected = STEPS[STEPS > 0.9 * BUDGET].mean() / 9_050
+    assert partial.final["score"] == pytest.approx(expected)
+    fast = data.curves_of("score")["fast"]
+    finals = fast.values[:, -10:].mean(axis=1)
+    assert progress.best_seed(data, "fast") == fast.seeds[int(np.argmax(finals))]
+    with pytest.raises(ConfigError, match=r"no condition 'l9@1'; choose one of none, fast, same, partial"):
+        progress.best_seed(data, "l9@1")
+    assert progress.best_seed(data, "fast", "eval_score") == 0  # not recorded: the first seed
 
 
 # ------------------------------------------------------------------------------ report
@@ -198,3 +311,105 @@ def test_watch_writes_a_gif_of_a_trained_run_and_names_bad_options(reported_stud
     )
     no_seed = cli.invoke(app, ["watch", str(reported_study), "--seed", "7"])
     assert no_seed.exit_code == 2 and "seed: none has no seed 7; its seeds are [0, 1]" in no_seed.output
+
+
+# ------------------------------------------------------------------------------ renderers
+
+
+def _model(per_metric: bool, animations: bool) -> object:
+    from regspeed.report.model import Animation, Figure, ReportModel, TextTable
+
+    return ReportModel(
+        question="Q?",
+        study="hand-made",
+        answer="The answer.",
+        findings=["first finding", "second finding"],
+        setup=["a setup line"],
+        verdict_title="time to score 1 vs baseline",
+        verdicts=TextTable(["condition", "verdict"], [["none", "baseline"], ["l2@0.01", "faster"]], 1),
+        per_metric=TextTable(["condition", "score 1", "steps 5"], [["l2@0.01", "faster: 2x", "slower"]], None)
+        if per_metric
+        else None,
+        comparisons=TextTable(["condition", "metric", "verdict"], [["l2@0.01", "score", "slower"]], 2),
+        figures=[Figure("A figure", "its caption", b"png bytes")],
+        animations=[Animation("l2@0.01 (seed 1)", "greedy policy", b"gif bytes")] if animations else [],
+        caveats=["a caveat <with markup>"],
+        spec_toml='name = "hand-made"',
+    )
+
+
+def test_markdown_renders_the_model_in_order_and_leaves_out_what_it_lacks() -> None:
+    from regspeed.report import markdown
+
+    text = markdown.render(_model(per_metric=False, animations=False))
+    lines = text.splitlines()
+    assert lines[:8] == [
+        "# Q?",
+        "",
+        "## Answer (hand-made)",
+        "",
+        "The answer.",
+        "",
+        "- first finding",
+        "- second finding",
+    ]
+    verdicts = lines.index("## Verdicts: time to score 1 vs baseline")
+    assert lines[verdicts + 2 : verdicts + 6] == [
+        "| condition | verdict |",
+        "|---|---|",
+        "| none | baseline |",
+        "| l2@0.01 | faster |",
+    ]
+    assert "## Each metric side by side" not in lines
+    assert text.endswith('```toml\nname = "hand-made"\n```\n')
+    with_metrics = markdown.render(_model(per_metric=True, animations=False))
+    assert "## Each metric side by side\n\n| condition | score 1 | steps 5 |\n|---|---|---|\n" in with_metrics
+
+
+def test_html_marks_verdict_cells_embeds_the_evidence_and_escapes_text() -> None:
+    import base64
+
+    from regspeed.report import html
+
+    page = html.render(_model(per_metric=True, animations=True))
+    assert "<td class='faster'>faster</td>" in page and "<td class='slower'>slower</td>" in page
+    assert "<td>faster: 2x</td>" in page  # the per-metric table has no verdict column
+    assert f"data:image/png;base64,{base64.b64encode(b'png bytes').decode()}" in page
+    assert f"data:image/gif;base64,{base64.b64encode(b'gif bytes').decode()}" in page
+    assert "<li>a caveat &lt;with markup&gt;</li>" in page
+    quiet = html.render(_model(per_metric=False, animations=False))
+    assert "Watching the snake" not in quiet and "Each metric side by side" not in quiet
+
+
+def test_terminal_table_colours_the_verdicts() -> None:
+    from regspeed.report import terminal
+
+    table = terminal.verdict_table(_model(per_metric=False, animations=False))
+    assert table.title == "time to score 1 vs baseline"
+    assert [column.header for column in table.columns] == ["condition", "verdict"]
+    assert list(table.columns[1].cells) == ["baseline", "[green]faster[/]"]
+
+
+# -------------------------------------------------------------------------------- layers
+
+LAYERS = ("envs", "learn", "study", "analysis", "report", "cli")  # bottom to top
+
+
+def test_layers_import_only_from_their_own_layer_or_below() -> None:
+    package = Path(__file__).parents[1] / "src" / "regspeed"
+    upward = []
+    for path in sorted(package.rglob("*.py")):
+        layer = path.relative_to(package).parts[0]
+        if layer not in LAYERS:
+            continue
+        above = {f"regspeed.{name}" for name in LAYERS[LAYERS.index(layer) + 1 :]}
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            upward += [f"{path.relative_to(package)} imports {name}" for name in names if _layer_of(name) in above]
+    assert not upward, upward
+
+
+def _layer_of(module: str) -> str:
+    """``regspeed.study.results`` -> ``regspeed.study``."""
+    return ".".join(module.split(".")[:2])

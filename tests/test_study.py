@@ -215,6 +215,35 @@ def test_store_holds_every_run_curve_and_the_plan(reference: Path) -> None:
     assert sorted(checkpoints(reference)) == ["batch-0000-update-0000120.npz", "batch-0001-update-0000120.npz"]
 
 
+def test_load_reads_the_study_once_as_plain_data(reference: Path) -> None:
+    with store_module.Store.open(reference) as store:
+        data = results.load(store)
+        for metric, per_condition in data.curves.items():
+            for loaded, direct in zip(per_condition, results.curves(store, metric), strict=True):
+                assert (loaded.condition, loaded.seeds) == (direct.condition, direct.seeds)
+                np.testing.assert_array_equal(loaded.steps, direct.steps)
+                np.testing.assert_array_equal(loaded.values, direct.values)
+        assert results.speed_metrics(store) == data.speed_metrics
+        only_score = results.load(store, ("score", "not_recorded"))
+    speed = ("score", "steps", "eval_score", "eval_steps")
+    assert data.speed_metrics == speed
+    assert set(data.curves) == {*speed, "weight_l2", "near_zero_fraction", "grad_cosine"}  # speed and diagnostics
+    assert list(only_score.curves) == ["score"]
+    assert (data.name, data.task, data.budget_steps, data.step_unit) == ("tiny", "snake-ppo", 120 * 128, "env steps")
+    assert data.thresholds == {"score": [1.0, 2.0]}
+    assert [(c.name, c.kind, c.strength) for c in data.conditions] == [
+        ("none", "none", 0.0),
+        ("l2@0.001", "l2", 1e-3),
+        ("l2@0.01", "l2", 1e-2),
+    ]
+    assert data.conditions[1].regularizer["kind"] == "l2"
+    assert [(r.condition, r.seed, r.status, r.progress, r.error) for r in data.runs] == [
+        (c, s, "finished", 1.0, None) for c in ("none", "l2@0.001", "l2@0.01") for s in (0, 1)
+    ]
+    assert data.spec_toml == TINY_SPEC and data.wall_seconds > 0 and "jax" in data.versions
+    assert data.watchable and data.label("score") == "training score (food per episode)"
+
+
 def test_a_chunk_with_two_evaluations_stores_both() -> None:
     # the first chunk of a batch evaluates at update 0 and, when chunk == eval_every, at its end
     evaluations = [(0, {"eval_score": np.array([1.0, 2.0])}), (8, {"eval_score": np.array([3.0, np.nan])})]
