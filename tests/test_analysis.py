@@ -144,7 +144,6 @@ def _study(runs: dict[str, tuple[np.ndarray, list[Run]]], cosine: dict[str, floa
         wall_seconds=60.0,
         versions={},
         spec_toml="",
-        created="today",
         metric_labels={"score": "the score"},
         watchable=False,
     )

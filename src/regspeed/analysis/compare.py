@@ -42,7 +42,7 @@ class Interval:
 
 @dataclasses.dataclass(frozen=True)
 class ConditionSummary:
-    """One condition, one metric."""
+    """One condition in one metric: final performance and area under the curve, per run and as IQMs."""
 
     condition: str
     kind: str

@@ -13,6 +13,9 @@ with it. Sampling is uniform over stored transitions. n-step returns read forwar
 environment's column and stop at the end of an episode. Termination (wall, body, win)
 stops bootstrapping; truncation (starvation, time limit) bootstraps from the state reached
 before the auto-reset (``TimeStep.final_observation``), which the buffer stores.
+
+The module ends with its declaration as a learner (``LEARNERS``, see
+:mod:`regspeed.learn.learner`).
 """
 
 from __future__ import annotations
@@ -35,9 +38,7 @@ from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams, Metrics
 from regspeed.learn.common import hparams as hparams  # re-exported: dqn.hparams
 from regspeed.learn.common import run_keys as run_keys  # re-exported: dqn.run_keys
-from regspeed.learn.driver import Trainer
-from regspeed.learn.learner import Learner, Metric, Request, Setup, finite_checks
-from regspeed.learn.tables import Tables
+from regspeed.learn.learner import Metric
 
 DEFAULT_LEARNING_RATE = 5e-4  # the tuned default (README learning table)
 
@@ -376,11 +377,6 @@ def greedy_episode(
 # ----------------------------------------------------------------- the learner
 
 
-def build(tables: Tables, request: Request) -> Setup:
-    """A DQN setup from the ``env``, ``network`` and ``dqn`` tables (see :mod:`snake_agents`)."""
-    return snake_agents.build(DQNConfig, "dqn", DEFAULT_LEARNING_RATE, tables, request)
-
-
 def bytes_per_run(config: DQNConfig) -> int:
     """The replay buffer (observations and reached states), parameters with optimizer and
     target copies, minibatch activations, environments."""
@@ -389,8 +385,7 @@ def bytes_per_run(config: DQNConfig) -> int:
     return snake_agents.bytes_estimate(sizes, replay, config.batch_size, config.batch_size)
 
 
-METRICS = (
-    *snake_agents.EPISODE_METRICS,
+LOSSES = (
     Metric("epsilon", "exploration rate"),
     # NaN until learning starts (no minibatch step yet), so not a divergence check
     Metric("q_loss", "Huber loss of the n-step Double DQN target", higher_is_better=False),
@@ -398,17 +393,14 @@ METRICS = (
 )
 
 LEARNERS = (
-    Learner(
-        name="snake-dqn",
-        description="Double DQN (n-step, replay in the carry) playing Snake",
-        step_unit="env steps",
-        trainer=Trainer(init_batch, advance_batch, evaluate_batch, finite_checks(METRICS)),
-        metrics=METRICS,
-        speed_metrics=snake_agents.SPEED_METRICS,
-        progress_metric="score",
-        build=build,
-        tables=functools.partial(snake_agents.tables, "dqn"),
-        bytes_per_run=bytes_per_run,
-        play=snake_agents.player(greedy_episode),
+    snake_agents.learner(
+        "dqn",
+        "Double DQN (n-step, replay in the carry) playing Snake",
+        DQNConfig,
+        DEFAULT_LEARNING_RATE,
+        (init_batch, advance_batch, evaluate_batch),
+        LOSSES,
+        bytes_per_run,
+        greedy_episode,
     ),
 )

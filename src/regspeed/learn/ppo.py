@@ -13,6 +13,9 @@ advantage normalisation, clipped value loss, entropy bonus, global-norm gradient
 linear learning-rate annealing. Bootstrapping: truncated episodes (starvation, time limit)
 bootstrap from the value of the state reached before the auto-reset
 (``TimeStep.final_observation``); terminated ones do not.
+
+The module ends with its declaration as a learner (``LEARNERS``, see
+:mod:`regspeed.learn.learner`): how it is built from tables, its metrics and memory estimate.
 """
 
 from __future__ import annotations
@@ -34,9 +37,7 @@ from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams
 from regspeed.learn.common import hparams as hparams  # re-exported: ppo.hparams
 from regspeed.learn.common import run_keys as run_keys  # re-exported: ppo.run_keys
-from regspeed.learn.driver import Trainer
-from regspeed.learn.learner import Learner, Metric, Request, Setup, finite_checks
-from regspeed.learn.tables import Tables
+from regspeed.learn.learner import Metric
 
 Metrics = dict[str, jax.Array]
 
@@ -372,11 +373,6 @@ def greedy_episode(
 # ----------------------------------------------------------------- the learner
 
 
-def build(tables: Tables, request: Request) -> Setup:
-    """A PPO setup from the ``env``, ``network`` and ``ppo`` tables (see :mod:`snake_agents`)."""
-    return snake_agents.build(PPOConfig, "ppo", DEFAULT_LEARNING_RATE, tables, request)
-
-
 def bytes_per_run(config: PPOConfig) -> int:
     """Rollout buffers, parameters with optimizer state, minibatch activations, environments."""
     sizes = snake_agents.footprint(config, network(config))
@@ -384,8 +380,7 @@ def bytes_per_run(config: PPOConfig) -> int:
     return snake_agents.bytes_estimate(sizes, rollout, config.batch_size, config.batch_size // config.minibatches)
 
 
-METRICS = (
-    *snake_agents.EPISODE_METRICS,
+LOSSES = (
     Metric("policy_loss", "policy loss", higher_is_better=False, check_finite=True),
     Metric("value_loss", "value loss", higher_is_better=False, check_finite=True),
     Metric("entropy", "policy entropy", "nats"),
@@ -394,17 +389,14 @@ METRICS = (
 )
 
 LEARNERS = (
-    Learner(
-        name="snake-ppo",
-        description="PPO (clipped, GAE) playing Snake",
-        step_unit="env steps",
-        trainer=Trainer(init_batch, advance_batch, evaluate_batch, finite_checks(METRICS)),
-        metrics=METRICS,
-        speed_metrics=snake_agents.SPEED_METRICS,
-        progress_metric="score",
-        build=build,
-        tables=functools.partial(snake_agents.tables, "ppo"),
-        bytes_per_run=bytes_per_run,
-        play=snake_agents.player(greedy_episode),
+    snake_agents.learner(
+        "ppo",
+        "PPO (clipped, GAE) playing Snake",
+        PPOConfig,
+        DEFAULT_LEARNING_RATE,
+        (init_batch, advance_batch, evaluate_batch),
+        LOSSES,
+        bytes_per_run,
+        greedy_episode,
     ),
 )

@@ -11,6 +11,7 @@ the whole board (``2 * max(rows, cols) - 1``). The budget counts env steps.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,8 @@ from regspeed.envs import play as play_module
 from regspeed.envs import snake
 from regspeed.errors import ConfigProblemsError
 from regspeed.learn import nets
-from regspeed.learn.learner import REGULARIZATION_METRICS, Metric, Request, Setup
+from regspeed.learn.driver import Trainer
+from regspeed.learn.learner import REGULARIZATION_METRICS, Learner, Metric, Request, Setup, finite_checks
 from regspeed.learn.tables import Problems, Tables, learning_rate, plain, set_by_caller, unknown_keys, validated
 
 CALLER_FIELDS = ("env", "network", "regularizer", "total_updates", "eval_episodes", "eval_max_steps")
@@ -160,3 +162,32 @@ def player(
         return config.env, play_module.first_episode(states, done)
 
     return play
+
+
+def learner(
+    algo: str,
+    description: str,
+    config_class: type,
+    default_learning_rate: float,
+    batched: tuple[Callable, Callable, Callable],
+    losses: tuple[Metric, ...],
+    bytes_per_run: Callable[[Any], int],
+    greedy_episode: Callable[[Any, Any, jax.Array, int], tuple[snake.SnakeState, jax.Array]],
+) -> Learner:
+    """The :class:`Learner` ``snake-<algo>``: built from the ``env``, ``network`` and
+    ``<algo>`` tables, its ``batched`` ``(init_batch, advance_batch, evaluate_batch)``,
+    the episode metrics plus its ``losses``, budgets in env steps, and watchable."""
+    metrics = (*EPISODE_METRICS, *losses)
+    return Learner(
+        name=f"snake-{algo}",
+        description=description,
+        step_unit="env steps",
+        trainer=Trainer(*batched, finite_checks(metrics)),
+        metrics=metrics,
+        speed_metrics=SPEED_METRICS,
+        progress_metric="score",
+        build=functools.partial(build, config_class, algo, default_learning_rate),
+        tables=functools.partial(tables, algo),
+        bytes_per_run=bytes_per_run,
+        play=player(greedy_episode),
+    )

@@ -16,6 +16,9 @@ minibatch. The dataset is a pure function of the configuration (``data_seed``), 
 run and condition sees the same data; the run's seed sets initialisation and minibatches.
 Per update: train and test loss, accuracy (classification) or R^2 (regression), and the
 regularizer diagnostics shared with the RL trainers.
+
+The module ends with the four learners' declarations (``LEARNERS``, see
+:mod:`regspeed.learn.learner`), one per task, built from one flat table.
 """
 
 from __future__ import annotations

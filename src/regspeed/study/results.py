@@ -72,7 +72,6 @@ class StudyData:
     wall_seconds: float  # training time of all batches together
     versions: dict[str, str]  # software and machine
     spec_toml: str
-    created: str
     metric_labels: dict[str, str]  # metric name -> human words
     watchable: bool  # a game whose trained runs can be watched (``episode``) and turned into GIFs
 
@@ -126,7 +125,6 @@ def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
         wall_seconds=sum(batch.wall_seconds for batch in batches),
         versions=json.loads(meta.get("versions", "{}")),
         spec_toml=meta.get("spec_toml", ""),
-        created=meta.get("created", "?"),
         metric_labels=labels,
         watchable=watchable,
     )
