@@ -177,7 +177,7 @@ def learner(
     """The :class:`Learner` ``snake-<algo>``: built from the ``env``, ``network`` and
     ``<algo>`` tables, its ``batched`` ``(init_batch, advance_batch, evaluate_batch)``,
     the episode metrics plus its ``losses``, budgets in env steps, and watchable."""
-    metrics = (*EPISODE_METRICS, *losses)
+    metrics = (*losses, *EPISODE_METRICS)  # losses first: a divergence is reported by its loss
     return Learner(
         name=f"snake-{algo}",
         description=description,

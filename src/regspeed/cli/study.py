@@ -1,0 +1,261 @@
+"""``regspeed spec``, ``study``, ``status``, ``report``, ``watch`` and ``export``: studies and
+their results."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from regspeed.cli.app import app, console, user_errors_exit_cleanly
+from regspeed.errors import ConfigError
+
+SpecArgument = Annotated[
+    Path | None, typer.Argument(help="Study spec (TOML). Default: the embedded default study (`regspeed spec`).")
+]
+StudyFolder = Annotated[Path, typer.Argument(help="A study's folder, e.g. runs/default.")]
+
+
+@app.command()
+@user_errors_exit_cleanly
+def spec() -> None:
+    """Print the default study spec, with comments: a starting point for your own."""
+    from regspeed.study import spec as spec_module
+
+    print(spec_module.default_text(), end="")
+
+
+@app.command()
+@user_errors_exit_cleanly
+def study(
+    spec_file: SpecArgument = None,
+    out: Annotated[Path | None, typer.Option(help="Study folder (default: runs/<name>).")] = None,
+    quick: Annotated[bool, typer.Option(help="The same study, small: 3 seeds and 1/12 of the budget.")] = False,
+    backend: Annotated[str, typer.Option(help="local (this process) or ray (each batch a Ray task).")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")] = None,
+    cpus_per_batch: Annotated[float, typer.Option(help="Ray: CPUs reserved by each batch.")] = 1.0,
+    gpus_per_batch: Annotated[float, typer.Option(help="Ray: GPUs reserved by each batch.")] = 0.0,
+) -> None:
+    """Run a study (baseline vs regularizers x strengths x seeds), or resume it.
+
+    Results go to a SQLite store in the study folder; re-running continues where it
+    stopped and never recomputes a finished run.
+    """
+    from regspeed.study import runner
+    from regspeed.study import spec as spec_module
+
+    text = spec_module.default_text() if spec_file is None else _read_spec_text(spec_file)
+    the_spec = spec_module.load(spec_file)
+    if quick:
+        the_spec = spec_module.quick(the_spec)
+    folder = out if out is not None else Path("runs") / the_spec.name
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError("out", f"{folder} exists and is not a folder")
+    options = {"address": address, "cpus_per_batch": cpus_per_batch, "gpus_per_batch": gpus_per_batch}
+    with _StudyProgress(the_spec) as progress:
+        outcome = runner.run(the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=progress.chunk)
+    if outcome.already_finished:
+        console.print(f"{folder}: this study is already finished; nothing to do", soft_wrap=True, highlight=False)
+    else:
+        console.print(f"finished in {outcome.seconds:.0f} s")
+    _print_summary(folder)
+    _report(folder)
+
+
+def _report(folder: Path) -> None:
+    from regspeed.report import report as report_module
+
+    with console.status("analysing and writing the report..."):
+        written = report_module.write(folder)
+    console.print(written.table)
+    console.print(report_module.headline(written.analysis), soft_wrap=True, highlight=False)
+    console.print(f"wrote {written.html_path} and {written.markdown_path}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+@user_errors_exit_cleanly
+def watch(
+    folder: StudyFolder,
+    condition: Annotated[str, typer.Option(help="Condition to watch, e.g. l2@0.001.")] = "none",
+    seed: Annotated[int | None, typer.Option(help="Run seed (default: the condition's best run).")] = None,
+    episode_seed: Annotated[int, typer.Option(help="Seed of the episode's board and food.")] = 0,
+    max_steps: Annotated[int, typer.Option(help="Steps at most.")] = 500,
+    gif: Annotated[Path | None, typer.Option(help="Write the episode as an animated GIF instead.")] = None,
+    delay: Annotated[float, typer.Option(help="Seconds between frames in the terminal.")] = 0.08,
+) -> None:
+    """Watch a trained agent of a study play one episode (greedy policy), in the terminal or as a GIF."""
+    from regspeed.analysis import progress
+    from regspeed.envs import render
+    from regspeed.study import results
+    from regspeed.study import store as store_module
+
+    if max_steps < 1:
+        raise ConfigError("max_steps", f"must be a positive integer (got {max_steps})")
+    if gif is not None and not gif.parent.exists():
+        raise ConfigError("gif", f"folder {gif.parent} does not exist; create it or choose another path")
+    with store_module.Store.open(folder) as store:
+        chosen = seed if seed is not None else progress.best_seed(results.load(store, ("score",)), condition)
+        with console.status(f"loading {condition} seed {chosen}..."):
+            env, states = results.episode(store, condition, chosen, episode_seed, max_steps)
+    summary = f"{condition} seed {chosen}: {len(states)} steps, score {int(states[-1].length) - env.initial_length}"
+    if gif is not None:
+        render.save_gif(env, states, gif)
+        console.print(f"{summary}; wrote {gif}", highlight=False)
+        return
+    for state in states:
+        console.clear()
+        console.print(render.to_text(env, state), highlight=False)
+        time.sleep(delay)
+    console.print(summary, highlight=False)
+
+
+@app.command()
+@user_errors_exit_cleanly
+def report(folder: StudyFolder) -> None:
+    """Analyse a study (finished or not) and write report.html and summary.md into its folder."""
+    _report(folder)
+
+
+def _read_spec_text(path: Path) -> str:
+    if not path.is_file():
+        raise ConfigError("spec", f"{path} is not a file; write one with `regspeed spec > {path.name}`")
+    return path.read_text()
+
+
+class _StudyProgress:
+    """A Rich display: the whole study with its ETA, and the batch being trained."""
+
+    def __init__(self, the_spec: Any) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.spec = the_spec
+        self.progress = Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.batches: dict[int, tuple[Any, int]] = {}  # batch id -> (progress task, runs)
+        self.batch_updates: dict[int, int] = {}
+        self.batch_steps: dict[int, int] = {}
+
+    def __enter__(self) -> _StudyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start(self, store: Any, jobs: list) -> None:
+        """Called once the plan is known: totals in updates x runs (shown only if there is work)."""
+        if not jobs:
+            return
+        self.progress.start()
+        self.study = self.progress.add_task("study", total=1.0, detail="compiling")
+        runs = store.runs()
+        batches = store.batches()
+        self.total = sum(batch.total_updates * sum(r.batch == batch.batch_id for r in runs) for batch in batches)
+        self.done = {batch.batch_id: batch.updates_done for batch in batches}
+        self.sizes = {batch.batch_id: sum(r.batch == batch.batch_id for r in runs) for batch in batches}
+        self.progress.update(self.study, total=max(1, self.total), completed=self._completed())
+        count = len(batches)
+        for job in jobs:
+            names = sorted({store_name for store_name in self._conditions(store, job.batch_id)})
+            label = f"batch {job.batch_id + 1}/{count}: {', '.join(names)}"
+            task = self.progress.add_task(
+                label if len(label) < 60 else label[:57] + "...", total=1.0, detail="waiting", start=False
+            )
+            self.batches[job.batch_id] = (task, len(job.seeds))
+
+    @staticmethod
+    def _conditions(store: Any, batch_id: int) -> list[str]:
+        return [run.condition for run in store.runs() if run.batch == batch_id]
+
+    def _completed(self) -> int:
+        return sum(self.done[b] * self.sizes[b] for b in self.done)
+
+    def chunk(self, outcome: Any, runs: int) -> None:
+        """Called after every chunk of every batch."""
+        task, size = self.batches[outcome.batch_id]
+        chunk_updates = outcome.updates_done - self.done[outcome.batch_id]
+        self.done[outcome.batch_id] = outcome.updates_done
+        rate = chunk_updates * outcome.steps_per_update * size / max(outcome.seconds, 1e-9)
+        self.progress.start_task(task)
+        self.progress.update(
+            task,
+            total=outcome.total_updates,
+            completed=outcome.updates_done,
+            detail=f"{size} runs, {rate:,.0f} steps/s",
+        )
+        self.progress.update(self.study, completed=self._completed(), detail="")
+        if outcome.updates_done >= outcome.total_updates:
+            self.progress.remove_task(task)
+
+
+def _print_summary(folder: Path) -> None:
+    from regspeed.analysis import progress
+    from regspeed.study import results
+    from regspeed.study import store as store_module
+
+    with store_module.Store.open(folder) as store:
+        data = results.load(store, results.speed_metrics(store))
+    rows = progress.table(data)
+    table = Table(title=f"{folder}: IQM over seeds of the last 10% of the budget")
+    table.add_column("condition", no_wrap=True)
+    for name in ("runs done", "failed", *data.speed_metrics):
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(
+            row.condition,
+            f"{row.finished + row.failed}/{row.runs}" + ("" if row.progress >= 1 else f" ({row.progress:.0%})"),
+            str(row.failed) if not row.failed else f"[red]{row.failed}[/]",
+            *(_number(row.final[metric]) for metric in data.speed_metrics),
+        )
+    console.print(table)
+    failed = [run for run in data.runs if run.status == "failed"]
+    for run in failed:
+        console.print(f"[red]{run.condition} seed {run.seed} failed:[/] {run.error}", highlight=False)
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if value == value else "-"
+
+
+@app.command()
+@user_errors_exit_cleanly
+def status(folder: StudyFolder) -> None:
+    """Show a study's progress: runs finished, failed and pending per condition."""
+    from regspeed.study import store as store_module
+
+    with store_module.Store.open(folder) as store:
+        meta = store.meta()
+    console.print(f"{folder}: study created {meta.get('created', '?')}")
+    _print_summary(folder)
+
+
+@app.command()
+@user_errors_exit_cleanly
+def export(
+    folder: StudyFolder,
+    format: Annotated[
+        str, typer.Option("--format", help="csv (long form, every metric) or npz (rliable-shaped).")
+    ] = "csv",
+    metric: Annotated[str, typer.Option(help="npz: the metric to export.")] = "score",
+    out: Annotated[Path | None, typer.Option(help="Output file (default: DIR/curves.csv or DIR/<metric>.npz).")] = None,
+) -> None:
+    """Export a study's curves: CSV (condition, seed, metric, step, value) or NPZ shaped as
+    rliable expects (per condition: runs x tasks x points; the step axis under 'steps')."""
+    from regspeed.study import results
+    from regspeed.study import store as store_module
+
+    if format not in results.FORMATS:
+        raise ConfigError("format", f"must be one of {', '.join(results.FORMATS)} (got {format!r})")
+    target = out if out is not None else folder / ("curves.csv" if format == "csv" else f"{metric}.npz")
+    with store_module.Store.open(folder) as store:
+        results.export(store, target, format, metric)
+    console.print(f"wrote {target}")

@@ -1,0 +1,199 @@
+"""``regspeed train``: one learner, several seeds, built from the command's flags through the
+learner registry (the same ``build`` as a study's spec)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from regspeed.cli.app import app, console, user_errors_exit_cleanly
+from regspeed.errors import ConfigError
+
+
+@app.command()
+@user_errors_exit_cleanly
+def train(
+    algo: Annotated[str, typer.Option(help="Learning algorithm: ppo or dqn (Double DQN).")] = "ppo",
+    rows: Annotated[int | None, typer.Option(help="Grid rows (4-64; default 10).")] = None,
+    cols: Annotated[int | None, typer.Option(help="Grid columns (4-64; default 10).")] = None,
+    observation: Annotated[
+        str | None, typer.Option(help="window, grid or features (default: window for ppo, features for dqn).")
+    ] = None,
+    window: Annotated[
+        int | None, typer.Option(help="Side of the egocentric window (default: sees the whole board).")
+    ] = None,
+    action_mode: Annotated[
+        str | None, typer.Option(help="relative (turns; the default) or absolute (compass moves).")
+    ] = None,
+    reg: Annotated[
+        str, typer.Option(help="Regularizer: none, l1, l2, weight_decay, l2_init, elastic, dropout.")
+    ] = "none",
+    strength: Annotated[float, typer.Option(help="Regularizer strength (the drop rate for dropout).")] = 0.0,
+    reg_network: Annotated[str, typer.Option(help="Network the regularizer acts on: all, policy, value.")] = "all",
+    steps: Annotated[int, typer.Option(help="Env steps per run.")] = 2_000_000,
+    seeds: Annotated[int, typer.Option(help="Runs (seeds 0..N-1 after --first-seed), vmapped together.")] = 1,
+    first_seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate (default: 1e-3 for ppo, annealed to 0; 5e-4 for dqn).")
+    ] = None,
+    hidden: Annotated[str | None, typer.Option(help="Hidden layer sizes, comma-separated (default 128,128).")] = None,
+    activation: Annotated[str | None, typer.Option(help="relu (the default), tanh or gelu.")] = None,
+    torso: Annotated[str | None, typer.Option(help="auto (the default), mlp or cnn (needs grid observations).")] = None,
+    shared_torso: Annotated[bool | None, typer.Option(help="One torso for policy and value (default: two).")] = None,
+    num_envs: Annotated[int | None, typer.Option(help="Environments per run (default: 64 ppo, 16 dqn).")] = None,
+    rollout_steps: Annotated[
+        int | None, typer.Option(help="Steps per environment per update (default: 128 ppo, 4 dqn).")
+    ] = None,
+    eval_every: Annotated[int, typer.Option(help="Greedy evaluation every N updates (0: never).")] = 10,
+    out: Annotated[Path, typer.Option(help="Folder for curves, figure and checkpoint.")] = Path("runs/train"),
+) -> None:
+    """Train an agent on Snake, several seeds at once in one compiled program.
+
+    Writes curve.csv (per update), eval.csv, curve.png, config.json and checkpoint.npz (the
+    full training state) to --out.
+    """
+    import numpy as np
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from regspeed.envs import render
+    from regspeed.learn import checkpoint, registry
+    from regspeed.learn import driver as training
+    from regspeed.learn import regularizers as regs
+    from regspeed.learn.learner import Request
+
+    games = {name.removeprefix("snake-"): name for name, learner in registry.LEARNERS.items() if learner.play}
+    if algo not in games:
+        raise ConfigError("algo", f"must be one of {', '.join(games)} (got {algo!r})")
+    learner = registry.get(games[algo])
+    if seeds < 1:
+        raise ConfigError("seeds", f"must be at least 1 (got {seeds})")
+    if eval_every < 0:
+        raise ConfigError("eval_every", f"must be >= 0 (got {eval_every})")
+    regularizer = regs.Regularizer(reg, network=reg_network)
+    regs.check_strength(regularizer, strength)
+    given = {
+        "env": dict(rows=rows, cols=cols, observation=observation, window_size=window, action_mode=action_mode),
+        "network": dict(hidden=_layer_sizes(hidden), activation=activation, torso=torso, shared_torso=shared_torso),
+        algo: dict(num_envs=num_envs, rollout_steps=rollout_steps, learning_rate=lr),
+    }
+    tables = {name: {key: value for key, value in table.items() if value is not None} for name, table in given.items()}
+    setup = _built(learner, tables, Request(budget=steps, regularizer=regularizer))
+    config, updates, steps_per_update = setup.config, learner.total_updates(setup), learner.steps_per_update(setup)
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    seed_list = list(range(first_seed, first_seed + seeds))
+    chunk = eval_every if eval_every else 10
+    title = f"{algo.upper()}, {reg}" + (f" {strength:g}" if reg != "none" else "") + f", {render.describe(config.env)}"
+    console.print(f"[bold]{title}[/]: {seeds} seed(s) x {updates * steps_per_update:,} env steps")
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("score {task.fields[score]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    shown = learner.progress_metric
+    start = time.perf_counter()
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("compiling", total=updates * steps_per_update, rate="", score="-")
+
+        def on_chunk(report: training.ChunkReport) -> None:
+            elapsed = time.perf_counter() - start
+            done_steps = report.updates_done * steps_per_update
+            recent = np.nanmean(report.metrics[shown]) if np.isfinite(report.metrics[shown]).any() else float("nan")
+            progress.update(
+                task,
+                completed=done_steps,
+                description="training",
+                rate=f"{done_steps * seeds / elapsed:,.0f} steps/s",
+                score=f"{recent:.1f}",
+            )
+            for run, why in report.newly_failed.items():
+                progress.console.print(f"[red]seed {seed_list[run]} stopped:[/] {why}")
+            checkpoint.save(out / "checkpoint.npz", report.carry)
+
+        carry = learner.start(setup, seed_list, [strength] * seeds)
+        carry, history = training.train(learner.trainer, config, carry, updates, chunk, eval_every, on_chunk)
+    seconds = time.perf_counter() - start
+    run_info = {"seeds": seed_list, "learning_rate": setup.learning_rate, "strength": strength}
+    _write_training_outputs(out, title, config, seed_list, history, run_info)
+    console.print(_training_table(seed_list, history, updates, steps_per_update, seconds))
+    console.print(f"wrote {out}/curve.csv, curve.png, checkpoint.npz")
+
+
+def _layer_sizes(hidden: str | None) -> tuple[int, ...] | None:
+    """``--hidden 128,128`` as layer sizes."""
+    if hidden is None:
+        return None
+    try:
+        return tuple(int(size) for size in hidden.split(","))
+    except ValueError:
+        raise ConfigError("hidden", f"must be comma-separated integers like 128,128 (got {hidden!r})") from None
+
+
+TRAIN_FLAGS = {"env.window_size": "window", "budget": "steps", "regularizer.network": "reg_network"}
+"""Table paths of a learner's problems that ``regspeed train`` names by another flag."""
+
+
+def _built(learner: Any, tables: dict[str, Any], request: Any) -> Any:
+    """The learner's setup from the flags' tables; its problems named by their flags."""
+    from regspeed.errors import ConfigProblemsError
+
+    try:
+        return learner.build(tables, request)
+    except ConfigProblemsError as error:
+        named = [(_flag(path), message) for path, message in error.problems]
+        if len(named) == 1:
+            raise ConfigError(*named[0]) from None
+        raise ConfigProblemsError(named, "train") from None
+
+
+def _flag(path: str) -> str:
+    if path in TRAIN_FLAGS:
+        return TRAIN_FLAGS[path]
+    return "lr" if path.endswith(".learning_rate") else path.rsplit(".", 1)[-1]
+
+
+def _write_training_outputs(out: Path, title: str, config: Any, seeds: list[int], history: Any, run: dict) -> None:
+    """curve.csv, eval.csv, curve.png and config.json of a finished batch of runs."""
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    from regspeed.report import run_curves as curves
+
+    steps_axis = np.arange(1, history.updates["score"].shape[1] + 1) * config.steps_per_update
+    curves.write_csv(out / "curve.csv", seeds, steps_axis, history.updates)
+    if history.evaluated_at:
+        eval_axis = np.asarray(history.evaluated_at) * config.steps_per_update
+        curves.write_csv(out / "eval.csv", seeds, eval_axis, history.evaluations)
+    curves.plot(out / "curve.png", title, seeds, history, config.steps_per_update)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config) | run, indent=2))
+
+
+def _training_table(seeds: list[int], history: Any, updates: int, steps_per_update: int, seconds: float) -> Table:
+    """Per seed: training score over the last 10% of updates, last evaluation, status."""
+    import numpy as np
+
+    table = Table(title=f"after {updates * steps_per_update:,} env steps per seed, {seconds:.0f} s")
+    for name in ("seed", "train score (last 10%)", "eval score", "eval max", "status"):
+        table.add_column(name, justify="right")
+    tail = max(1, updates // 10)
+    for run, seed in enumerate(seeds):
+        last_scores = history.updates["score"][run, -tail:]
+        train_score = f"{np.nanmean(last_scores):.1f}" if np.isfinite(last_scores).any() else "-"
+        evaluation = history.evaluations
+        eval_score = f"{evaluation['eval_score'][run, -1]:.1f}" if history.evaluated_at else "-"
+        eval_max = f"{evaluation['eval_max_score'][run, -1]:.0f}" if history.evaluated_at else "-"
+        status = "[red]failed[/]" if run in history.failures else "ok"
+        table.add_row(str(seed), train_score, eval_score, eval_max, status)
+    return table
