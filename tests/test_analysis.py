@@ -5,7 +5,6 @@ and the layers importing only downward."""
 
 from __future__ import annotations
 
-import ast
 import shutil
 import subprocess
 from pathlib import Path
@@ -228,6 +227,7 @@ def reported_study(tiny_study: Path) -> Path:
     return tiny_study
 
 
+@pytest.mark.slow
 def test_report_says_the_answer_and_embeds_every_figure(reported_study: Path) -> None:
     page = (reported_study / "report.html").read_text()
     summary = (reported_study / "summary.md").read_text()
@@ -252,6 +252,7 @@ def test_report_of_a_missing_study_is_a_clear_error(tmp_path: Path) -> None:
     assert damaged.exit_code == 2 and "damaged" in damaged.output
 
 
+@pytest.mark.slow
 def test_report_in_headless_chromium_shows_every_figure_without_console_errors(
     reported_study: Path, tmp_path: Path
 ) -> None:
@@ -291,6 +292,7 @@ def test_report_in_headless_chromium_shows_every_figure_without_console_errors(
     assert not console_errors, console_errors
 
 
+@pytest.mark.slow
 def test_watch_writes_a_gif_of_a_trained_run_and_names_bad_options(reported_study: Path, tmp_path: Path) -> None:
     from PIL import Image
     from typer.testing import CliRunner
@@ -387,28 +389,3 @@ def test_terminal_table_colours_the_verdicts() -> None:
     assert table.title == "time to score 1 vs baseline"
     assert [column.header for column in table.columns] == ["condition", "verdict"]
     assert list(table.columns[1].cells) == ["baseline", "[green]faster[/]"]
-
-
-# -------------------------------------------------------------------------------- layers
-
-LAYERS = ("envs", "learn", "study", "analysis", "report", "cli")  # bottom to top
-
-
-def test_layers_import_only_from_their_own_layer_or_below() -> None:
-    package = Path(__file__).parents[1] / "src" / "regspeed"
-    upward = []
-    for path in sorted(package.rglob("*.py")):
-        layer = path.relative_to(package).parts[0]
-        if layer not in LAYERS:
-            continue
-        above = {f"regspeed.{name}" for name in LAYERS[LAYERS.index(layer) + 1 :]}
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
-            upward += [f"{path.relative_to(package)} imports {name}" for name in names if _layer_of(name) in above]
-    assert not upward, upward
-
-
-def _layer_of(module: str) -> str:
-    """``regspeed.study.results`` -> ``regspeed.study``."""
-    return ".".join(module.split(".")[:2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -35,6 +36,7 @@ def test_unknown_policy_is_refused() -> None:
     assert result.output.strip().startswith("error: policy: must be one of random, greedy")
 
 
+@pytest.mark.slow
 def test_train_writes_curves_figure_and_a_loadable_checkpoint(tmp_path) -> None:
     import json
 

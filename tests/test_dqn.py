@@ -15,9 +15,10 @@ import tiny
 from regspeed.envs import snake
 from regspeed.errors import ConfigError
 from regspeed.learn import dqn, nets, registry
+from regspeed.learn import driver as training
 from regspeed.learn import regularizers as regs
 
-TINY = tiny.setup("snake-dqn", regularizer=regs.Regularizer()).config
+TINY = tiny.setup("snake-dqn").config  # l2, run here at strength 0
 TRAINER = registry.get("snake-dqn").trainer
 
 
@@ -76,7 +77,8 @@ def test_epsilon_decays_linearly_then_stays() -> None:
 @pytest.fixture(scope="module")
 def advanced() -> tuple:
     carry = dqn.init_batch(TINY, dqn.run_keys([0, 1]), batch_hparams(2))
-    return dqn.advance_batch(TINY, carry, 10)
+    carry, history = training.train(TRAINER, TINY, carry, 10, chunk=2)  # chunks of 2: test_learners' program
+    return carry, history.updates
 
 
 def test_learns_only_after_learning_starts_and_copies_the_target(advanced: tuple) -> None:
@@ -91,6 +93,7 @@ def test_learns_only_after_learning_starts_and_copies_the_target(advanced: tuple
     assert leaves_equal(carry.target_params, carry.params)
 
 
+@pytest.mark.slow
 def test_learns_on_a_small_board() -> None:
     config = dataclasses.replace(
         TINY,
@@ -128,6 +131,7 @@ def test_bad_settings_name_the_option(change: dict, field: str) -> None:
     assert caught.value.field == field
 
 
+@pytest.mark.slow
 def test_train_command_runs_dqn(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

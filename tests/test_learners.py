@@ -16,6 +16,7 @@ from regspeed.learn import checkpoint, registry
 from regspeed.learn import driver as training
 
 LEARNERS = registry.names()
+CHUNK = 2  # every test advances in chunks of 2 updates: one compiled program per learner, shared
 
 
 def leaves_equal(a: object, b: object) -> bool:
@@ -51,12 +52,12 @@ def _request(name: str) -> object:
 @pytest.mark.parametrize("name", LEARNERS)
 def test_advance_and_evaluate_report_every_declared_metric_per_run(name: str) -> None:
     learner, setup, carry = tiny.start(name, [0, 1], [0.0, 1e-2])
-    carry, metrics = learner.trainer.advance_batch(setup.config, carry, 3)
+    carry, metrics = learner.trainer.advance_batch(setup.config, carry, CHUNK)
     evaluation = learner.trainer.evaluate_batch(setup.config, carry)
     assert set(metrics) | set(evaluation) == {metric.name for metric in learner.metrics}
-    assert all(np.shape(values) == (2, 3) for values in metrics.values())
+    assert all(np.shape(values) == (2, CHUNK) for values in metrics.values())
     assert all(np.shape(values) == (2,) for values in evaluation.values())
-    assert int(carry.update[0]) == 3
+    assert int(carry.update[0]) == CHUNK
     reg_loss = np.asarray(metrics["reg_loss"])
     assert (reg_loss[0] == 0).all() and (reg_loss[1] > 0).all()  # the strength is per run
 
@@ -65,10 +66,10 @@ def test_advance_and_evaluate_report_every_declared_metric_per_run(name: str) ->
 def test_same_seed_same_numbers(name: str) -> None:
     learner, setup, first = tiny.start(name, [3, 4], [1e-3, 1e-3])
     _, _, second = tiny.start(name, [3, 4], [1e-3, 1e-3])
-    first, first_metrics = learner.trainer.advance_batch(setup.config, first, 2)
-    second, second_metrics = learner.trainer.advance_batch(setup.config, second, 2)
+    first, first_metrics = learner.trainer.advance_batch(setup.config, first, CHUNK)
+    second, second_metrics = learner.trainer.advance_batch(setup.config, second, CHUNK)
     assert leaves_equal(first, second) and leaves_equal(first_metrics, second_metrics)
-    carry, _ = learner.trainer.advance_batch(setup.config, tiny.start(name, [3, 5], [1e-3, 1e-3])[2], 2)
+    carry, _ = learner.trainer.advance_batch(setup.config, tiny.start(name, [3, 5], [1e-3, 1e-3])[2], CHUNK)
     assert not leaves_equal(jax.tree.map(lambda x: x[1], carry.params), jax.tree.map(lambda x: x[1], first.params))
 
 
@@ -79,14 +80,16 @@ def test_resumed_from_a_checkpoint_equals_uninterrupted(name: str, tmp_path: Pat
     learner, setup, carry = tiny.start(name, [5, 6], [1e-3, 0.0])
     total = learner.total_updates(setup)
     half = total // 2
-    straight, straight_history = training.train(learner.trainer, setup.config, carry, total, 2, eval_every=2)
+    straight, straight_history = training.train(learner.trainer, setup.config, carry, total, CHUNK, eval_every=2)
     first, history = training.train(
-        learner.trainer, setup.config, tiny.start(name, [5, 6], [1e-3, 0.0])[2], half, 2, eval_every=2
+        learner.trainer, setup.config, tiny.start(name, [5, 6], [1e-3, 0.0])[2], half, CHUNK, eval_every=2
     )
     path = checkpoint.save(tmp_path / "carry.npz", first)
     restored = checkpoint.load(path, tiny.start(name, [0, 0], [0.0, 0.0])[2])
     assert leaves_equal(restored, first)
-    resumed, history = training.train(learner.trainer, setup.config, restored, total, 2, eval_every=2, history=history)
+    resumed, history = training.train(
+        learner.trainer, setup.config, restored, total, CHUNK, eval_every=2, history=history
+    )
     assert leaves_equal(resumed, straight)
     for name_, values in straight_history.updates.items():
         np.testing.assert_array_equal(history.updates[name_], values)
@@ -102,8 +105,8 @@ def test_a_run_that_blows_up_is_stopped_alone(name: str) -> None:
     learner, setup, mixed = tiny.start(name, [7, 8], [1e-3, float("inf")])
     _, _, healthy = tiny.start(name, [7, 8], [1e-3, 1e-3])
     total = learner.total_updates(setup)
-    mixed, history = training.train(learner.trainer, setup.config, mixed, total, total)
-    healthy, healthy_history = training.train(learner.trainer, setup.config, healthy, total, total)
+    mixed, history = training.train(learner.trainer, setup.config, mixed, total, CHUNK)
+    healthy, healthy_history = training.train(learner.trainer, setup.config, healthy, total, CHUNK)
     assert list(history.failures) == [1] and "became" in history.failures[1]
     assert healthy_history.failures == {}
     first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731

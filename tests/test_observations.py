@@ -7,6 +7,7 @@ import functools
 
 import jax
 import numpy as np
+import pytest
 import reference_snake as ref
 from conftest import CONFIGS, STEPS, index, rollout
 from hypothesis import given
@@ -72,6 +73,7 @@ def expected_grid(config: snake.SnakeConfig, s: ref.Snapshot) -> np.ndarray:
 EXPECTED = {"grid": expected_grid, "features": expected_features, "window": expected_window}
 
 
+@pytest.mark.slow
 @given(st.integers(0, len(CONFIGS) - 1), st.integers(0, 2**31 - 1), st.sampled_from(sorted(EXPECTED)))
 def test_observations_match_their_definitions(config_index: int, seed: int, kind: str) -> None:
     """Grid channels, the 11 features and the rotated window, at every state of a random

@@ -72,6 +72,7 @@ def test_env_steps_cosine_and_annealed_learning_rate_per_update() -> None:
     np.testing.assert_allclose(lr, [1e-3, 1e-3 * (1 - 1 / 8)], rtol=1e-6)  # annealed linearly
 
 
+@pytest.mark.slow
 def test_runs_advanced_in_groups_equal_runs_vmapped_together() -> None:
     """Grouping is an execution choice: 3 runs advanced 2 + 1 at a time (``lax.map`` over
     vmapped groups) end where the same 3 runs vmapped together end, to float rounding
@@ -88,6 +89,7 @@ def test_runs_advanced_in_groups_equal_runs_vmapped_together() -> None:
     assert TINY.vmap_group == 0  # features: all runs in one vmap
 
 
+@pytest.mark.slow
 def test_learns_on_a_small_board() -> None:
     """Within 60 updates (15 k steps) on 5 x 5, the training score climbs well above where
     it started (a random policy's, about 0.2 food per episode)."""

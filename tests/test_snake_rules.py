@@ -22,6 +22,7 @@ def actions_for(config: snake.SnakeConfig, raw: list[int]) -> np.ndarray:
     return np.asarray(raw, np.int32) % config.num_actions
 
 
+@pytest.mark.slow
 @given(config_indices, seeds, action_lists)
 def test_every_step_follows_the_rules(config_index: int, seed: int, raw_actions: list[int]) -> None:
     """Heading, head move, body, growth, food, rewards, terminated vs truncated, cause and
@@ -63,6 +64,7 @@ def test_every_step_follows_the_rules(config_index: int, seed: int, raw_actions:
         assert after.steps_since_food == (0 if expected.ate else before.steps_since_food + 1)
 
 
+@pytest.mark.slow
 @given(config_indices, seeds, action_lists)
 def test_final_observation_is_of_the_state_reached_before_reset(
     config_index: int, seed: int, raw_actions: list[int]
@@ -82,6 +84,7 @@ def test_final_observation_is_of_the_state_reached_before_reset(
         np.testing.assert_array_equal(final[t], np.asarray(snake.observe(config, reached)))
 
 
+@pytest.mark.slow
 @given(config_indices, seeds, action_lists)
 def test_same_key_same_trajectory_and_vmap_agrees(config_index: int, seed: int, raw_actions: list[int]) -> None:
     """A rollout is a function of its key and actions; batching does not change it."""

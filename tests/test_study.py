@@ -263,6 +263,7 @@ def test_finished_study_is_not_recomputed(reference: Path) -> None:
     assert (reference / store_module.DATABASE).stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_running_a_finished_study_from_the_command_line_says_so(reference: Path, tmp_path: Path) -> None:
     spec_path = tmp_path / "tiny.toml"
     spec_path.write_text(TINY_SPEC)
@@ -307,6 +308,7 @@ with store.locked(Path(sys.argv[1])):
 """
 
 
+@pytest.mark.slow
 def test_study_killed_mid_batch_resumes_to_the_uninterrupted_result(reference: Path, tmp_path: Path) -> None:
     spec_path = tmp_path / "tiny.toml"
     spec_path.write_text(TINY_SPEC)
@@ -351,6 +353,7 @@ def _updates_done(folder: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_ray_backend_gives_the_same_store(reference: Path, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="the ray extra is part of `make test`")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -384,6 +387,7 @@ def test_status_and_export(reference: Path, tmp_path: Path) -> None:
     assert bad_format.exit_code == 2 and "format: must be one of csv, npz" in bad_format.output
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_stored_as_failed_and_its_batch_mate_finishes(tmp_path: Path) -> None:
     # decoupled decay of strength 1e30 multiplies the weights by about -1e27 per step: the
     # second minibatch of the first update already sees astronomically large logits

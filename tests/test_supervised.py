@@ -48,6 +48,7 @@ def _train(config: supervised.SupervisedConfig, learning_rate: float, strength: 
     return jax.device_get(metrics)
 
 
+@pytest.mark.slow
 def test_linear_regression_fits_and_digits_are_learned() -> None:
     linreg = supervised.SupervisedConfig(
         task="linreg",
