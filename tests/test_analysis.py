@@ -145,6 +145,7 @@ def _study(runs: dict[str, tuple[np.ndarray, list[Run]]], cosine: dict[str, floa
         spec_toml="",
         metric_labels={"score": "the score"},
         watchable=False,
+        progress_metric="score",
     )
 
 

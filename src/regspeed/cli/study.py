@@ -97,7 +97,10 @@ def watch(
     if gif is not None and not gif.parent.exists():
         raise ConfigError("gif", f"folder {gif.parent} does not exist; create it or choose another path")
     with store_module.Store.open(folder) as store:
-        chosen = seed if seed is not None else progress.best_seed(results.load(store, ("score",)), condition)
+        if seed is None:
+            best_by = results.learner_facts(store).progress_metric
+            seed = progress.best_seed(results.load(store, (best_by,)), condition, best_by)
+        chosen = seed
         with console.status(f"loading {condition} seed {chosen}..."):
             env, states = results.episode(store, condition, chosen, episode_seed, max_steps)
     summary = f"{condition} seed {chosen}: {len(states)} steps, score {int(states[-1].length) - env.initial_length}"

@@ -124,7 +124,7 @@ def train(
         carry, history = training.train(learner.trainer, config, carry, updates, chunk, eval_every, on_chunk)
     seconds = time.perf_counter() - start
     run_info = {"seeds": seed_list, "learning_rate": setup.learning_rate, "strength": strength}
-    _write_training_outputs(out, title, config, seed_list, history, run_info)
+    _write_training_outputs(out, title, config, seed_list, history, run_info, shown)
     console.print(_training_table(seed_list, history, updates, steps_per_update, seconds))
     console.print(f"wrote {out}/curve.csv, curve.png, checkpoint.npz")
 
@@ -162,7 +162,9 @@ def _flag(path: str) -> str:
     return "lr" if path.endswith(".learning_rate") else path.rsplit(".", 1)[-1]
 
 
-def _write_training_outputs(out: Path, title: str, config: Any, seeds: list[int], history: Any, run: dict) -> None:
+def _write_training_outputs(
+    out: Path, title: str, config: Any, seeds: list[int], history: Any, run: dict, metric: str
+) -> None:
     """curve.csv, eval.csv, curve.png and config.json of a finished batch of runs."""
     import dataclasses
     import json
@@ -171,12 +173,12 @@ def _write_training_outputs(out: Path, title: str, config: Any, seeds: list[int]
 
     from regspeed.report import run_curves as curves
 
-    steps_axis = np.arange(1, history.updates["score"].shape[1] + 1) * config.steps_per_update
+    steps_axis = np.arange(1, history.updates["env_steps"].shape[1] + 1) * config.steps_per_update
     curves.write_csv(out / "curve.csv", seeds, steps_axis, history.updates)
     if history.evaluated_at:
         eval_axis = np.asarray(history.evaluated_at) * config.steps_per_update
         curves.write_csv(out / "eval.csv", seeds, eval_axis, history.evaluations)
-    curves.plot(out / "curve.png", title, seeds, history, config.steps_per_update)
+    curves.plot(out / "curve.png", title, seeds, history, config.steps_per_update, metric)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config) | run, indent=2))
 
 

@@ -76,8 +76,10 @@ def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
 
 def animations(store: Store, data: StudyData, analysis: StudyAnalysis, max_steps: int = 300) -> list[Animation]:
     """For a game: GIFs of the best run of the baseline and of each regularizer kind's best
-    condition (by final training score), playing the same evaluation episode greedily."""
-    metric = "score" if "score" in analysis.summaries else next(iter(analysis.summaries), None)
+    condition (by final performance in the learner's progress metric, the training score for
+    Snake), playing the same evaluation episode greedily."""
+    measured = analysis.summaries
+    metric = data.progress_metric if data.progress_metric in measured else next(iter(measured), None)
     if metric is None or not data.watchable:
         return []
     summaries = analysis.summaries[metric]

@@ -33,10 +33,13 @@ def _format(value: float) -> str:
     return "" if not np.isfinite(value) else f"{float(value):.6g}"
 
 
-def plot(path: Path, title: str, seeds: Sequence[int], history: History, steps_per_update: int) -> Path:
-    """Training score (per seed, smoothed) and greedy-evaluation score against env steps."""
+def plot(
+    path: Path, title: str, seeds: Sequence[int], history: History, steps_per_update: int, metric: str = "score"
+) -> Path:
+    """``metric`` of the training episodes (per seed, smoothed) and of the greedy evaluation
+    (``eval_<metric>``) against env steps."""
     figure, (train_axis, eval_axis) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    score = history.updates["score"]
+    score = history.updates[metric]
     steps = np.arange(1, score.shape[1] + 1) * steps_per_update
     smoothed = metrics.smooth(score, max(1, score.shape[1] // 50))
     for run, seed in enumerate(seeds):
@@ -47,7 +50,7 @@ def plot(path: Path, title: str, seeds: Sequence[int], history: History, steps_p
     train_axis.legend(fontsize=7)
     if history.evaluated_at:
         eval_steps = np.asarray(history.evaluated_at) * steps_per_update
-        evaluation = history.evaluations["eval_score"]
+        evaluation = history.evaluations[f"eval_{metric}"]
         for run in range(len(seeds)):
             eval_axis.plot(eval_steps, evaluation[run], lw=0.8, alpha=0.5, marker=".")
         eval_axis.plot(eval_steps, evaluation.mean(axis=0), color="black", lw=2)

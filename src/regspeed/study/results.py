@@ -74,6 +74,7 @@ class StudyData:
     spec_toml: str
     metric_labels: dict[str, str]  # metric name -> human words
     watchable: bool  # a game whose trained runs can be watched (``episode``) and turned into GIFs
+    progress_metric: str  # what the learner's progress is shown by (and a game's best run chosen by)
 
     def label(self, metric: str) -> str:
         """The metric in words (its name if it has none)."""
@@ -84,13 +85,25 @@ class StudyData:
         return {curve.condition: curve for curve in self.curves.get(metric, [])}
 
 
-def _learner_facts(task_name: str) -> tuple[dict[str, str], bool]:
-    """The words for the task's metric names (its learner's declarations), and whether its
-    runs can be watched (the learner is a game)."""
+@dataclasses.dataclass(frozen=True)
+class LearnerFacts:
+    """What the study's learner declares that the analysis and report use."""
+
+    metric_labels: dict[str, str]
+    watchable: bool
+    progress_metric: str
+
+
+def learner_facts(store: Store) -> LearnerFacts:
+    """The declarations of the study's learner (an unknown task: labels by name, not watchable,
+    progress by its first speed metric)."""
     from regspeed.learn import registry
 
-    learner = registry.LEARNERS.get(task_name)
-    return (learner.labels(), learner.play is not None) if learner else ({}, False)
+    meta = store.meta()
+    learner = registry.LEARNERS.get(json.loads(meta["spec_json"]).get("task", ""))
+    if learner is None:
+        return LearnerFacts({}, False, _speed_metrics(meta)[0])
+    return LearnerFacts(learner.labels(), learner.play is not None, learner.progress_metric)
 
 
 def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
@@ -108,7 +121,7 @@ def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
         metric: _curves(store.curve(metric), runs, conditions) for metric in dict.fromkeys(wanted) if metric in recorded
     }
     totals = {batch.batch_id: batch.total_updates for batch in batches}
-    labels, watchable = _learner_facts(spec.get("task", ""))
+    facts = learner_facts(store)
     return StudyData(
         name=spec.get("name", "study"),
         task=spec.get("task", ""),
@@ -125,8 +138,9 @@ def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
         wall_seconds=sum(batch.wall_seconds for batch in batches),
         versions=json.loads(meta.get("versions", "{}")),
         spec_toml=meta.get("spec_toml", ""),
-        metric_labels=labels,
-        watchable=watchable,
+        metric_labels=facts.metric_labels,
+        watchable=facts.watchable,
+        progress_metric=facts.progress_metric,
     )
 
 
