@@ -66,6 +66,15 @@ def index(tree, i: int):
     )
 
 
+def leaves_equal(a: object, b: object) -> bool:
+    """Every leaf of two pytrees bit for bit (keys as their raw data, NaN equal to NaN)."""
+    raw = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x  # noqa: E731
+    return all(
+        np.array_equal(np.asarray(raw(x)), np.asarray(raw(y)), equal_nan=True)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """test_study's tiny study, run once, uninterrupted, in this process (shared by the

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tiny
+from conftest import leaves_equal
 
 from regspeed.envs import snake
 from regspeed.errors import ConfigError
@@ -24,14 +25,6 @@ TRAINER = registry.get("snake-dqn").trainer
 
 def batch_hparams(runs: int, learning_rate: float = 5e-4, strength: float = 0.0) -> dqn.Hparams:
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (runs,)), dqn.hparams(learning_rate, strength))
-
-
-def leaves_equal(a: object, b: object) -> bool:
-    keys = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x  # noqa: E731
-    return all(
-        np.array_equal(np.asarray(keys(x)), np.asarray(keys(y)), equal_nan=True)
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    )
 
 
 def test_n_step_targets_by_hand() -> None:

@@ -11,21 +11,13 @@ import jax
 import numpy as np
 import pytest
 import tiny
+from conftest import leaves_equal
 
 from regspeed.learn import checkpoint, registry
 from regspeed.learn import driver as training
 
 LEARNERS = registry.names()
 CHUNK = 2  # every test advances in chunks of 2 updates: one compiled program per learner, shared
-
-
-def leaves_equal(a: object, b: object) -> bool:
-    """Every leaf bit for bit (keys as their raw data, NaN equal to NaN)."""
-    raw = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x  # noqa: E731
-    return all(
-        np.array_equal(np.asarray(raw(x)), np.asarray(raw(y)), equal_nan=True)
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    )
 
 
 def test_every_learner_has_a_tiny_configuration() -> None:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tiny
+from conftest import leaves_equal
 
 from regspeed.errors import ConfigError
 from regspeed.learn import checkpoint, nets, ppo, registry
@@ -22,16 +23,6 @@ TRAINER = registry.get("snake-ppo").trainer
 
 def stacked(*hps: ppo.Hparams) -> ppo.Hparams:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *hps)
-
-
-def leaves_equal(a, b) -> bool:
-    def raw(x):
-        return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
-
-    return all(
-        np.array_equal(np.asarray(raw(x)), np.asarray(raw(y)), equal_nan=True)
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    )
 
 
 def test_gae_bootstraps_on_truncation_not_on_termination() -> None:

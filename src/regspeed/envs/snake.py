@@ -408,19 +408,25 @@ def _timestep(
     )
 
 
-def step(config: SnakeConfig, state: SnakeState, action: jax.Array) -> tuple[SnakeState, TimeStep]:
-    """One step without reset. Stepping a state whose episode has ended is undefined:
-    use :func:`autoreset_step` for rollouts."""
+def _moved(config: SnakeConfig, state: SnakeState, action: jax.Array) -> tuple[_Outcome, jax.Array]:
+    """The move of one step with fresh food placed where the snake ate, and the step's random
+    words. :func:`step` and :func:`autoreset_step` make the same draws, so both reach the
+    same state while an episode runs."""
     key, sub = jax.random.split(state.key)
-    # The same draws as autoreset_step, so both reach the same state while an episode runs.
     words = _random_words(sub, 4)
     outcome = _move(config, state.replace(key=key), action)
     reached = outcome.reached
     new_food = _sample_free_cell(config, reached.body, words[0])
     reached = reached.replace(food=jnp.where(outcome.ate & ~outcome.won, new_food, reached.food))
-    outcome = outcome._replace(reached=reached)
-    observation = observe(config, reached)
-    return reached, _timestep(config, state, outcome, observation, observation)
+    return outcome._replace(reached=reached), words
+
+
+def step(config: SnakeConfig, state: SnakeState, action: jax.Array) -> tuple[SnakeState, TimeStep]:
+    """One step without reset. Stepping a state whose episode has ended is undefined:
+    use :func:`autoreset_step` for rollouts."""
+    outcome, _ = _moved(config, state, action)
+    observation = observe(config, outcome.reached)
+    return outcome.reached, _timestep(config, state, outcome, observation, observation)
 
 
 def autoreset_step(
@@ -433,12 +439,8 @@ def autoreset_step(
     the reset (what a truncated episode bootstraps from); ``final_observation=False``
     (static) skips computing it and repeats ``observation`` instead.
     """
-    key, sub = jax.random.split(state.key)
-    words = _random_words(sub, 4)
-    outcome = _move(config, state.replace(key=key), action)
+    outcome, words = _moved(config, state, action)
     reached = outcome.reached
-    new_food = _sample_free_cell(config, reached.body, words[0])
-    reached = reached.replace(food=jnp.where(outcome.ate & ~outcome.won, new_food, reached.food))
     done = outcome.died | outcome.won | outcome.truncated
     start = _initial_snake(config, words[1:])
     zero = jnp.zeros((), jnp.int32)
@@ -453,7 +455,7 @@ def autoreset_step(
     )
     observation = observe(config, continuing)
     final = observe(config, reached) if final_observation else observation
-    return continuing, _timestep(config, state, outcome._replace(reached=reached), observation, final)
+    return continuing, _timestep(config, state, outcome, observation, final)
 
 
 # --------------------------------------------------------------------- observations
