@@ -196,6 +196,7 @@ def test_plan_groups_by_compiled_code_and_splits_to_fit_the_memory_cap() -> None
 # -------------------------------------------------------------------------------- store
 
 
+@pytest.mark.slow  # the tiny study fixture: about 20 s
 def test_store_holds_every_run_curve_and_the_plan(reference: Path) -> None:
     with store_module.Store.open(reference) as store:
         runs = store.runs()
@@ -215,6 +216,7 @@ def test_store_holds_every_run_curve_and_the_plan(reference: Path) -> None:
     assert sorted(checkpoints(reference)) == ["batch-0000-update-0000120.npz", "batch-0001-update-0000120.npz"]
 
 
+@pytest.mark.slow  # the tiny study fixture: about 20 s
 def test_load_reads_the_study_once_as_plain_data(reference: Path) -> None:
     with store_module.Store.open(reference) as store:
         data = results.load(store)
@@ -254,6 +256,7 @@ def test_a_chunk_with_two_evaluations_stores_both() -> None:
     np.testing.assert_array_equal(values, [1.0, 2.0, 3.0])
 
 
+@pytest.mark.slow  # the tiny study fixture: about 20 s
 def test_finished_study_is_not_recomputed(reference: Path) -> None:
     before = store_contents(reference)
     stamp = (reference / store_module.DATABASE).stat().st_mtime_ns
@@ -274,6 +277,7 @@ def test_running_a_finished_study_from_the_command_line_says_so(reference: Path,
     assert changed.exit_code == 2 and "error: spec: differs from the one" in changed.output
 
 
+@pytest.mark.slow  # the tiny study fixture: about 20 s
 def test_changed_spec_is_refused_saying_what_differs(reference: Path) -> None:
     changed = spec_module.parse(TINY_SPEC.replace("budget = 15_360", "budget = 16_384"))
     with pytest.raises(ConfigError, match=r"budget: stored 15360, given 16384"):
@@ -286,6 +290,7 @@ def test_changed_spec_is_refused_saying_what_differs(reference: Path) -> None:
     assert runner.run(explicit, reference, TINY_SPEC).already_finished
 
 
+@pytest.mark.slow  # the tiny study fixture: about 20 s
 def test_a_second_process_is_refused_by_the_lock(reference: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(reference)], stdout=subprocess.PIPE, text=True)
     try:
@@ -365,6 +370,7 @@ def test_ray_backend_gives_the_same_store(reference: Path, tmp_path: Path) -> No
     assert store_contents(tmp_path) == store_contents(reference)
 
 
+@pytest.mark.slow  # the tiny study fixture: about 20 s
 def test_status_and_export(reference: Path, tmp_path: Path) -> None:
     cli = CliRunner()
     status = cli.invoke(app, ["status", str(reference)])
