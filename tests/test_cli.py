@@ -82,6 +82,20 @@ def test_train_refuses_an_unknown_regularizer_and_a_bad_strength() -> None:
     assert result.exit_code == 2 and result.output.startswith("error: reg: unknown regularizer 'l3'")
     result = runner.invoke(app, ["train", "--reg", "dropout", "--strength", "1.5"])
     assert result.exit_code == 2 and "strength: a dropout rate must be in [0, 1)" in result.output
+    for bad in ("nan", "inf", "-1"):
+        result = runner.invoke(app, ["train", "--reg", "l2", "--strength", bad])
+        assert result.exit_code == 2 and "strength: must be a finite number >= 0" in result.output, bad
+
+
+def test_train_names_bad_sizes_and_learning_rates_by_their_flags() -> None:
+    for flags, message in (
+        (["--num-envs", "0"], "error: num_envs: must be a positive integer (got 0)"),
+        (["--window", "0", "--observation", "window"], "error: window: must be an odd integer >= 3 (got 0)"),
+        (["--lr", "-1"], "error: lr: must be a number > 0 (got -1.0)"),
+        (["--rows", "3"], "error: rows: must be an integer between 4 and 64 (got 3)"),
+    ):
+        result = runner.invoke(app, ["train", *flags])
+        assert result.exit_code == 2 and result.output.strip() == message, (flags, result.output)
 
 
 def test_train_refuses_a_network_that_does_not_fit_the_observation() -> None:

@@ -101,6 +101,9 @@ def test_learns_on_a_small_board() -> None:
         ({"network": nets.NetworkConfig(torso="cnn")}, "torso"),
         ({"gamma": 1.5}, "gamma"),
         ({"runs_per_vmap": -1}, "runs_per_vmap"),
+        ({"clip_eps": float("nan")}, "clip_eps"),
+        ({"entropy_coef": float("inf")}, "entropy_coef"),
+        ({"gae_lambda": float("nan")}, "gae_lambda"),
     ],
 )
 def test_bad_configuration_names_the_option(change: dict, field: str) -> None:

@@ -144,8 +144,14 @@ def test_every_problem_is_reported_with_its_toml_path(tmp_path: Path) -> None:
         (('observation = "features"', 'observation = "features"\nfood = 2'), ("config.env.food", "unknown key")),
         (("hidden = [16]", 'hidden = [16]\ntorso = "cnn"'), ("config.network.torso", "a cnn needs grid")),
         (("epochs = 1", "epochs = 1\ntotal_updates = 3"), ("config.ppo.total_updates", "set by the study")),
-        (("score = [1, 2]", 'score = "soon"'), ("thresholds.score", 'must be "auto" or a list of numbers')),
+        (("score = [1, 2]", 'score = "soon"'), ("thresholds.score", 'must be "auto" or a list of finite numbers')),
         (("score = [1, 2]", "lenght = [1]"), ("thresholds.lenght", "unknown metric")),
+        (("score = [1, 2]", "score = [1, nan]"), ("thresholds.score", 'must be "auto" or a list of finite numbers')),
+        (("epochs = 1", "epochs = 1\nclip_eps = nan"), ("config.ppo.clip_eps", "must be a finite number (got nan)")),
+        (("epochs = 1", "epochs = 1\nentropy_coef = inf"), ("config.ppo.entropy_coef", "must be a finite number")),
+        (("rows = 6", "rows = 6\nreward_food = nan"), ("config.env.reward_food", "must be a finite number")),
+        (("chunk_updates = 4", "chunk_updates = 4\nmemory_cap_gb = inf"), ("execution.memory_cap_gb", "must be a")),
+        (("strengths = [1e-3, 1e-2]", "strengths = [1e-3, nan]"), ("regularizers[0].strengths[1]", "must be a finite")),
         (("strengths = [1e-3, 1e-2]", "strengths = [1e-3, 1e-3]"), ("regularizers[0].strengths", "lists 0.001 twice")),
         (('kind = "l2"', 'kind = "none"'), ("regularizers[0].kind", "the baseline (none) is always included")),
         (
@@ -175,6 +181,10 @@ def test_bad_spec_on_the_command_line_is_one_block_and_exit_2(tmp_path: Path) ->
     assert result.exit_code == 2
     assert "regularizers[0].strengths: must be > 0 (got -0.0001)" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+    path.write_text(TINY_SPEC.replace("epochs = 1", "epochs = 1\nclip_eps = nan"))
+    result = CliRunner().invoke(app, ["study", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "config.ppo.clip_eps: must be a finite number (got nan)" in result.output
+    assert not (tmp_path / "out").exists()  # validated before anything is written: the folder never gets stuck
     missing = CliRunner().invoke(app, ["study", str(tmp_path / "nope.toml")])
     assert missing.exit_code == 2 and "is not a file" in missing.output
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from typing import Any
+
 
 class ConfigError(ValueError):
     """A user-supplied option is invalid.
@@ -25,3 +29,12 @@ class ConfigProblemsError(ConfigError):
         lines = [f"{path}: {message}" if path else message for path, message in problems]
         noun = "problem" if len(problems) == 1 else "problems"
         super().__init__(source, f"{len(problems)} {noun}\n  " + "\n  ".join(lines))
+
+
+def refuse_non_finite(config: Any) -> None:
+    """Raise :class:`ConfigError` on the first float field of a dataclass that is NaN or
+    infinite (every config calls it first in ``__post_init__``: no setting may be NaN/inf)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(field.name, f"must be a finite number (got {value})")

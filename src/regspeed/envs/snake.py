@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from regspeed.errors import ConfigError
+from regspeed.errors import ConfigError, refuse_non_finite
 
 # Headings, clockwise. DELTAS[h] is the (row, col) step of heading h; rows grow downwards.
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
@@ -96,6 +96,7 @@ class SnakeConfig:
     time_limit: int | None = None
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         for name in ("rows", "cols"):
             value = getattr(self, name)
             if not isinstance(value, int) or not MIN_SIZE <= value <= MAX_SIZE:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from regspeed.envs import snake
-from regspeed.errors import ConfigError
+from regspeed.errors import ConfigError, refuse_non_finite
 from regspeed.learn import common, nets, snake_agents
 from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams, Metrics
@@ -74,6 +74,7 @@ class DQNConfig:
     eval_max_steps: int = 500
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         for name in (
             "num_envs",
             "rollout_steps",

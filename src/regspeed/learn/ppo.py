@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from regspeed.envs import snake
-from regspeed.errors import ConfigError
+from regspeed.errors import ConfigError, refuse_non_finite
 from regspeed.learn import common, nets, snake_agents
 from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams
@@ -75,6 +75,7 @@ class PPOConfig:
     runs_per_vmap: int = 0  # runs of a batch advanced in one vmap; 0: automatic (see vmap_group)
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         for name in (
             "num_envs", "rollout_steps", "epochs", "minibatches", "total_updates", "eval_episodes", "eval_max_steps"
         ):

@@ -29,6 +29,7 @@ of the parameter tree (a shared top-level ``torso`` belongs to both).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -36,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from regspeed.errors import ConfigError
+from regspeed.errors import ConfigError, refuse_non_finite
 
 KINDS = ("none", "l1", "l2", "weight_decay", "l2_init", "elastic", "dropout")
 NETWORKS = ("all", "policy", "value")
@@ -66,6 +67,7 @@ class Regularizer:
     l1_ratio: float = 0.5
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if self.kind not in KINDS:
             raise ConfigError("reg", f"unknown regularizer {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.network not in NETWORKS:
@@ -76,8 +78,8 @@ class Regularizer:
 
 def check_strength(regularizer: Regularizer, strength: float) -> None:
     """Reject a strength that cannot be meant (raised before anything runs)."""
-    if strength < 0:
-        raise ConfigError("strength", f"must be >= 0 (got {strength})")
+    if not math.isfinite(strength) or strength < 0:
+        raise ConfigError("strength", f"must be a finite number >= 0 (got {strength})")
     if regularizer.kind == "dropout" and not strength < 1:
         raise ConfigError("strength", f"a dropout rate must be in [0, 1) (got {strength})")
 

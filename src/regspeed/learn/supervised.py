@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from regspeed.errors import ConfigError, ConfigProblemsError
+from regspeed.errors import ConfigError, ConfigProblemsError, refuse_non_finite
 from regspeed.learn import common
 from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams, Metrics
@@ -80,6 +80,7 @@ class SupervisedConfig:
     total_updates: int = 1000
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if self.task not in TASKS:
             raise ConfigError("task", f"must be one of {', '.join(TASKS)} (got {self.task!r})")
         if self.optimizer not in OPTIMIZERS:

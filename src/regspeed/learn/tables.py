@@ -98,6 +98,8 @@ def _message(detail: dict[str, Any]) -> str:
         return detail["msg"].removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
         message = "use letters, digits, '_', '.' and '-' only (it names the study's folder)"
+    elif kind == "finite_number":
+        message = "must be a finite number"
     elif kind in _BOUNDS:
         symbol, key = _BOUNDS[kind]
         message = f"must be {symbol} {context[key]}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -36,7 +37,7 @@ class SpecError(ConfigProblemsError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StrengthGrid(_Strict):
@@ -304,11 +305,13 @@ def condition_name(regularizer: regs.Regularizer, strength: float) -> str:
 
 def describe_validation_error(error: pydantic.ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
     """One ``(toml_path, message)`` per problem pydantic found in a spec (a threshold that is
-    neither "auto" nor a list gets one message, not one per member of the union)."""
+    neither "auto" nor a list of finite numbers gets one message, not one per member of the
+    union or per list element)."""
     merged: dict[str, str] = {}
     for path, message in tables.describe_validation_error(error, prefix):
-        if path in merged and path.startswith("thresholds."):
-            merged[path] = 'must be "auto" or a list of numbers'
+        threshold = re.fullmatch(r"(thresholds\.[^.\[]+)(\[\d+\])?", path)
+        if threshold and (threshold[1] in merged or threshold[2]):
+            merged[threshold[1]] = 'must be "auto" or a list of finite numbers'
         else:
             merged.setdefault(path, message)
     return list(merged.items())
