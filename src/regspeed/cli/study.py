@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from regspeed.cli.app import app, console, user_errors_exit_cleanly
 from regspeed.errors import ConfigError
+from regspeed.safe_text import printable, terminal_text
 
 SpecArgument = Annotated[
     Path | None, typer.Argument(help="Study spec (TOML). Default: the embedded default study (`regspeed spec`).")
@@ -71,8 +73,9 @@ def _report(folder: Path) -> None:
     with console.status("analysing and writing the report..."):
         written = report_module.write(folder)
     console.print(written.table)
-    console.print(report_module.headline(written.analysis), soft_wrap=True, highlight=False)
-    console.print(f"wrote {written.html_path} and {written.markdown_path}", soft_wrap=True, highlight=False)
+    console.print(terminal_text(report_module.headline(written.analysis)), soft_wrap=True, highlight=False)
+    written_paths = f"wrote {written.html_path} and {written.markdown_path}"
+    console.print(terminal_text(written_paths), soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -169,9 +172,9 @@ class _StudyProgress:
         count = len(batches)
         for job in jobs:
             names = sorted({store_name for store_name in self._conditions(store, job.batch_id)})
-            label = f"batch {job.batch_id + 1}/{count}: {', '.join(names)}"
+            label = printable(f"batch {job.batch_id + 1}/{count}: {', '.join(names)}")
             task = self.progress.add_task(
-                label if len(label) < 60 else label[:57] + "...", total=1.0, detail="waiting", start=False
+                escape(label if len(label) < 60 else label[:57] + "..."), total=1.0, detail="waiting", start=False
             )
             self.batches[job.batch_id] = (task, len(job.seeds))
 
@@ -208,13 +211,13 @@ def _print_summary(folder: Path) -> None:
     with store_module.Store.open(folder) as store:
         data = results.load(store, results.speed_metrics(store))
     rows = progress.table(data)
-    table = Table(title=f"{folder}: IQM over seeds of the last 10% of the budget")
+    table = Table(title=terminal_text(f"{folder}: IQM over seeds of the last 10% of the budget"))
     table.add_column("condition", no_wrap=True)
     for name in ("runs done", "failed", *data.speed_metrics):
         table.add_column(name, justify="right")
     for row in rows:
         table.add_row(
-            row.condition,
+            terminal_text(row.condition),
             f"{row.finished + row.failed}/{row.runs}" + ("" if row.progress >= 1 else f" ({row.progress:.0%})"),
             str(row.failed) if not row.failed else f"[red]{row.failed}[/]",
             *(_number(row.final[metric]) for metric in data.speed_metrics),
@@ -222,7 +225,8 @@ def _print_summary(folder: Path) -> None:
     console.print(table)
     failed = [run for run in data.runs if run.status == "failed"]
     for run in failed:
-        console.print(f"[red]{run.condition} seed {run.seed} failed:[/] {run.error}", highlight=False)
+        who, why = terminal_text(f"{run.condition} seed {run.seed} failed:"), terminal_text(run.error)
+        console.print(f"[red]{who}[/] {why}", highlight=False)
 
 
 def _number(value: float) -> str:
@@ -237,7 +241,7 @@ def status(folder: StudyFolder) -> None:
 
     with store_module.Store.open(folder) as store:
         meta = store.meta()
-    console.print(f"{folder}: study created {meta.get('created', '?')}")
+    console.print(terminal_text(f"{folder}: study created {meta.get('created', '?')}"), highlight=False)
     _print_summary(folder)
 
 

@@ -2,33 +2,52 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 from regspeed.report.model import ReportModel, TextTable
+from regspeed.safe_text import printable
+
+
+def _text(text: str) -> str:
+    """Words from the study as Markdown text: printable, with HTML (``<``, ``>``, ``&``)
+    escaped, so a crafted name cannot carry markup into a Markdown viewer."""
+    return html.escape(printable(text), quote=False)
+
+
+def _cell(text: str) -> str:
+    return _text(text).replace("|", "\\|")
 
 
 def _table(table: TextTable) -> list[str]:
-    lines = ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in table.rows]
+    lines = ["| " + " | ".join(_cell(name) for name in table.header) + " |", "|" + "---|" * len(table.header)]
+    return lines + ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in table.rows]
+
+
+def _code_block(code: str, language: str) -> list[str]:
+    """A fenced block that the code cannot close: the fence is longer than any backtick run in it."""
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + language, code, fence]
 
 
 def render(model: ReportModel) -> str:
     """The Markdown text of the report."""
-    lines = [f"# {model.question}", "", f"## Answer ({model.study})", "", model.answer, ""]
-    lines += [f"- {finding}" for finding in model.findings]
-    lines += ["", f"## Verdicts: {model.verdict_title}", "", *_table(model.verdicts)]
+    lines = [f"# {model.question}", "", f"## Answer ({_text(model.study)})", "", _text(model.answer), ""]
+    lines += [f"- {_text(finding)}" for finding in model.findings]
+    lines += ["", f"## Verdicts: {_text(model.verdict_title)}", "", *_table(model.verdicts)]
     if model.per_metric is not None:
         lines += ["", "## Each metric side by side", "", *_table(model.per_metric)]
-    lines += ["", "## Setup", ""] + [f"- {line}" for line in model.setup]
+    lines += ["", "## Setup", ""] + [f"- {_text(line)}" for line in model.setup]
     lines += ["", "## All comparisons", "", *_table(model.comparisons)]
-    lines += ["", "## Caveats", ""] + [f"- {note}" for note in model.caveats]
+    lines += ["", "## Caveats", ""] + [f"- {_text(note)}" for note in model.caveats]
     lines += [
         "",
         "## Reproduce",
         "",
         "Save the spec below as `spec.toml`, then run `regspeed study spec.toml`.",
         "",
-        "```toml",
-        model.spec_toml,
-        "```",
+        *_code_block(model.spec_toml, "toml"),
         "",
     ]
     return "\n".join(lines)
