@@ -1,15 +1,21 @@
-"""The ``regspeed`` Typer application: its consoles, the options several commands share, and
-the rule that a user mistake (:class:`~regspeed.errors.ConfigError`) ends with one line on
-stderr naming the option and exit code 2, never a traceback."""
+"""The ``regspeed`` Typer application: its consoles, the options several commands share, the
+rule that a user mistake (:class:`~regspeed.errors.ConfigError`) ends with one line on
+stderr naming the option and exit code 2, never a traceback, and Ctrl-C stopping long
+commands at a safe point (exit code 130)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from regspeed import __version__
 from regspeed.errors import ConfigError
@@ -32,16 +38,54 @@ ColsOption = Annotated[int, typer.Option(help="Grid columns (4-64).")]
 SeedOption = Annotated[int, typer.Option(help="PRNG seed.")]
 
 
+class Interrupted(Exception):  # noqa: N818 (not an error: the user asked for it)
+    """Ctrl-C was pressed; raised at a safe point (after a chunk is stored). Its message says
+    what the user can do next."""
+
+
+@contextlib.contextmanager
+def stop_at_a_safe_point(next_step: str) -> Iterator[Callable[[], None]]:
+    """While inside, Ctrl-C only asks to stop: the yielded check raises :class:`Interrupted`
+    saying ``next_step`` at the next call (the caller's safe point, e.g. after a chunk is
+    stored). A second Ctrl-C
+    ends the process at once with exit code 130 (what is stored stays consistent: every
+    chunk is one transaction after its checkpoint file).
+
+    No exception is raised inside JAX's compiled code or its threads: Python's default
+    KeyboardInterrupt there could crash the process (seen: segfaults, exit 139)."""
+    requested = threading.Event()
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if requested.is_set():
+            os._exit(130)
+        requested.set()
+        error_console.print("stopping after the current chunk (Ctrl-C again to stop at once)", highlight=False)
+
+    def check() -> None:
+        if requested.is_set():
+            raise Interrupted(next_step)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def user_errors_exit_cleanly(command: F) -> F:
-    """Turn a :class:`ConfigError` raised by ``command`` into one line and exit code 2."""
+    """Turn a :class:`ConfigError` raised by ``command`` into one line and exit code 2, and an
+    :class:`Interrupted` into one line and exit code 130."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except ConfigError as error:
-            error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            error_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Interrupted as interruption:
+            error_console.print(f"interrupted; {escape(str(interruption))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 

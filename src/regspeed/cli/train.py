@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from regspeed.cli.app import app, console, user_errors_exit_cleanly
+from regspeed.cli.app import app, console, stop_at_a_safe_point, user_errors_exit_cleanly
 from regspeed.errors import ConfigError
 
 
@@ -102,7 +102,8 @@ def train(
     )
     shown = learner.progress_metric
     start = time.perf_counter()
-    with Progress(*columns, console=console) as progress:
+    saved = f"the training state so far is in {out / 'checkpoint.npz'}"
+    with stop_at_a_safe_point(saved) as stop_if_asked, Progress(*columns, console=console) as progress:
         task = progress.add_task("compiling", total=updates * steps_per_update, rate="", score="-")
 
         def on_chunk(report: training.ChunkReport) -> None:
@@ -119,6 +120,7 @@ def train(
             for run, why in report.newly_failed.items():
                 progress.console.print(f"[red]seed {seed_list[run]} stopped:[/] {why}")
             checkpoint.save(out / "checkpoint.npz", report.carry)
+            stop_if_asked()  # after the checkpoint: the run's state so far is saved
 
         carry = learner.start(setup, seed_list, [strength] * seeds)
         carry, history = training.train(learner.trainer, config, carry, updates, chunk, eval_every, on_chunk)
