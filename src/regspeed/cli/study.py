@@ -53,9 +53,7 @@ def study(
     the_spec = spec_module.load(spec_file)
     if quick:
         the_spec = spec_module.quick(the_spec)
-    folder = out if out is not None else Path("runs") / the_spec.name
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError("out", f"{folder} exists and is not a folder")
+    folder = out if out is not None else Path("runs") / the_spec.name  # runner.run refuses a folder not a study's
     options = {"address": address, "cpus_per_batch": cpus_per_batch, "gpus_per_batch": gpus_per_batch}
     with _StudyProgress(the_spec) as progress:
         outcome = runner.run(the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=progress.chunk)

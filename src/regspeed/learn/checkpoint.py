@@ -4,7 +4,8 @@ A carry is saved as an ``.npz`` of its leaves in pytree-flattening order (typed 
 as their raw key data). Loading needs a *template*: a carry of the same configuration (for
 example from ``init``), which supplies the tree structure and which leaves are keys. The
 file is written beside its final name and renamed into place, so a crash never leaves a
-half-written checkpoint.
+half-written checkpoint; the file beside it is created afresh, never through a symbolic link
+(a study folder may come from someone else).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from regspeed.errors import ConfigError
 
 FORMAT_VERSION = 1
 
@@ -37,15 +40,26 @@ def save(path: str | Path, carry: Any) -> Path:
     path = Path(path)
     arrays = carry if isinstance(carry, dict) and "format_version" in carry else to_arrays(carry)
     temporary = path.with_name(path.name + ".partial")
+    descriptor = _create_new(temporary)
     try:
-        with open(temporary, "wb") as file:
+        with os.fdopen(descriptor, "wb") as file:
             np.savez(file, **arrays)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        os.replace(temporary, path)  # a link at ``path`` is replaced itself, never its target
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def _create_new(path: Path) -> int:
+    """A descriptor of a new, empty file at ``path``: a leftover (or a link planted there) is
+    removed first, never followed, and the file is created exclusively without following links."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        raise ConfigError("checkpoint", f"{path} is in the way: it is not a plain file; remove it")
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
 
 
 def load(path: str | Path, template: Any) -> Any:

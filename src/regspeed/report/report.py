@@ -22,7 +22,7 @@ from regspeed.analysis import compare
 from regspeed.analysis.compare import StudyAnalysis
 from regspeed.report import evidence, html, markdown, model, terminal
 from regspeed.report.text import headline, sentence
-from regspeed.study import results
+from regspeed.study import files, results
 from regspeed.study.store import Store
 
 __all__ = ["Report", "headline", "sentence", "write"]
@@ -40,15 +40,17 @@ class Report:
 
 
 def write(folder: Path) -> Report:
-    """Analyse the study in ``folder`` and write ``report.html`` and ``summary.md`` there."""
+    """Analyse the study in ``folder`` and write ``report.html`` and ``summary.md`` there
+    (each replaced atomically, never through a symbolic link: one at either name is refused)."""
+    html_path, markdown_path = folder / "report.html", folder / "summary.md"
+    for path in (html_path, markdown_path):
+        files.refuse_link(path, "study")  # before the analysis, which takes a while
     with Store.open(folder) as store:
         data = results.load(store)
         analysis = compare.analyze(data)
         animations = evidence.animations(store, data, analysis)
     built = model.build(data, analysis, evidence.figures(data, analysis), animations)
-    html_path, markdown_path = folder / "report.html", folder / "summary.md"
     for path, text in ((html_path, html.render(built)), (markdown_path, markdown.render(built))):
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(text)
-        partial.replace(path)
+        with files.replacing(path, "study", text=True) as file:
+            file.write(text)
     return Report(html_path, markdown_path, terminal.verdict_table(built), analysis, built)

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from regspeed.errors import ConfigError
-from regspeed.study.store import CHECKPOINTS, RunRow, Store
+from regspeed.study import files
+from regspeed.study.store import RunRow, Store
 
 FORMATS = ("csv", "npz")
 DEFAULT_SPEED_METRICS = ("score", "steps", "eval_score", "eval_steps")  # stores that do not record theirs
@@ -182,12 +183,14 @@ def _curves(
 
 def export(store: Store, path: Path, format: str, metric: str = "score") -> Path:
     """Write the curves to ``path``: ``csv`` (long form, every metric) or ``npz`` (one metric,
-    rliable-shaped ``[runs, 1, points]`` per condition, plus its ``steps`` axis)."""
+    rliable-shaped ``[runs, 1, points]`` per condition, plus its ``steps`` axis). The file is
+    replaced atomically and never written through a symbolic link (one at ``path`` is refused)."""
     if format not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {format!r})")
+    files.refuse_link(path, "out")
     if format == "csv":
         names = {run.run_id: (run.condition, run.seed) for run in store.runs()}
-        with open(path, "w", newline="") as file:
+        with files.replacing(path, "out", text=True) as file:
             writer = csv.writer(file)
             writer.writerow(["condition", "seed", "metric", "step", "value"])
             for name in store.metric_names():
@@ -204,7 +207,8 @@ def export(store: Store, path: Path, format: str, metric: str = "score") -> Path
     arrays = {curve.condition: curve.values[:, None, :] for curve in per_condition}
     if "steps" in arrays:
         raise ConfigError("metric", "a condition is named 'steps', which the npz format reserves")
-    np.savez(path, steps=per_condition[0].steps, **arrays)
+    with files.replacing(path, "out") as file:
+        np.savez(file, steps=per_condition[0].steps, **arrays)
     return path
 
 
@@ -238,7 +242,7 @@ def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_
         raise ConfigError("study", f"{spec.task} is not a game: there is nothing to watch")
     regularizer = Regularizer(**next(c["regularizer"] for c in store.conditions() if c["name"] == condition))
     setup = spec_module.setup(spec, regularizer)
-    with np.load(store.folder / CHECKPOINTS / batch.checkpoint) as data:
+    with np.load(files.checkpoint_path(store.folder, batch.checkpoint, must_exist=True)) as data:
         arrays = dict(data)
     runs_in_batch = sum(r.batch == run.batch for r in runs)
     template = learner.start(setup, [0] * runs_in_batch, np.zeros(runs_in_batch))

@@ -34,6 +34,7 @@ from regspeed.errors import ConfigError
 from regspeed.learn import checkpoint
 from regspeed.learn import driver as training
 from regspeed.learn import regularizers as regs
+from regspeed.study import files
 from regspeed.study import spec as spec_module
 from regspeed.study import store as store_module
 from regspeed.study.spec import Spec
@@ -193,7 +194,10 @@ def _ray_outcomes(jobs: list[BatchJob], chunk_updates: int, options: dict[str, A
         missing = "ray is not installed: pip install 'regspeed[ray]', or use --backend local"
         raise ConfigError("backend", missing) from None
     if not ray.is_initialized():
-        ray.init(address=options.get("address"), include_dashboard=False, log_to_driver=False)
+        if (options.get("address") or os.environ.get("RAY_ADDRESS") or "local") == "local":
+            _start_loopback_ray(ray)
+        else:  # joins a cluster the user started (--address, or Ray's RAY_ADDRESS): it listens where they chose
+            ray.init(address=options.get("address"), include_dashboard=False, log_to_driver=False)
     remote = ray.remote(_execute_batch_list).options(
         num_returns="streaming", num_cpus=options.get("cpus_per_batch", 1), num_gpus=options.get("gpus_per_batch", 0)
     )
@@ -222,6 +226,41 @@ def _ray_outcomes(jobs: list[BatchJob], chunk_updates: int, options: dict[str, A
             yield item
 
 
+def _start_loopback_ray(ray: Any) -> None:
+    """Start a new local Ray whose servers listen on loopback only; refuse (and stop it) if they would not.
+
+    Ray binds its servers (GCS, raylet and object manager, workers' gRPC, agents, the autoscaler's
+    metrics) to loopback when the node address is loopback, and to all interfaces otherwise. On
+    Linux it replaces a loopback node address by the machine's external one unless
+    ``ray_constants.ENABLE_RAY_CLUSTER`` is off (its macOS / Windows default; the environment
+    variable behind it is read once, at import). No public setting exists, so the switch is off
+    only while the node starts; Ray's processes get the address on their command lines.
+    """
+    import ipaddress
+
+    from ray._private import ray_constants
+
+    cluster_switch = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        # "local": a new instance, never one that `ray start` left on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_switch
+    node_address = ray.util.get_node_ip_address()
+    try:
+        loopback = ipaddress.ip_address(node_address).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:  # a Ray version that ignores the switch: fail rather than expose the machine
+        ray.shutdown()
+        raise ConfigError(
+            "backend",
+            f"the local Ray started on {node_address}, not on loopback; "
+            "start a cluster yourself (`ray start --head`) and pass --address",
+        )
+
+
 def _execute_batch_list(job: BatchJob, chunk_updates: int) -> Iterator[ChunkOutcome]:
     """The Ray task: import regspeed first (XLA flags), then run the batch."""
     import regspeed  # noqa: F401
@@ -246,7 +285,7 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
                 f"differs from the one {folder} was started with ({shown}); "
                 "run it in another folder (--out) or restore the spec",
             )
-        return store_module.Store.open(folder)
+        return store_module.Store.open(folder, writable=True)
     learner = spec_module.learner_of(spec)
     the_plan = plan(spec)
     conditions = [
@@ -292,7 +331,7 @@ def _jobs(spec: Spec, store: store_module.Store) -> list[BatchJob]:
         runs = sorted(runs_by_batch[batch.batch_id], key=lambda run: run.position)
         start = None
         if batch.checkpoint is not None:
-            with np.load(store.folder / store_module.CHECKPOINTS / batch.checkpoint) as data:
+            with np.load(files.checkpoint_path(store.folder, batch.checkpoint, must_exist=True)) as data:
                 start = dict(data)
         jobs.append(
             BatchJob(
@@ -308,11 +347,27 @@ def _jobs(spec: Spec, store: store_module.Store) -> list[BatchJob]:
 
 
 def _remove_stale_checkpoints(store: store_module.Store) -> None:
-    """Checkpoint files the store does not name (a crash between file and transaction)."""
-    named = {batch.checkpoint for batch in store.batches()}
-    for path in (store.folder / store_module.CHECKPOINTS).glob("*"):
-        if path.name not in named:
-            path.unlink()
+    """Our checkpoint files (and partial ones) that the store does not name: a crash between
+    file and transaction. Anything else in ``checkpoints`` is not ours and stays."""
+    named = {batch.checkpoint for batch in store.batches()}  # checked names: batches() refuses others
+    for path in files.checkpoint_folder(store.folder, create=True).iterdir():
+        if files.is_own_checkpoint(path.name) and path.name not in named and (path.is_symlink() or path.is_file()):
+            path.unlink()  # a link is removed itself, never its target
+
+
+def _refuse_foreign_folder(folder: Path) -> None:
+    """Refuse, before anything is written, a folder that is neither new, nor empty, nor a
+    study store of ours (the store is opened read-only to check)."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError("out", f"{folder} exists and is not a folder; choose a folder for the study")
+    if store_module.exists(folder):
+        store_module.Store.open(folder).close()
+        return
+    if foreign := files.foreign_entries(folder):
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(
+            "out", f"{folder} holds no study but other files ({shown}); choose a new or empty folder for the study"
+        )
 
 
 def _chunk_curves(outcome: ChunkOutcome, alive: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -353,11 +408,13 @@ def run(
 
     Holds the folder's lock throughout. Finished runs are never recomputed; unfinished
     batches continue from their last checkpoint, so that the stored results equal those
-    of an uninterrupted run.
+    of an uninterrupted run. A folder that is neither new, empty nor a study of ours is
+    refused before anything is written.
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
     started = time.perf_counter()
+    _refuse_foreign_folder(folder)
     with store_module.locked(folder), _open_or_create(spec, folder, spec_text) as store:
         _remove_stale_checkpoints(store)
         jobs = _jobs(spec, store)
@@ -391,7 +448,7 @@ def _record(store: store_module.Store, outcome: ChunkOutcome, alive: np.ndarray)
     """Checkpoint file, then one transaction; then the previous checkpoint goes."""
     previous = next(batch.checkpoint for batch in store.batches() if batch.batch_id == outcome.batch_id)
     name = f"batch-{outcome.batch_id:04d}-update-{outcome.updates_done:07d}.npz"
-    checkpoint.save(store.folder / store_module.CHECKPOINTS / name, outcome.carry)
+    checkpoint.save(files.checkpoint_path(store.folder, name), outcome.carry)
     curves = _chunk_curves(outcome, alive)
     store.record_chunk(
         batch_id=outcome.batch_id,
@@ -406,4 +463,4 @@ def _record(store: store_module.Store, outcome: ChunkOutcome, alive: np.ndarray)
     for run in outcome.newly_failed:
         alive[run] = False
     if previous is not None and previous != name:
-        (store.folder / store_module.CHECKPOINTS / previous).unlink(missing_ok=True)
+        files.checkpoint_path(store.folder, previous).unlink(missing_ok=True)

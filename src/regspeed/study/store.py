@@ -13,6 +13,10 @@ Every chunk of a batch is one transaction (:meth:`Store.record_chunk`), written 
 chunk's checkpoint file, which is named by its update count: whatever happens, the store
 names a checkpoint that exists and matches the curves it holds. A store is created under a
 temporary name and renamed into place, so there is never a half-created study.
+
+A study folder may come from someone else: a store is opened read-only and checked to be a
+study store of ours before it is read, and reopened for writing only by a study that runs;
+the checkpoint names it holds are checked (:func:`~regspeed.study.files.checkpoint_path`).
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from typing import Any
 import numpy as np
 
 from regspeed.errors import ConfigError
+from regspeed.study import files
+from regspeed.study.files import CHECKPOINTS as CHECKPOINTS  # the folder's names, for this module's users
+from regspeed.study.files import DATABASE, LOCK
 
-DATABASE = "study.sqlite"
-LOCK = "study.lock"
-CHECKPOINTS = "checkpoints"
 FORMAT_VERSION = 2
+TABLES = frozenset({"meta", "conditions", "batches", "runs", "metrics", "curves"})
+SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's files beside the database
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -122,10 +128,11 @@ def locked(folder: Path) -> Iterator[None]:
     """Hold the study folder's lock; a second process is refused with a clear message.
 
     The lock is an ``flock`` on ``study.lock``: the kernel releases it when the holder
-    dies, even by SIGKILL, so a crashed study never stays locked.
+    dies, even by SIGKILL, so a crashed study never stays locked. A ``study.lock`` that is a
+    symbolic link is refused, never followed.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK, "a+") as handle:
+    with files.open_plain(folder / LOCK, "study") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -147,8 +154,59 @@ def locked(folder: Path) -> Iterator[None]:
 
 
 def exists(folder: Path) -> bool:
-    """Whether ``folder`` holds a study store."""
-    return (folder / DATABASE).is_file()
+    """Whether ``folder`` holds something named like a study store (:meth:`Store.open` checks
+    that it is one)."""
+    return os.path.lexists(folder / DATABASE)
+
+
+def _refuse_links(folder: Path) -> None:
+    """Refuse a store, or a file SQLite keeps beside it, that is a symbolic link."""
+    for name in (DATABASE, *(DATABASE + suffix for suffix in SIDE_FILES)):
+        if (folder / name).is_symlink():
+            raise files.damaged(folder, f"{name} is a symbolic link")
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write the database file (SQLite URI ``mode=ro``)."""
+    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+    connection.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
+    return connection
+
+
+def _connect_writable(path: Path) -> sqlite3.Connection:
+    """A connection for the study's one writer: WAL, so that readers never wait for it."""
+    connection = sqlite3.connect(path, timeout=30)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA cache_size=-65536")
+    return connection
+
+
+def refuse_unless_study(connection: sqlite3.Connection, path: Path) -> None:
+    """Raise :class:`ConfigError` unless the database is a study store: every table, this
+    format version, and the spec (as a JSON object). Reads only."""
+    tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if missing := sorted(TABLES - tables):
+        raise ConfigError(
+            "study",
+            f"{path} is not a regspeed study store (it has no {', '.join(missing)} table"
+            f"{'s' if len(missing) > 1 else ''}); give the folder of a study made by `regspeed study`",
+        )
+    meta = dict(connection.execute("SELECT key, value FROM meta WHERE key IN ('format_version', 'spec_json')"))
+    if "format_version" not in meta:
+        raise ConfigError("study", f"{path} is incomplete: its meta has no format_version; it cannot be read")
+    if meta["format_version"] != str(FORMAT_VERSION):
+        raise ConfigError(
+            "study", f"{path} has store format {meta['format_version']!r}, this regspeed reads {FORMAT_VERSION}"
+        )
+    if "spec_json" not in meta:
+        raise ConfigError("study", f"{path} is incomplete: its meta has no spec_json; it cannot be read")
+    try:
+        spec = json.loads(meta["spec_json"])
+    except json.JSONDecodeError:
+        spec = None
+    if not isinstance(spec, dict):
+        raise ConfigError("study", f"{path} is damaged: its spec_json is not a JSON object")
 
 
 class Store:
@@ -175,8 +233,9 @@ class Store:
         JSON); ``batches``: (condition names, total updates), numbered from 0."""
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / DATABASE
-        partial = folder / (DATABASE + ".partial")
-        partial.unlink(missing_ok=True)
+        partial = folder / (DATABASE + files.PARTIAL)
+        files.remove_leftover(partial.with_name(partial.name + "-journal"), "study")
+        os.close(files.create_new(partial, "study"))  # an empty file is an empty database
         try:
             connection = sqlite3.connect(partial)
             with connection:
@@ -201,26 +260,37 @@ class Store:
             os.replace(partial, final)
         finally:
             partial.unlink(missing_ok=True)
-        (folder / CHECKPOINTS).mkdir(exist_ok=True)
-        return cls.open(folder)
+        files.checkpoint_folder(folder, create=True)
+        return cls.open(folder, writable=True)
 
     @classmethod
-    def open(cls, folder: Path) -> Store:
-        """Open an existing store; a missing or damaged one is a clear error."""
+    def open(cls, folder: Path, writable: bool = False) -> Store:
+        """Open an existing store, read-only unless ``writable`` (a study that runs).
+
+        It is opened read-only first and checked to be a study store of this format with its
+        spec (:func:`refuse_unless_study`), and reopened for writing only then: a missing,
+        foreign, empty, damaged or incomplete file is a clear error and is left as it was.
+        """
         path = folder / DATABASE
-        if not path.is_file():
+        _refuse_links(folder)
+        if not path.exists():
             raise ConfigError("study", f"{folder} holds no study ({DATABASE} is missing); run `regspeed study` first")
+        if not path.is_file():
+            raise files.damaged(folder, f"{DATABASE} is not a file")
+        connection = None
         try:
-            connection = sqlite3.connect(path, timeout=30)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
-            version = connection.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-        except sqlite3.DatabaseError as error:
-            raise ConfigError("study", f"{path} is damaged or not a study store ({error})") from None
-        if version is None or int(version[0]) != FORMAT_VERSION:
-            raise ConfigError("study", f"{path} has store format {version}, this regspeed reads {FORMAT_VERSION}")
-        return cls(folder, connection)
+            connection = _connect_read_only(path)
+            refuse_unless_study(connection, path)
+            if writable:
+                connection.close()
+                connection = _connect_writable(path)
+            return cls(folder, connection)
+        except BaseException as error:
+            if connection is not None:
+                connection.close()
+            if isinstance(error, sqlite3.DatabaseError):
+                raise ConfigError("study", f"{path} is damaged or not a regspeed study store ({error})") from None
+            raise
 
     def close(self) -> None:
         """Close the database."""
@@ -257,11 +327,14 @@ class Store:
         return [RunRow(*row) for row in rows]
 
     def batches(self) -> list[BatchRow]:
-        """All batches in plan order."""
+        """All batches in plan order; a checkpoint name that is not one of ours is a damaged study."""
         rows = self.connection.execute(
             "SELECT batch_id, condition_ids, total_updates, updates_done, checkpoint, wall_seconds FROM batches "
             "ORDER BY batch_id"
         ).fetchall()
+        for row in rows:
+            if row[4] is not None:
+                files.checkpoint_path(self.folder, row[4])  # refuses a name leading anywhere but our checkpoints
         return [BatchRow(b, json.loads(c), t, u, ck, w) for b, c, t, u, ck, w in rows]
 
     def metric_names(self) -> list[str]:
