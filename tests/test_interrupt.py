@@ -59,3 +59,35 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_study_after_a_stored_chunk_and_the_same_command_resumes_it(tmp_path: Path) -> None:
+    from test_study import TINY_SPEC
+
+    from regspeed.study import store as store_module
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_SPEC.replace("budget = 15_360", "budget = 61_440"))  # 480 updates: still running
+    folder = tmp_path / "study"
+    process = start(["study", str(spec), "--out", str(folder)], tmp_path)
+
+    def a_chunk_is_stored() -> bool:
+        if not (folder / store_module.DATABASE).exists():
+            return False
+        with store_module.Store.open(folder) as store:
+            return any(batch.updates_done > 0 for batch in store.batches())
+
+    wait_for(a_chunk_is_stored, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted; every finished chunk is stored; run the same command to resume" in stderr
+    assert "Traceback" not in stderr
+    with store_module.Store.open(folder) as store:
+        assert not all(batch.updates_done == batch.total_updates for batch in store.batches())
+    resumed = start(["study", str(spec), "--out", str(folder)], tmp_path)
+    resumed.communicate(timeout=600)
+    assert resumed.returncode == 0
+    with store_module.Store.open(folder) as store:
+        assert all(run.status == "finished" for run in store.runs())

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from regspeed.cli.app import app, console, user_errors_exit_cleanly
+from regspeed.cli.app import app, console, stop_at_a_safe_point, user_errors_exit_cleanly
 from regspeed.errors import ConfigError
 from regspeed.safe_text import printable, terminal_text
 
@@ -55,10 +55,17 @@ def study(
         the_spec = spec_module.quick(the_spec)
     folder = out if out is not None else Path("runs") / the_spec.name  # runner.run refuses a folder not a study's
     options = {"address": address, "cpus_per_batch": cpus_per_batch, "gpus_per_batch": gpus_per_batch}
-    with _StudyProgress(the_spec) as progress:
-        outcome = runner.run(the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=progress.chunk)
+    resume = "every finished chunk is stored; run the same command to resume"
+    with stop_at_a_safe_point(resume) as stop_if_asked, _StudyProgress(the_spec) as progress:
+
+        def on_chunk(outcome: Any, runs: int) -> None:
+            progress.chunk(outcome, runs)
+            stop_if_asked()  # the chunk is stored: stopping here loses nothing
+
+        outcome = runner.run(the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=on_chunk)
     if outcome.already_finished:
-        console.print(f"{folder}: this study is already finished; nothing to do", soft_wrap=True, highlight=False)
+        already = f"{folder}: this study is already finished; nothing to do"
+        console.print(terminal_text(already), soft_wrap=True, highlight=False)
     else:
         console.print(f"finished in {outcome.seconds:.0f} s")
     _print_summary(folder)
