@@ -153,6 +153,10 @@ def test_every_problem_is_reported_with_its_toml_path(tmp_path: Path) -> None:
         (("chunk_updates = 4", "chunk_updates = 4\nmemory_cap_gb = inf"), ("execution.memory_cap_gb", "must be a")),
         (("strengths = [1e-3, 1e-2]", "strengths = [1e-3, nan]"), ("regularizers[0].strengths[1]", "must be a finite")),
         (("strengths = [1e-3, 1e-2]", "strengths = [1e-3, 1e-3]"), ("regularizers[0].strengths", "lists 0.001 twice")),
+        (
+            ("strengths = [1e-3, 1e-2]", "strengths = [1e-3, 1.0000001e-3]"),
+            ("regularizers[0].strengths", "0.0010000001 and 0.001 are both named l2@0.001"),
+        ),
         (('kind = "l2"', 'kind = "none"'), ("regularizers[0].kind", "the baseline (none) is always included")),
         (
             ("strengths = [1e-3, 1e-2]", "strengths = {low = 1e-2, high = 1e-3, num = 2}"),
@@ -167,6 +171,26 @@ def test_one_clear_message_per_problem(change: tuple[str, str], problem: tuple[s
     assert len(caught.value.problems) == 1
     path, message = caught.value.problems[0]
     assert path == problem[0] and message.startswith(problem[1]), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("utf16.toml", TINY_SPEC.encode("utf-16"), "is not UTF-8 text"),
+        ("latin1.toml", ("# caf\xe9\n" + TINY_SPEC).encode("latin-1"), "is not UTF-8 text"),
+        ("binary.toml", bytes(range(128, 256)) * 8, "is not UTF-8 text"),
+        ("deep.toml", ("x = " + "[" * 5000 + "]" * 5000).encode(), "nested too deeply to be a spec"),
+        ("huge.toml", b"# " + b"x" * 1_000_001, "is larger than 1,000,000 bytes"),
+    ],
+)
+def test_spec_files_that_are_not_a_short_utf8_toml_file_are_one_clear_line(
+    tmp_path: Path, name: str, content: bytes, problem: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = CliRunner().invoke(app, ["study", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and problem in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_log_grid_of_strengths() -> None:

@@ -49,7 +49,7 @@ def study(
     from regspeed.study import runner
     from regspeed.study import spec as spec_module
 
-    text = spec_module.default_text() if spec_file is None else _read_spec_text(spec_file)
+    text = spec_module.default_text() if spec_file is None else spec_module.read(spec_file)
     the_spec = spec_module.load(spec_file)
     if quick:
         the_spec = spec_module.quick(the_spec)
@@ -128,12 +128,6 @@ def watch(
 def report(folder: StudyFolder) -> None:
     """Analyse a study (finished or not) and write report.html and summary.md into its folder."""
     _report(folder)
-
-
-def _read_spec_text(path: Path) -> str:
-    if not path.is_file():
-        raise ConfigError("spec", f"{path} is not a file; write one with `regspeed spec > {path.name}`")
-    return path.read_text()
 
 
 class _StudyProgress:

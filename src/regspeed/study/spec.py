@@ -146,10 +146,24 @@ def load(path: str | Path | None = None) -> Spec:
     """Read and validate a spec file (``None``: the embedded default)."""
     if path is None:
         return parse(default_text(), "default spec")
+    return parse(read(path), str(path))
+
+
+MAX_SPEC_BYTES = 1_000_000
+
+
+def read(path: str | Path) -> str:
+    """A spec file's text: a UTF-8 text file of at most a megabyte, else one clear error."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("spec", f"{path} is not a file; write one with `regspeed spec > {path.name}`")
-    return parse(path.read_text(), str(path))
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise ConfigError("spec", f"{path} is larger than {MAX_SPEC_BYTES:,} bytes; a spec is a short TOML file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        problem = f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8"
+        raise ConfigError("spec", problem) from None
 
 
 def parse(text: str, source: str = "spec") -> Spec:
@@ -158,6 +172,8 @@ def parse(text: str, source: str = "spec") -> Spec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(source, f"not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(source, "nested too deeply to be a spec (tables are at most three levels deep)") from None
     return validate(raw, source)
 
 
@@ -226,6 +242,7 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
     except SpecError as error:
         problems += error.problems
     seen: dict[tuple, int] = {}
+    named: dict[str, tuple] = {}
     for index, entry in enumerate(spec.regularizers):
         path = f"regularizers[{index}]"
         if entry.kind == "none":
@@ -251,6 +268,10 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
             elif (regularizer, strength) in seen:
                 problems.append((path, f"repeats regularizers[{seen[regularizer, strength]}] at strength {strength:g}"))
             seen.setdefault((regularizer, strength), index)
+            name = condition_name(regularizer, strength)
+            if named.setdefault(name, (regularizer, strength)) != (regularizer, strength):
+                problems.append((f"{path}.strengths", f"{strength!r} and {named[name][1]!r} are both named {name}; "
+                                 "make strengths differ within 6 significant digits"))  # fmt: skip
     for metric, threshold in spec.thresholds.items():
         if metric not in learner.speed_metrics:
             problems.append(
