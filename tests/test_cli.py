@@ -90,9 +90,11 @@ def test_train_refuses_an_unknown_regularizer_and_a_bad_strength() -> None:
 def test_train_names_bad_sizes_and_learning_rates_by_their_flags() -> None:
     for flags, message in (
         (["--num-envs", "0"], "error: num_envs: must be a positive integer (got 0)"),
-        (["--window", "0", "--observation", "window"], "error: window: must be an odd integer >= 3 (got 0)"),
+        (["--window", "0", "--observation", "window"], "error: window: must be an odd integer from 3 to 127 (got 0)"),
         (["--lr", "-1"], "error: lr: must be a number > 0 (got -1.0)"),
         (["--rows", "3"], "error: rows: must be an integer between 4 and 64 (got 3)"),
+        (["--seeds", "1000000000"], "error: seeds: must be between 1 and 10,000 (got 1000000000)"),
+        (["--steps", "10" + "0" * 17], "error: steps: must be between 1 and 10^12 env steps (got 10" + "0" * 17 + ")"),
     ):
         result = runner.invoke(app, ["train", *flags])
         assert result.exit_code == 2 and result.output.strip() == message, (flags, result.output)

@@ -153,6 +153,13 @@ def test_every_problem_is_reported_with_its_toml_path(tmp_path: Path) -> None:
         (("chunk_updates = 4", "chunk_updates = 4\nmemory_cap_gb = inf"), ("execution.memory_cap_gb", "must be a")),
         (("strengths = [1e-3, 1e-2]", "strengths = [1e-3, nan]"), ("regularizers[0].strengths[1]", "must be a finite")),
         (("strengths = [1e-3, 1e-2]", "strengths = [1e-3, 1e-3]"), ("regularizers[0].strengths", "lists 0.001 twice")),
+        (("hidden = [16]", "hidden = [1000000, 1000000]"), ("execution.memory_cap_gb", "one run needs about 111,")),
+        (("seeds = 2", "seeds = 1000000000"), ("seeds", "must be <= 10000")),
+        (("seeds = 2", "seeds = 2\nfirst_seed = 9223372036854775807"), ("first_seed", "must be <= 2147473647")),
+        (("budget = 15_360", "budget = 1000000000000000"), ("budget", "must be <= 1000000000000")),
+        (("episodes = 4", "episodes = 1000000000"), ("evaluation.episodes", "must be <= 100000")),
+        (("rows = 6", "rows = 6\nwindow_size = 100001"), ("config.env.window_size", "must be an odd integer from 3")),
+        (("[1e-3, 1e-2]", "{low = 1e-4, high = 1e-2, num = 10000}"), ("regularizers[0].strengths.num", "must be <=")),
         (
             ("strengths = [1e-3, 1e-2]", "strengths = [1e-3, 1.0000001e-3]"),
             ("regularizers[0].strengths", "0.0010000001 and 0.001 are both named l2@0.001"),

@@ -64,13 +64,14 @@ def train(
     from regspeed.learn import driver as training
     from regspeed.learn import regularizers as regs
     from regspeed.learn.learner import Request
+    from regspeed.study.spec import machine_memory_bytes
 
     games = {name.removeprefix("snake-"): name for name, learner in registry.LEARNERS.items() if learner.play}
     if algo not in games:
         raise ConfigError("algo", f"must be one of {', '.join(games)} (got {algo!r})")
     learner = registry.get(games[algo])
-    if seeds < 1:
-        raise ConfigError("seeds", f"must be at least 1 (got {seeds})")
+    if not 1 <= seeds <= 10_000:
+        raise ConfigError("seeds", f"must be between 1 and 10,000 (got {seeds})")
     if eval_every < 0:
         raise ConfigError("eval_every", f"must be >= 0 (got {eval_every})")
     regularizer = regs.Regularizer(reg, network=reg_network)
@@ -81,7 +82,14 @@ def train(
         algo: dict(num_envs=num_envs, rollout_steps=rollout_steps, learning_rate=lr),
     }
     tables = {name: {key: value for key, value in table.items() if value is not None} for name, table in given.items()}
+    if not 1 <= steps <= 10**12:
+        raise ConfigError("steps", f"must be between 1 and 10^12 env steps (got {steps})")
     setup = _built(learner, tables, Request(budget=steps, regularizer=regularizer))
+    needed, machine = learner.bytes_per_run(setup.config) * seeds, machine_memory_bytes()
+    if machine and needed > machine:
+        fewer = "use fewer seeds, environments or a smaller network"
+        raise ConfigError("seeds", f"{seeds} runs need about {needed / 2**30:,.1f} GB, more than this machine's "
+                          f"{machine / 2**30:,.1f} GB; {fewer}")  # fmt: skip
     config, updates, steps_per_update = setup.config, learner.total_updates(setup), learner.steps_per_update(setup)
     if out.exists() and not out.is_dir():
         raise ConfigError("out", f"{out} exists and is not a folder")

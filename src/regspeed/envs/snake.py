@@ -112,8 +112,10 @@ class SnakeConfig:
             raise ConfigError("action_mode", f"must be one of {', '.join(ACTION_MODES)} (got {self.action_mode!r})")
         if self.observation not in OBSERVATIONS:
             raise ConfigError("observation", f"must be one of {', '.join(OBSERVATIONS)} (got {self.observation!r})")
-        if not isinstance(self.window_size, int) or self.window_size < 3 or self.window_size % 2 == 0:
-            raise ConfigError("window_size", f"must be an odd integer >= 3 (got {self.window_size!r})")
+        largest = 2 * MAX_SIZE - 1  # sees the whole of the largest board
+        window = self.window_size
+        if not isinstance(window, int) or not 3 <= window <= largest or window % 2 == 0:
+            raise ConfigError("window_size", f"must be an odd integer from 3 to {largest} (got {window!r})")
         for name in ("starvation_limit", "time_limit"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import tomllib
 from importlib import resources
@@ -45,7 +46,7 @@ class StrengthGrid(_Strict):
 
     low: float = Field(gt=0)
     high: float = Field(gt=0)
-    num: int = Field(ge=1)
+    num: int = Field(ge=1, le=1000)
 
     @pydantic.model_validator(mode="after")
     def _ordered(self) -> StrengthGrid:
@@ -62,7 +63,7 @@ class RegularizerSpec(_Strict):
     """One regularizer kind to compare against the baseline, at one or more strengths."""
 
     kind: str
-    strengths: list[float]
+    strengths: list[float] = Field(max_length=1000)
     network: str = "all"
     include_biases: bool = False
     include_norm_scales: bool = False
@@ -89,16 +90,16 @@ class RegularizerSpec(_Strict):
 class Evaluation(_Strict):
     """Periodic greedy evaluation on a fixed set of episodes."""
 
-    every_updates: int = Field(10, ge=0)
-    episodes: int = Field(32, ge=1)
-    max_steps: int = Field(500, ge=1)
+    every_updates: int = Field(10, ge=0, le=10**9)
+    episodes: int = Field(32, ge=1, le=100_000)
+    max_steps: int = Field(500, ge=1, le=1_000_000)
 
 
 class Execution(_Strict):
     """How the study is executed; none of these changes a number of the results."""
 
-    chunk_updates: int = Field(10, ge=1)
-    memory_cap_gb: float = Field(8.0, gt=0)
+    chunk_updates: int = Field(10, ge=1, le=10**6)
+    memory_cap_gb: float = Field(8.0, gt=0, le=1_000_000)
 
 
 Threshold = Literal["auto"] | list[float]
@@ -109,9 +110,9 @@ class Spec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     task: str
-    seeds: int = Field(ge=1)
-    first_seed: int = Field(0, ge=0)
-    budget: int = Field(ge=1)
+    seeds: int = Field(ge=1, le=10_000)
+    first_seed: int = Field(0, ge=0, le=2**31 - 10_001)  # seeds become 32-bit PRNG keys
+    budget: int = Field(ge=1, le=10**12)
     config: dict[str, Any] = Field(default_factory=dict)
     regularizers: list[RegularizerSpec] = Field(default_factory=list)
     evaluation: Evaluation = Field(default_factory=Evaluation)
@@ -231,6 +232,29 @@ def _spec_path(path: str) -> str:
     return f"config.{path}"
 
 
+def machine_memory_bytes() -> int:
+    """This machine's physical memory (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _memory_problems(spec: Spec, learner: Learner, baseline: Setup) -> list[tuple[str, str]]:
+    """One run must fit the memory cap and the machine (the plan batches runs within the cap)."""
+    needed = learner.bytes_per_run(baseline.config)
+    machine = machine_memory_bytes()
+    cap = spec.execution.memory_cap_gb * 2**30
+    if needed > cap:
+        smaller = "make the network, environments or batch smaller, or raise the cap"
+        return [("execution.memory_cap_gb", f"one run needs about {needed / 2**30:,.1f} GB, more than the cap of "
+                 f"{spec.execution.memory_cap_gb:g} GB; {smaller}")]  # fmt: skip
+    if machine and needed > machine:
+        return [("config", f"one run needs about {needed / 2**30:,.1f} GB, more than this machine's "
+                 f"{machine / 2**30:,.1f} GB; make the network, environments or batch smaller")]  # fmt: skip
+    return []
+
+
 def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if spec.task not in registry.LEARNERS:
@@ -238,7 +262,7 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
         return problems
     learner = learner_of(spec)
     try:
-        setup(spec, regs.Regularizer())
+        problems += _memory_problems(spec, learner, setup(spec, regs.Regularizer()))
     except SpecError as error:
         problems += error.problems
     seen: dict[tuple, int] = {}
