@@ -165,6 +165,7 @@ def test_only_our_own_leftovers_count_as_an_empty_folder(tmp_path: Path) -> None
 @pytest.mark.slow  # the tiny study fixture
 @pytest.mark.parametrize("name", ["report.html.partial", "summary.md.partial"])
 def test_report_writes_past_a_planted_partial_link(study: Path, outside: Path, name: str) -> None:
+    (study / name).unlink(missing_ok=True)  # the shared tiny study may hold one already
     (study / name).symlink_to(outside)
     result = invoke("report", study)
     assert result.exit_code == 0, result.output
@@ -176,6 +177,7 @@ def test_report_writes_past_a_planted_partial_link(study: Path, outside: Path, n
 @pytest.mark.slow  # the tiny study fixture
 @pytest.mark.parametrize("name", ["report.html", "summary.md"])
 def test_report_refuses_to_replace_a_planted_link(study: Path, outside: Path, name: str) -> None:
+    (study / name).unlink(missing_ok=True)  # the shared tiny study may hold one already
     (study / name).symlink_to(outside)
     before = snapshot(outside)
     refused(invoke("report", study), f"{name} is a symbolic link")
@@ -191,11 +193,13 @@ def test_report_refuses_to_replace_a_planted_link(study: Path, outside: Path, na
 def test_export_neither_follows_nor_replaces_a_planted_link(
     study: Path, outside: Path, arguments: tuple[str, ...], name: str
 ) -> None:
+    (study / name).unlink(missing_ok=True)  # the shared tiny study may hold one already
     (study / name).symlink_to(outside)
     before = snapshot(outside)
     refused(invoke("export", study, *arguments), "out:", f"{name} is a symbolic link")
     assert snapshot(outside) == before
     (study / name).unlink()
+    (study / (name + ".partial")).unlink(missing_ok=True)  # the shared tiny study may hold one already
     (study / (name + ".partial")).symlink_to(outside)
     result = invoke("export", study, *arguments)
     assert result.exit_code == 0, result.output
@@ -206,6 +210,7 @@ def test_export_neither_follows_nor_replaces_a_planted_link(
 @pytest.mark.slow  # the tiny study fixture
 def test_study_refuses_a_lock_that_is_a_link(study: Path, outside: Path, spec_file: Path) -> None:
     (study / store_module.LOCK).unlink(missing_ok=True)
+    (study / store_module.LOCK).unlink(missing_ok=True)  # the shared tiny study may hold one already
     (study / store_module.LOCK).symlink_to(outside)
     before = snapshot(outside)
     refused(invoke("study", spec_file, "--out", study), "study.lock is a symbolic link")
