@@ -5,6 +5,7 @@ and the layers importing only downward."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -390,3 +391,32 @@ def test_terminal_table_colours_the_verdicts() -> None:
     assert table.title == "time to score 1 vs baseline"
     assert [column.header for column in table.columns] == ["condition", "verdict"]
     assert list(table.columns[1].cells) == ["baseline", "[green]faster[/]"]
+
+
+def test_failed_and_frozen_runs_show_in_the_verdict_row() -> None:
+    """A condition whose runs all diverged, or whose weights never moved, is not reported as
+    an ordinary "no detectable difference" with every run reaching the threshold."""
+    from regspeed.report import text
+
+    rng = np.random.default_rng(3)
+    base_times = rng.uniform(5_000, 7_000, 4)
+    moving = STEPS[None, :] * np.ones((4, 1))  # a weight norm that changes
+    frozen = np.full((4, len(STEPS)), 7.5)  # the same at every point
+    failed_runs = [Run("diverged", seed, "failed", 0.5, "policy_loss became nan") for seed in range(4)]
+    data = _study(
+        {
+            "none": (_rising(base_times), _finished("none", 4)),
+            "diverged": (_rising(base_times), failed_runs),
+            "stuck": (_rising(base_times), _finished("stuck", 4)),
+        },
+        cosine={},
+    )
+    weights = {"none": moving, "diverged": moving, "stuck": frozen}
+    curves = {**data.curves, "weight_l2": [ConditionCurves(n, list(range(4)), STEPS, v) for n, v in weights.items()]}
+    analysis = compare.analyze(dataclasses.replace(data, curves=curves))
+    assert analysis.health["none"] == compare.RunHealth(4, 0, 0)
+    assert analysis.health["diverged"] == compare.RunHealth(4, 4, 0)
+    assert analysis.health["stuck"] == compare.RunHealth(4, 0, 4)
+    rows = {row[0]: row for row in text.verdict_rows(analysis)}
+    assert rows["diverged"][1] == "all runs failed" and rows["diverged"][4].endswith("/4 (4 failed)")
+    assert rows["stuck"][1] == "all runs frozen" and rows["stuck"][4] == "4/4 (4 frozen)"

@@ -77,6 +77,20 @@ class Comparison:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunHealth:
+    """How a condition's runs ended, beyond the thresholds they reached."""
+
+    runs: int
+    failed: int  # stopped early: a loss or the weights became non-finite
+    frozen: int  # finished with weights that never changed (e.g. a strength so large that every update is zero)
+
+    @property
+    def all_broken(self) -> bool:
+        """No run of the condition trained normally."""
+        return self.runs > 0 and self.failed + self.frozen == self.runs
+
+
+@dataclasses.dataclass(frozen=True)
 class TimeToThresholdData:
     """Per condition and threshold: the censored times, for Kaplan-Meier plots."""
 
@@ -112,6 +126,7 @@ class StudyAnalysis:
     opposition: list[Opposition]
     incomplete: list[str]  # conditions with unfinished runs
     failed_runs: list[tuple[str, int, str]]  # condition, seed, error
+    health: dict[str, RunHealth]  # condition -> how its runs ended (failed, frozen)
     metric_labels: dict[str, str]  # metric name -> human words (from the study data)
 
     def label(self, metric: str) -> str:
@@ -184,6 +199,7 @@ def analyze(data: StudyData) -> StudyAnalysis:
         opposition=_opposition(data.curves_of("grad_cosine"), conditions[1:]) if "grad_cosine" in data.curves else [],
         incomplete=incomplete,
         failed_runs=[(r.condition, r.seed, r.error or "") for r in data.runs if r.status == "failed"],
+        health=_health(data),
         metric_labels=data.metric_labels,
     )
 
@@ -283,3 +299,22 @@ def _opposition(cosines: dict[str, ConditionCurves], conditions: list[Condition]
             shares = np.where(finite, curve.values < 0, False).sum(axis=1) / np.maximum(1, finite.sum(axis=1))
         found.append(Opposition(condition.name, stats.iqm(means), stats.iqm(shares)))
     return found
+
+
+def _health(data: StudyData) -> dict[str, RunHealth]:
+    """Per condition: runs that failed, and finished runs whose weights never moved (their
+    recorded ``weight_l2`` is the same at every point: frozen, e.g. by an overflowing penalty)."""
+    weights = data.curves_of("weight_l2")
+    health = {}
+    for condition in data.conditions:
+        members = [run for run in data.runs if run.condition == condition.name]
+        curve = weights.get(condition.name)
+        frozen = 0
+        if curve is not None:
+            rows = {seed: row for seed, row in zip(curve.seeds, curve.values, strict=True)}
+            for run in members:
+                values = rows.get(run.seed, np.zeros(0))
+                values = values[np.isfinite(values)]
+                frozen += run.status == "finished" and len(values) > 1 and bool(np.all(values == values[0]))
+        health[condition.name] = RunHealth(len(members), sum(run.status == "failed" for run in members), frozen)
+    return health

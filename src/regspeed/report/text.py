@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from regspeed.analysis.compare import Comparison, Opposition, StudyAnalysis
+from regspeed.analysis.compare import Comparison, Opposition, RunHealth, StudyAnalysis
 from regspeed.study.results import StudyData
 
 QUESTION = "Does L1/L2 regularization make a neural network learn faster?"
@@ -113,6 +113,23 @@ def verdict_title(analysis: StudyAnalysis) -> str:
     return f"{analysis.name}: time to {first.metric} {first.threshold:g} vs baseline" if first else analysis.name
 
 
+def health_note(health: RunHealth | None) -> str:
+    """`` (2 failed, 1 frozen)`` after a reached count, or nothing when every run trained normally."""
+    if health is None:
+        return ""
+    notes = [f"{count} {what}" for count, what in ((health.failed, "failed"), (health.frozen, "frozen")) if count]
+    return f" ({', '.join(notes)})" if notes else ""
+
+
+def broken_verdict(health: RunHealth | None) -> str:
+    """The verdict cell of a condition none of whose runs trained normally (else empty)."""
+    if health is None or not health.all_broken:
+        return ""
+    if not health.frozen:
+        return "all runs failed"
+    return "all runs frozen" if not health.failed else "all runs failed or frozen"
+
+
 def verdict_rows(analysis: StudyAnalysis) -> list[list[str]]:
     """One row per condition (cells of :data:`VERDICT_HEADER`): its primary comparison and
     final performance."""
@@ -134,13 +151,14 @@ def verdict_rows(analysis: StudyAnalysis) -> list[list[str]]:
             rows.append([label, "baseline", "", "", "", final, ""])
             continue
         auc = comparison.auc_improvement
+        health = analysis.health.get(name)
         rows.append(
             [
                 label,
-                comparison.verdict,
+                broken_verdict(health) or comparison.verdict,
                 ratio(comparison),
                 number(comparison.p_holm, 2),
-                f"{comparison.reached}/{comparison.runs}",
+                f"{comparison.reached}/{comparison.runs}{health_note(health)}",
                 final,
                 f"{number(auc.value, 2)} [{number(auc.low, 2)}, {number(auc.high, 2)}]",
             ]
