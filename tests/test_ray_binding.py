@@ -71,8 +71,8 @@ def listening_sockets(psutil) -> list[tuple[int, str, str, int]]:
 
 @pytest.mark.slow
 def test_local_ray_listens_on_loopback_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ray = pytest.importorskip("ray", reason="the ray extra is part of `make test`")
-    psutil = pytest.importorskip("psutil")
+    import psutil
+    import ray
     from ray._private import ray_constants
 
     if ray.is_initialized():
