@@ -51,7 +51,8 @@ def write(store: store_module.Store, runs: int, batch: int, points: int, metrics
             steps = np.tile(np.arange(done - chunk + 1, done + 1) * 1000, size)
             curves = {f"metric_{m}": (positions, steps, rng.random(size * chunk)) for m in range(metrics)}
             live = list(range(size))
-            store.record_chunk(first // batch, done, curves, live, {}, f"c-{done}.npz", 1.0, done == points)
+            name = f"batch-{first // batch:04d}-update-{done:07d}.npz"  # our checkpoint names (checked on read)
+            store.record_chunk(first // batch, done, curves, live, {}, name, 1.0, done == points)
             rows += size * chunk * metrics
     return rows
 

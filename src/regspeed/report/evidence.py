@@ -1,8 +1,10 @@
 """The report's evidence, rendered: its figures (from the analysis and the curves) and, for
-a game, GIFs of trained runs playing (from the store's checkpoints)."""
+a game, GIFs of trained runs playing (from the store's checkpoints; a run whose checkpoint is
+missing or unreadable has no GIF, and the report says so)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -15,7 +17,7 @@ from regspeed.report import plots
 from regspeed.report.model import Animation, Figure
 from regspeed.study import results
 from regspeed.study.results import StudyData
-from regspeed.study.store import Store
+from regspeed.study.store import Store, UnreadableCheckpointError
 
 SMOOTHED_CAPTION = "IQM over runs (smoothed with a trailing mean over 5% of the points) with a 95% bootstrap band."
 DIAGNOSTICS = (  # metric, title, caption, line at zero
@@ -74,14 +76,24 @@ def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
     return made
 
 
-def animations(store: Store, data: StudyData, analysis: StudyAnalysis, max_steps: int = 300) -> list[Animation]:
+@dataclasses.dataclass(frozen=True)
+class Animations:
+    """The report's GIFs, and the runs whose GIF was left out (their checkpoint is missing or
+    unreadable), as ``"<condition> (seed <n>)"``."""
+
+    made: list[Animation]
+    left_out: tuple[str, ...]
+
+
+def animations(store: Store, data: StudyData, analysis: StudyAnalysis, max_steps: int = 300) -> Animations:
     """For a game: GIFs of the best run of the baseline and of each regularizer kind's best
     condition (by final performance in the learner's progress metric, the training score for
-    Snake), playing the same evaluation episode greedily."""
+    Snake), playing the same evaluation episode greedily. A run not trained yet has none; a
+    run whose checkpoint is missing or unreadable has none and is listed as left out."""
     measured = analysis.summaries
     metric = data.progress_metric if data.progress_metric in measured else next(iter(measured), None)
     if metric is None or not data.watchable:
-        return []
+        return Animations([], ())
     summaries = analysis.summaries[metric]
     chosen = [summaries[0]]
     for kind in dict.fromkeys(s.kind for s in summaries[1:]):
@@ -89,10 +101,14 @@ def animations(store: Store, data: StudyData, analysis: StudyAnalysis, max_steps
         if of_kind:
             chosen.append(max(of_kind, key=lambda s: s.final.value))
     made = []
+    left_out = []
     for summary in chosen:
         seed = progress.best_seed(data, summary.condition, metric)
         try:
             env, states = results.episode(store, summary.condition, seed, 0, max_steps)
+        except UnreadableCheckpointError:
+            left_out.append(f"{summary.condition} (seed {seed})")
+            continue
         except ConfigError:  # not trained yet (a partial study)
             continue
         buffer = io.BytesIO()
@@ -105,4 +121,4 @@ def animations(store: Store, data: StudyData, analysis: StudyAnalysis, max_steps
                 buffer.getvalue(),
             )
         )
-    return made
+    return Animations(made, tuple(left_out))

@@ -57,8 +57,15 @@ class ReportModel:
     spec_toml: str  # what reproduces the study
 
 
-def build(data: StudyData, analysis: StudyAnalysis, figures: list[Figure], animations: list[Animation]) -> ReportModel:
-    """The report of a study from its data, its analysis and its rendered evidence."""
+def build(
+    data: StudyData,
+    analysis: StudyAnalysis,
+    figures: list[Figure],
+    animations: list[Animation],
+    gifs_left_out: tuple[str, ...] = (),
+) -> ReportModel:
+    """The report of a study from its data, its analysis and its rendered evidence (and the
+    runs whose GIF was left out, their checkpoint missing or unreadable)."""
     header, rows = text.per_metric(analysis)
     return ReportModel(
         question=text.QUESTION,
@@ -72,6 +79,6 @@ def build(data: StudyData, analysis: StudyAnalysis, figures: list[Figure], anima
         comparisons=TextTable(text.COMPARISON_HEADER, text.comparison_rows(analysis), verdict_column=3),
         figures=figures,
         animations=animations,
-        caveats=text.caveats(analysis),
+        caveats=text.caveats(analysis, gifs_left_out),
         spec_toml=data.spec_toml.strip(),
     )

@@ -48,8 +48,8 @@ def write(folder: Path) -> Report:
     with Store.open(folder) as store:
         data = results.load(store)
         analysis = compare.analyze(data)
-        animations = evidence.animations(store, data, analysis)
-    built = model.build(data, analysis, evidence.figures(data, analysis), animations)
+        gifs = evidence.animations(store, data, analysis)
+    built = model.build(data, analysis, evidence.figures(data, analysis), gifs.made, gifs.left_out)
     for path, text in ((html_path, html.render(built)), (markdown_path, markdown.render(built))):
         with files.replacing(path, "study", text=True) as file:
             file.write(text)

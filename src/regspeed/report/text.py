@@ -216,9 +216,10 @@ def setup_lines(data: StudyData, analysis: StudyAnalysis) -> list[str]:
     ]
 
 
-def caveats(analysis: StudyAnalysis) -> list[str]:
-    """What the numbers do not say: censoring, threshold dependence, scope, power, and the
-    runs that are unfinished or failed."""
+def caveats(analysis: StudyAnalysis, gifs_left_out: tuple[str, ...] = ()) -> list[str]:
+    """What the numbers do not say: censoring, threshold dependence, scope, power, the runs
+    that are unfinished or failed, and the GIFs left out (``"<condition> (seed <n>)"`` whose
+    checkpoint is missing or unreadable)."""
     notes = [
         "Runs that never reached a threshold are right-censored at the budget (or at their last recorded step), "
         "not dropped; a median marked 'not reached' means fewer than half of the runs got there.",
@@ -241,4 +242,11 @@ def caveats(analysis: StudyAnalysis) -> list[str]:
         notes.append(f"Incomplete conditions (runs still pending or running): {', '.join(analysis.incomplete)}.")
     for condition, seed, error in analysis.failed_runs:
         notes.append(f"Run {condition} seed {seed} failed: {error}. Its curves stop there.")
+    if gifs_left_out:
+        notes.append(
+            f"No GIF of {', '.join(gifs_left_out)}: "
+            + ("its batch's checkpoint is" if len(gifs_left_out) == 1 else "their batches' checkpoints are")
+            + " missing or cannot be read (the curves and every number above come from the store, not from "
+            "checkpoints)."
+        )
     return notes

@@ -5,6 +5,10 @@ everything above this layer (``analysis``, ``report``) computes without the stor
 ``curves(store, metric)`` gives, per condition, an array ``[runs, points]`` on the union of
 the steps any run recorded (NaN where a run has no value), which is also the shape
 rliable expects once a task axis is added: ``[runs, tasks, points]``.
+
+Nothing is computed from a damaged store: :meth:`Store.open` runs its integrity check and
+:meth:`Store.curve` verifies the curves against their checksums; either failing is one
+"damaged" error. Curves never depend on checkpoints: only :func:`episode` needs one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 
 from regspeed.errors import ConfigError
 from regspeed.study import files
-from regspeed.study.store import RunRow, Store
+from regspeed.study.store import RunRow, Store, UnreadableCheckpointError, read_checkpoint
 
 FORMATS = ("csv", "npz")
 DEFAULT_SPEED_METRICS = ("score", "steps", "eval_score", "eval_steps")  # stores that do not record theirs
@@ -184,7 +188,8 @@ def _curves(
 def export(store: Store, path: Path, format: str, metric: str = "score") -> Path:
     """Write the curves to ``path``: ``csv`` (long form, every metric) or ``npz`` (one metric,
     rliable-shaped ``[runs, 1, points]`` per condition, plus its ``steps`` axis). The file is
-    replaced atomically and never written through a symbolic link (one at ``path`` is refused)."""
+    replaced atomically and never written through a symbolic link (one at ``path`` is refused);
+    it is streamed into a temporary file, so a store found damaged midway leaves ``path`` as it was."""
     if format not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {format!r})")
     files.refuse_link(path, "out")
@@ -218,7 +223,8 @@ def _condition_names(store: Store) -> list[str]:
 
 def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_steps: int = 500) -> tuple:
     """One greedy episode of a trained run, from its batch's latest checkpoint:
-    ``(env config, states)``."""
+    ``(env config, states)``. A checkpoint that is missing, unreadable or not of this batch
+    is :class:`UnreadableCheckpointError`."""
     import jax
 
     from regspeed.learn import checkpoint
@@ -242,10 +248,12 @@ def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_
         raise ConfigError("study", f"{spec.task} is not a game: there is nothing to watch")
     regularizer = Regularizer(**next(c["regularizer"] for c in store.conditions() if c["name"] == condition))
     setup = spec_module.setup(spec, regularizer)
-    with np.load(files.checkpoint_path(store.folder, batch.checkpoint, must_exist=True)) as data:
-        arrays = dict(data)
+    arrays = read_checkpoint(store.folder, batch.checkpoint)
     runs_in_batch = sum(r.batch == run.batch for r in runs)
     template = learner.start(setup, [0] * runs_in_batch, np.zeros(runs_in_batch))
-    carry = checkpoint.from_arrays(arrays, template, f"batch {run.batch}")
+    try:
+        carry = checkpoint.from_arrays(arrays, template, f"batch {run.batch}")
+    except (KeyError, ValueError) as error:  # a readable file, but not this batch's carry
+        raise UnreadableCheckpointError(store.folder, batch.checkpoint, f"does not fit its batch ({error})") from None
     params = jax.tree.map(lambda leaf: leaf[run.position], carry.params)
     return learner.play(setup.config, params, jax.random.key(episode_seed), max_steps)

@@ -10,6 +10,10 @@
   (a streaming generator) per batch, several at once.
 - **Store.** Only the driver writes: for every chunk, the checkpoint file first, then one
   transaction with the curves and progress (:meth:`Store.record_chunk`).
+- **Resume.** A store is checked for damage (:meth:`Store.open`) before it is written again.
+  Only a batch's latest checkpoint is kept, so an unfinished batch whose checkpoint is
+  missing or unreadable restarts from scratch (its stored chunks removed in one
+  transaction) with a warning; being deterministic from its seeds, it ends as it would have.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 import os
 import platform
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +39,7 @@ from regspeed.errors import ConfigError
 from regspeed.learn import checkpoint
 from regspeed.learn import driver as training
 from regspeed.learn import regularizers as regs
+from regspeed.safe_text import printable
 from regspeed.study import files
 from regspeed.study import spec as spec_module
 from regspeed.study import store as store_module
@@ -275,7 +281,7 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
     """The study's store: created with its plan, or opened after checking the spec is the same."""
     normalized = spec_module.normalized(spec)
     if store_module.exists(folder):
-        with store_module.Store.open(folder) as store:
+        with store_module.Store.open(folder) as store:  # checked for damage before anything else
             stored = json.loads(store.meta()["spec_json"])
         differences = spec_module.differences(stored, normalized)
         if differences:
@@ -285,7 +291,7 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
                 f"differs from the one {folder} was started with ({shown}); "
                 "run it in another folder (--out) or restore the spec",
             )
-        return store_module.Store.open(folder, writable=True)
+        return store_module.Store.open(folder, writable=True, check=False)  # checked just above, under the lock
     learner = spec_module.learner_of(spec)
     the_plan = plan(spec)
     conditions = [
@@ -318,21 +324,19 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
     return store_module.Store.create(folder, meta, conditions, batch_rows, planned)
 
 
-def _jobs(spec: Spec, store: store_module.Store) -> list[BatchJob]:
-    """The unfinished batches, each from its last checkpoint."""
+def _jobs(spec: Spec, store: store_module.Store, warn: Callable[[str], None]) -> list[BatchJob]:
+    """The unfinished batches, each from its last checkpoint (or from scratch, see :func:`_resume_point`)."""
     conditions = {c["name"]: c for c in store.conditions()}
     runs_by_batch: dict[int, list[store_module.RunRow]] = {}
     for run in store.runs():
         runs_by_batch.setdefault(run.batch, []).append(run)
     jobs = []
-    for batch in store.batches():
+    batches = store.batches()
+    for batch in batches:
         if batch.updates_done >= batch.total_updates:
-            continue
+            continue  # finished: its checkpoint is not needed (it may be gone)
         runs = sorted(runs_by_batch[batch.batch_id], key=lambda run: run.position)
-        start = None
-        if batch.checkpoint is not None:
-            with np.load(files.checkpoint_path(store.folder, batch.checkpoint, must_exist=True)) as data:
-                start = dict(data)
+        start = _resume_point(store, batch, len(batches), warn)
         jobs.append(
             BatchJob(
                 batch_id=batch.batch_id,
@@ -344,6 +348,42 @@ def _jobs(spec: Spec, store: store_module.Store) -> list[BatchJob]:
             )
         )
     return jobs
+
+
+def _resume_point(
+    store: store_module.Store, batch: store_module.BatchRow, batches: int, warn: Callable[[str], None]
+) -> dict[str, np.ndarray] | None:
+    """The checkpoint arrays an unfinished batch continues from, or None to start afresh.
+
+    A missing or unreadable checkpoint cannot be replaced by an earlier one (only the latest
+    is kept), so the batch restarts from scratch: its curves and progress are removed in one
+    transaction, then the unreadable file (a crash between the two leaves it to
+    :func:`_remove_stale_checkpoints`). Its runs are deterministic from their seeds, so it
+    ends as it would have.
+    """
+    if batch.checkpoint is None:
+        return None
+    try:
+        return store_module.read_checkpoint(store.folder, batch.checkpoint)
+    except store_module.UnreadableCheckpointError as unreadable:
+        names = ", ".join(batch.conditions)
+        warn(
+            printable(
+                f"batch {batch.batch_id + 1}/{batches} ({names}) restarts from scratch: its checkpoint "
+                f"{unreadable.name} {unreadable.reason}, and a study keeps only a batch's latest checkpoint; "
+                "its stored curves are replaced as it reruns"
+            )
+        )
+        store.restart_batch(batch.batch_id)
+        path = files.checkpoint_path(store.folder, batch.checkpoint)
+        if path.is_symlink() or path.is_file():
+            path.unlink()  # a link is removed itself, never its target
+        return None
+
+
+def _print_warning(message: str) -> None:
+    """A warning for the user: one line on stderr."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _remove_stale_checkpoints(store: store_module.Store) -> None:
@@ -361,7 +401,7 @@ def _refuse_foreign_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise ConfigError("out", f"{folder} exists and is not a folder; choose a folder for the study")
     if store_module.exists(folder):
-        store_module.Store.open(folder).close()
+        store_module.Store.open(folder, check=False).close()  # a study of ours (damage: checked under the lock)
         return
     if foreign := files.foreign_entries(folder):
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
@@ -403,13 +443,15 @@ def run(
     backend_options: dict[str, Any] | None = None,
     on_start: Callable[[store_module.Store, list[BatchJob]], None] | None = None,
     on_chunk: ProgressCallback | None = None,
+    warn: Callable[[str], None] = _print_warning,
 ) -> StudyOutcome:
     """Run (or resume) a study into ``folder``; returns how it ended.
 
     Holds the folder's lock throughout. Finished runs are never recomputed; unfinished
     batches continue from their last checkpoint, so that the stored results equal those
-    of an uninterrupted run. A folder that is neither new, empty nor a study of ours is
-    refused before anything is written.
+    of an uninterrupted run (a batch whose checkpoint is missing or unreadable restarts from
+    scratch, told to ``warn``). A folder that is neither new, empty nor a study of ours is
+    refused before anything is written, and a damaged store before it is written again.
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
@@ -417,7 +459,7 @@ def run(
     _refuse_foreign_folder(folder)
     with store_module.locked(folder), _open_or_create(spec, folder, spec_text) as store:
         _remove_stale_checkpoints(store)
-        jobs = _jobs(spec, store)
+        jobs = _jobs(spec, store, warn)
         if on_start is not None:
             on_start(store, jobs)
         source = _local_outcomes if backend == "local" else _ray_outcomes
