@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -104,3 +106,98 @@ def test_train_refuses_a_network_that_does_not_fit_the_observation() -> None:
     result = runner.invoke(app, ["train", "--observation", "features", "--torso", "cnn"])
     assert result.exit_code == 2
     assert result.output.startswith("error: torso: a cnn needs grid observations")
+
+
+# ------------------------------------------------- options out of range: one line, nothing written
+
+SEEDS = "must be between 0 and 4,294,967,295"
+DELAYS = "delay: must be between 0 and 10 seconds"
+PRODUCT = "envs x steps must be at most 1,000,000,000"
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*"))
+
+
+def _refused(arguments: list[str], message: str, folder: Path) -> None:
+    """Exit code 2 and exactly ``error: <message>`` on one line; nothing written under ``folder``."""
+    before = _files(folder)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, (arguments, result.output)
+    assert result.output.strip() == f"error: {message}", (arguments, result.output)
+    assert _files(folder) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seed", "99999999999999999999"], f"seed: {SEEDS} (got 99999999999999999999)"),
+        (["--seed", "4294967296"], f"seed: {SEEDS} (got 4294967296)"),
+        (["--seed", "-1"], f"seed: {SEEDS} (got -1)"),
+        (["--envs", "1000000000", "--steps", "1000000000"], "envs: must be between 1 and 65,536 (got 1000000000)"),
+        (["--envs", "0"], "envs: must be between 1 and 65,536 (got 0)"),
+        (["--steps", "1000000"], "steps: must be between 1 and 100,000 (got 1000000)"),
+        (["--envs", "65536", "--steps", "100000"], f"steps: {PRODUCT} (got 6,553,600,000)"),
+    ],
+)
+def test_play_refuses_seeds_and_sizes_out_of_range(tmp_path: Path, flags: list[str], message: str) -> None:
+    _refused(["play", *flags, "--gif", str(tmp_path / "episode.gif")], message, tmp_path)
+
+
+def test_play_and_watch_refuse_a_gif_that_is_a_folder_or_in_a_missing_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    missing = tmp_path / "missing" / "x.gif"
+    for command in (["play"], ["watch", str(tmp_path / "study")]):
+        is_a_folder = f"gif: {folder} is a folder; give a file name such as {folder / 'episode.gif'}"
+        _refused([*command, "--gif", str(folder)], is_a_folder, tmp_path)
+        no_folder = f"gif: folder {missing.parent} does not exist; create it or choose another path"
+        _refused([*command, "--gif", str(missing)], no_folder, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--delay", "-1"], f"{DELAYS} (got -1)"),
+        (["--delay", "nan"], f"{DELAYS} (got nan)"),
+        (["--delay", "inf"], f"{DELAYS} (got inf)"),
+        (["--delay", "1e11"], f"{DELAYS} (got 1e+11)"),
+        (["--max-steps", "100000000000"], "max_steps: must be between 1 and 100,000 (got 100000000000)"),
+        (["--max-steps", "0"], "max_steps: must be between 1 and 100,000 (got 0)"),
+        (["--episode-seed", "99999999999999999999"], f"episode_seed: {SEEDS} (got 99999999999999999999)"),
+    ],
+)
+def test_watch_refuses_options_out_of_range_before_opening_the_study(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    # the options are checked first: the (missing) study folder is never looked at, nor created
+    _refused(["watch", str(tmp_path / "study"), "--seed", "0", *flags], message, tmp_path)
+
+
+def test_export_refuses_an_output_file_in_a_missing_folder(tmp_path: Path) -> None:
+    out = tmp_path / "missing" / "x.csv"
+    message = f"out: folder {out.parent} does not exist; create it or choose another path"
+    _refused(["export", str(tmp_path / "study"), "--out", str(out)], message, tmp_path)
+
+
+def test_train_refuses_an_out_folder_it_cannot_create(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    below_a_file = tmp_path / "file" / "run"
+    _refused(["train", "--out", str(below_a_file)], f"out: cannot create {below_a_file}: Not a directory", tmp_path)
+    if Path("/proc/self").is_dir():  # Linux: nothing can be created in /proc
+        _refused(["train", "--out", "/proc/x"], "out: cannot create /proc/x: No such file or directory", tmp_path)
+        assert not Path("/proc/x").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "option"),
+    [
+        (["play", "--seed", "1e20"], "'--seed'"),
+        (["play", "--envs", "1e9", "--steps", "1e9"], "'--envs'"),
+        (["watch", "runs/none", "--max-steps", "1e11"], "'--max-steps'"),
+    ],
+)
+def test_a_number_in_exponent_form_for_an_integer_option_is_a_usage_error(arguments: list[str], option: str) -> None:
+    # Typer's own parsing: exit code 2 and the option named (in its usage box) before the command runs
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2 and option in result.output and "Traceback" not in result.output

@@ -12,6 +12,11 @@ from rich.table import Table
 from regspeed.cli.app import ColsOption, RowsOption, SeedOption, app, console, user_errors_exit_cleanly
 from regspeed.errors import ConfigError
 
+MAX_ENVS = 65_536
+MAX_STEPS = 100_000  # the first environment's state is kept for every step (up to 16 kB each on a 64 x 64 board)
+MAX_ENV_STEPS = 10**9  # also keeps the episode totals within their 32-bit counters
+SEEDS = 2**32  # a PRNG key takes 32 bits of its seed: -1 and 2**32 - 1 would be the same key
+
 
 @app.command()
 @user_errors_exit_cleanly
@@ -45,8 +50,9 @@ def play(
         starvation_limit=starvation_limit,
         time_limit=time_limit,
     )
-    if gif is not None and not gif.parent.exists():
-        raise ConfigError("gif", f"folder {gif.parent} does not exist; create it or choose another path")
+    check_play_size(envs, steps)
+    check_seed(seed, "seed")
+    check_gif(gif)
     with console.status(f"playing {envs} x {steps} steps ({policy} policy, compiling first)..."):
         start = time.perf_counter()
         summary, episode = play_module.play(config, policy, seed, envs, steps)
@@ -74,3 +80,29 @@ def play(
     if gif is not None:
         render.save_gif(config, episode, gif)
         console.print(f"wrote {gif} ({len(episode)} frames)")
+
+
+def check_play_size(envs: int, steps: int) -> None:
+    """``--envs`` and ``--steps`` small enough to play in memory and in minutes."""
+    if not 1 <= envs <= MAX_ENVS:
+        raise ConfigError("envs", f"must be between 1 and {MAX_ENVS:,} (got {envs})")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ConfigError("steps", f"must be between 1 and {MAX_STEPS:,} (got {steps})")
+    if envs * steps > MAX_ENV_STEPS:
+        raise ConfigError("steps", f"envs x steps must be at most {MAX_ENV_STEPS:,} (got {envs * steps:,})")
+
+
+def check_seed(seed: int, option: str) -> None:
+    """A PRNG seed that names a key of its own: ``0`` to ``2**32 - 1``."""
+    if not 0 <= seed < SEEDS:
+        raise ConfigError(option, f"must be between 0 and {SEEDS - 1:,} (got {seed})")
+
+
+def check_gif(gif: Path | None) -> None:
+    """A ``--gif`` path names a file (not a folder) in a folder that exists; checked before anything runs."""
+    if gif is None:
+        return
+    if gif.is_dir():
+        raise ConfigError("gif", f"{gif} is a folder; give a file name such as {gif / 'episode.gif'}")
+    if not gif.parent.is_dir():
+        raise ConfigError("gif", f"folder {gif.parent} does not exist; create it or choose another path")

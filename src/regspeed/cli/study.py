@@ -3,6 +3,7 @@ their results."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from regspeed.cli.app import app, console, stop_at_a_safe_point, user_errors_exit_cleanly
+from regspeed.cli.play import check_gif, check_seed
 from regspeed.errors import ConfigError
 from regspeed.safe_text import printable, terminal_text
 
@@ -83,6 +85,10 @@ def _report(folder: Path) -> None:
     console.print(terminal_text(written_paths), soft_wrap=True, highlight=False)
 
 
+MAX_WATCH_STEPS = 100_000  # every state of the episode is kept, to replay it or write the GIF
+MAX_DELAY = 10.0  # seconds between frames
+
+
 @app.command()
 @user_errors_exit_cleanly
 def watch(
@@ -100,10 +106,12 @@ def watch(
     from regspeed.study import results
     from regspeed.study import store as store_module
 
-    if max_steps < 1:
-        raise ConfigError("max_steps", f"must be a positive integer (got {max_steps})")
-    if gif is not None and not gif.parent.exists():
-        raise ConfigError("gif", f"folder {gif.parent} does not exist; create it or choose another path")
+    if not 1 <= max_steps <= MAX_WATCH_STEPS:
+        raise ConfigError("max_steps", f"must be between 1 and {MAX_WATCH_STEPS:,} (got {max_steps})")
+    if not (math.isfinite(delay) and 0 <= delay <= MAX_DELAY):
+        raise ConfigError("delay", f"must be between 0 and {MAX_DELAY:g} seconds (got {delay:g})")
+    check_seed(episode_seed, "episode_seed")
+    check_gif(gif)
     with store_module.Store.open(folder) as store:
         if seed is None:
             best_by = results.learner_facts(store).progress_metric
@@ -261,6 +269,8 @@ def export(
 
     if format not in results.FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(results.FORMATS)} (got {format!r})")
+    if out is not None and not out.parent.is_dir():
+        raise ConfigError("out", f"folder {out.parent} does not exist; create it or choose another path")
     target = out if out is not None else folder / ("curves.csv" if format == "csv" else f"{metric}.npz")
     with store_module.Store.open(folder) as store:
         results.export(store, target, format, metric)

@@ -93,7 +93,10 @@ def train(
     config, updates, steps_per_update = setup.config, learner.total_updates(setup), learner.steps_per_update(setup)
     if out.exists() and not out.is_dir():
         raise ConfigError("out", f"{out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. under /proc, below a file, no permission
+        raise ConfigError("out", f"cannot create {out}: {error.strerror or error}") from None
 
     seed_list = list(range(first_seed, first_seed + seeds))
     chunk = eval_every if eval_every else 10

@@ -11,9 +11,11 @@ spec, ``--rows`` on the command line).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
+import typing
 from typing import Any
 
 import pydantic
@@ -37,11 +39,57 @@ def unknown_keys(table: dict[str, Any], kind: type, path: str) -> Problems:
 
 
 def validated(kind: type, data: dict[str, Any], path: tuple[Any, ...] = ()) -> tuple[Any, Problems]:
-    """``kind`` (a dataclass) validated from ``data``: ``(instance, [])`` or ``(None, problems)``."""
+    """``kind`` (a dataclass) validated from ``data``: ``(instance, [])`` or ``(None, problems)``.
+
+    Types are checked strictly first (:func:`wrong_types`), so a value is never silently
+    coerced (``"6"`` or ``true`` for an integer); then the dataclass is built, which runs its
+    own checks."""
+    problems = wrong_types(kind, data, path)
+    if problems:
+        return None, problems
     try:
         return pydantic.TypeAdapter(kind).validate_python(data), []
     except pydantic.ValidationError as error:
         return None, describe_validation_error(error, path)
+
+
+def wrong_types(kind: type, data: dict[str, Any], path: tuple[Any, ...] = ()) -> Problems:
+    """The values of ``data`` whose type is not their field's, by pydantic's strict rules: a
+    bool is not an integer and a string is not a number, but an integer may stand for a float
+    and a list (all TOML has) for a tuple. Nested dataclasses given as tables are checked the
+    same way; keys that are not fields are left to the caller."""
+    problems: Problems = []
+    for name, field_type in _field_types(kind).items():
+        if name not in data:
+            continue
+        value, where = data[name], (*path, name)
+        if dataclasses.is_dataclass(field_type):
+            if isinstance(value, dict):
+                problems += wrong_types(field_type, value, where)
+            continue  # an instance, or something else that building the dataclass reports
+        try:
+            _strict_adapter(field_type).validate_python(_list_as_tuple(field_type, value))
+        except pydantic.ValidationError as error:
+            problems += describe_validation_error(error, where)
+    return problems
+
+
+@functools.cache
+def _field_types(kind: type) -> dict[str, Any]:
+    """A dataclass's fields and their types (annotations resolved)."""
+    hints = typing.get_type_hints(kind)
+    return {field.name: hints[field.name] for field in dataclasses.fields(kind)}
+
+
+@functools.cache
+def _strict_adapter(field_type: Any) -> pydantic.TypeAdapter:
+    """Strict validation of one field's type (made once per type)."""
+    return pydantic.TypeAdapter(field_type, config=pydantic.ConfigDict(strict=True))
+
+
+def _list_as_tuple(field_type: Any, value: Any) -> Any:
+    """A list given for a tuple field, as the tuple it stands for (strict validation refuses lists)."""
+    return tuple(value) if typing.get_origin(field_type) is tuple and isinstance(value, list) else value
 
 
 def learning_rate(table: dict[str, Any], default: float, path: str) -> tuple[float, Problems]:
@@ -67,6 +115,18 @@ _MESSAGES = {
     "extra_forbidden": "unknown key; remove it or check its spelling",
     "unexpected_keyword_argument": "unknown key; remove it or check its spelling",
     "missing": "required; add it",
+}
+
+_TYPES = {  # strict validation's type errors, in TOML's words
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+    "dataclass_type": "must be a table",
 }
 
 _BOUNDS = {
@@ -100,6 +160,8 @@ def _message(detail: dict[str, Any]) -> str:
         message = "use letters, digits, '_', '.' and '-' only (it names the study's folder)"
     elif kind == "finite_number":
         message = "must be a finite number"
+    elif kind in _TYPES:
+        message = _TYPES[kind]
     elif kind in _BOUNDS:
         symbol, key = _BOUNDS[kind]
         message = f"must be {symbol} {context[key]}"
@@ -124,4 +186,3 @@ def describe_validation_error(error: pydantic.ValidationError, prefix: tuple[Any
         if problem not in problems:
             problems.append(problem)
     return problems
-

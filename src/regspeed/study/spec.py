@@ -38,7 +38,8 @@ class SpecError(ConfigProblemsError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # strict: a bool is not an integer and a string is not a number (an integer may stand for a float)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class StrengthGrid(_Strict):
