@@ -210,13 +210,18 @@ class _StudyProgress:
             self.progress.remove_task(task)
 
 
-def _print_summary(folder: Path) -> None:
+def _print_summary(folder: Path, with_creation: bool = False) -> None:
+    """The progress table (and, for ``status``, when the study was created), from one opening
+    of the store: everything is read (and checked) before anything is printed."""
     from regspeed.analysis import progress
     from regspeed.study import results
     from regspeed.study import store as store_module
 
     with store_module.Store.open(folder) as store:
+        created = store.meta().get("created", "?")
         data = results.load(store, results.speed_metrics(store))
+    if with_creation:
+        console.print(terminal_text(f"{folder}: study created {created}"), highlight=False)
     rows = progress.table(data)
     table = Table(title=terminal_text(f"{folder}: IQM over seeds of the last 10% of the budget"))
     table.add_column("condition", no_wrap=True)
@@ -244,12 +249,7 @@ def _number(value: float) -> str:
 @user_errors_exit_cleanly
 def status(folder: StudyFolder) -> None:
     """Show a study's progress: runs finished, failed and pending per condition."""
-    from regspeed.study import store as store_module
-
-    with store_module.Store.open(folder) as store:
-        meta = store.meta()
-    console.print(terminal_text(f"{folder}: study created {meta.get('created', '?')}"), highlight=False)
-    _print_summary(folder)
+    _print_summary(folder, with_creation=True)
 
 
 @app.command()
