@@ -31,9 +31,12 @@ from regspeed.learn import registry
 from regspeed.learn.learner import Request
 
 
-def parse_override(item: str) -> tuple[str, int | float]:
-    """``field=value`` (an int, else a float) from the ``--set`` option."""
+def parse_override(item: str) -> tuple[str, bool | int | float]:
+    """``field=value`` from the ``--set`` option: ``true`` / ``false``, else an int, else a
+    float (the learner's tables are typed strictly, as a spec's are)."""
     field, _, value = item.partition("=")
+    if value.lower() in ("true", "false"):
+        return field, value.lower() == "true"
     try:
         return field, int(value)
     except ValueError:
