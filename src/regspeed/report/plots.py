@@ -20,6 +20,7 @@ from scipy import stats as scipy_stats
 
 from regspeed.analysis import metrics, stats
 from regspeed.analysis.compare import StudyAnalysis
+from regspeed.safe_text import printable
 from regspeed.study.results import ConditionCurves
 
 BASELINE_COLOUR = "0.25"
@@ -67,7 +68,7 @@ def _panels(count: int, height: float = 3.2) -> tuple[Figure, list]:
 def _curve(axis: plt.Axes, curve: ConditionCurves, colour: object, label: str, smooth: bool) -> None:
     values = metrics.smooth(curve.values, metrics.smoothing_window(len(curve.steps))) if smooth else curve.values
     centre, low, high = iqm_band(values)
-    axis.plot(curve.steps, centre, color=colour, label=label, linewidth=1.6)
+    axis.plot(curve.steps, centre, color=colour, label=printable(label), linewidth=1.6)
     axis.fill_between(curve.steps, low, high, color=colour, alpha=0.18, linewidth=0)
 
 
@@ -90,7 +91,7 @@ def curves_by_kind(
                 _curve(axis, curves[name], colour, name, smooth)
         if zero_line:
             axis.axhline(0.0, color="0.6", linewidth=0.8)
-        axis.set_title(kind)
+        axis.set_title(printable(kind))
         axis.set_xlabel(analysis.step_unit)
         axis.legend(fontsize=7, frameon=False)
         axis.grid(alpha=0.25)
@@ -115,10 +116,9 @@ def kaplan_meier(analysis: StudyAnalysis) -> Figure | None:
             curve = stats.kaplan_meier(times.steps, times.reached)
             steps = np.concatenate([curve.steps, [analysis.budget_steps]])
             levels = np.concatenate([curve.not_reached, curve.not_reached[-1:]])
-            axis.step(
-                steps, levels, where="post", color=colour, label=f"{name} ({times.reached.sum()}/{len(times.steps)})"
-            )
-        axis.set_title(kind)
+            label = printable(f"{name} ({times.reached.sum()}/{len(times.steps)})")
+            axis.step(steps, levels, where="post", color=colour, label=label)
+        axis.set_title(printable(kind))
         axis.set_xlabel(analysis.step_unit)
         axis.set_ylim(-0.03, 1.03)
         axis.legend(fontsize=7, frameon=False)
@@ -169,7 +169,7 @@ def _errorbars(axis: plt.Axes, x: np.ndarray, intervals: list, colour: object, l
         color=colour,
         marker="o",
         capsize=3,
-        label=label,
+        label=printable(label),
     )
 
 
@@ -186,7 +186,7 @@ def final_intervals(analysis: StudyAnalysis, metric: str) -> Figure:
         if np.isfinite(interval.low):
             axis.plot([interval.low, interval.high], [row, row], color=colour, linewidth=4, alpha=0.6)
         axis.plot([interval.value], [row], "o", color=colour)
-    axis.set_yticks(range(len(rows)), [s.condition + ("" if s.complete else " (incomplete)") for s in rows])
+    axis.set_yticks(range(len(rows)), [printable(s.condition) + ("" if s.complete else " (incomplete)") for s in rows])
     axis.invert_yaxis()
     axis.set_xlabel(f"final {metric}: IQM over runs, 95% CI")
     axis.grid(alpha=0.25, axis="x")
