@@ -87,3 +87,41 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     outcome = runner.run(tiny_spec(), folder, TINY_SPEC)
     assert not outcome.already_finished and outcome.runs_total == 6 and outcome.runs_failed == 0
     return folder
+
+
+def batch_zero_updates(folder: Path) -> int:
+    """How far batch 0 of a running study has got (0 before its store exists or while it is busy)."""
+    import contextlib
+    import sqlite3
+
+    from regspeed.study import store as store_module
+
+    if not (folder / store_module.DATABASE).exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(folder / store_module.DATABASE, timeout=5)) as connection:
+            return int(connection.execute("SELECT updates_done FROM batches WHERE batch_id = 0").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def kill_mid_batch(spec_path: Path, folder: Path) -> int:
+    """Run ``regspeed study SPEC --out FOLDER`` in a child, freeze it once batch 0 has stored a
+    chunk, then SIGKILL it; the updates batch 0 had stored when it froze."""
+    import signal
+    import subprocess
+    import time
+
+    command = [sys.executable, "-m", "regspeed.cli", "study", str(spec_path), "--out", str(folder)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while batch_zero_updates(folder) == 0:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the study made no progress"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGSTOP)  # freeze it, look, then kill it
+        return batch_zero_updates(folder)
+    finally:
+        process.kill()
+        process.wait()

@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import sqlite3
 import struct
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import Result
+from conftest import batch_zero_updates, kill_mid_batch
 from test_study import TINY_SPEC, checkpoints, store_contents, tiny_spec
 from typer.testing import CliRunner
 
@@ -71,17 +67,6 @@ def copy_study(source: Path, folder: Path) -> Path:
 def status_rows(output: str) -> list[str]:
     """The numbers of ``regspeed status``: its table's rows (the title holds the folder's path)."""
     return [line for line in output.splitlines() if line.startswith("│")]
-
-
-def batch_zero_updates(folder: Path) -> int:
-    """How far batch 0 of a running study has got (0 before its store exists or while it is busy)."""
-    if not (folder / store_module.DATABASE).exists():
-        return 0
-    try:
-        with contextlib.closing(sqlite3.connect(folder / store_module.DATABASE, timeout=5)) as connection:
-            return int(connection.execute("SELECT updates_done FROM batches WHERE batch_id = 0").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
 
 
 def chunk_digests(folder: Path) -> list[tuple]:
@@ -273,18 +258,7 @@ def test_a_killed_study_whose_checkpoint_was_deleted_restarts_that_batch(
     spec_path = tmp_path / "tiny.toml"
     spec_path.write_text(TINY_SPEC)
     folder = tmp_path / "killed"
-    command = [sys.executable, "-m", "regspeed.cli", "study", str(spec_path), "--out", str(folder)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while batch_zero_updates(folder) == 0:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the study made no progress"
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGSTOP)
-    finally:
-        process.kill()
-        process.wait()
+    kill_mid_batch(spec_path, folder)
     with contextlib.closing(sqlite3.connect(folder / store_module.DATABASE)) as connection:
         (name,) = connection.execute("SELECT checkpoint FROM batches WHERE batch_id = 0").fetchone()
     assert name is not None and batch_zero_updates(folder) < 120, "the kill should land inside the first batch"

@@ -3,16 +3,14 @@ lock, and the Ray backend giving the same store as the local one."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kill_mid_batch
 from typer.testing import CliRunner
 
 from regspeed.cli import app
@@ -384,19 +382,7 @@ def test_study_killed_mid_batch_resumes_to_the_uninterrupted_result(reference: P
     spec_path = tmp_path / "tiny.toml"
     spec_path.write_text(TINY_SPEC)
     folder = tmp_path / "killed"
-    command = [sys.executable, "-m", "regspeed.cli", "study", str(spec_path), "--out", str(folder)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while _updates_done(folder) == 0:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the study made no progress"
-            time.sleep(0.01)
-        os.kill(process.pid, signal.SIGSTOP)  # freeze it, look, then kill it
-        stopped_at = _updates_done(folder)
-    finally:
-        process.kill()
-        process.wait()
+    stopped_at = kill_mid_batch(spec_path, folder)
     assert 0 < stopped_at < 120, "the kill should land inside the first batch"
     # a partial study gets a report of what exists, incomplete conditions marked
     partial = report.write(folder)
@@ -412,16 +398,6 @@ def test_study_killed_mid_batch_resumes_to_the_uninterrupted_result(reference: P
     for name in resumed:
         for leaf in resumed[name]:
             np.testing.assert_array_equal(resumed[name][leaf], uninterrupted[name][leaf], err_msg=f"{name}/{leaf}")
-
-
-def _updates_done(folder: Path) -> int:
-    if not (folder / store_module.DATABASE).exists():
-        return 0
-    try:
-        with sqlite3.connect(folder / store_module.DATABASE, timeout=5) as connection:
-            return int(connection.execute("SELECT updates_done FROM batches WHERE batch_id = 0").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
 
 
 @pytest.mark.slow
