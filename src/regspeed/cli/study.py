@@ -74,11 +74,11 @@ def study(
     _report(folder)
 
 
-def _report(folder: Path) -> None:
+def _report(folder: Path, out: Path | None = None) -> None:
     from regspeed.report import report as report_module
 
     with console.status("analysing and writing the report..."):
-        written = report_module.write(folder)
+        written = report_module.write(folder, out)
     console.print(written.table)
     console.print(terminal_text(report_module.headline(written.analysis)), soft_wrap=True, highlight=False)
     written_paths = f"wrote {written.html_path} and {written.markdown_path}"
@@ -133,9 +133,15 @@ def watch(
 
 @app.command()
 @user_errors_exit_cleanly
-def report(folder: StudyFolder) -> None:
-    """Analyse a study (finished or not) and write report.html and summary.md into its folder."""
-    _report(folder)
+def report(
+    folder: StudyFolder,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for report.html and summary.md (default: the study's folder).")
+    ] = None,
+) -> None:
+    """Analyse a study (finished or not) and write report.html and summary.md into its folder
+    (or into --out: a study on a read-only mount is reported elsewhere)."""
+    _report(folder, out)
 
 
 class _StudyProgress:
@@ -162,7 +168,8 @@ class _StudyProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:  # stopping one never started prints an empty line
+            self.progress.stop()
 
     def start(self, store: Any, jobs: list) -> None:
         """Called once the plan is known: totals in updates x runs (shown only if there is work)."""

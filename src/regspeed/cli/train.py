@@ -12,6 +12,7 @@ from rich.table import Table
 
 from regspeed.cli.app import app, console, stop_at_a_safe_point, user_errors_exit_cleanly
 from regspeed.errors import ConfigError
+from regspeed.study import files
 
 
 @app.command()
@@ -97,6 +98,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # e.g. under /proc, below a file, no permission
         raise ConfigError("out", f"cannot create {out}: {error.strerror or error}") from None
+    files.refuse_unwritable(out)  # before compiling and training, not after
 
     seed_list = list(range(first_seed, first_seed + seeds))
     chunk = eval_every if eval_every else 10
@@ -114,7 +116,11 @@ def train(
     shown = learner.progress_metric
     start = time.perf_counter()
     saved = f"the training state so far is in {out / 'checkpoint.npz'}"
-    with stop_at_a_safe_point(saved) as stop_if_asked, Progress(*columns, console=console) as progress:
+    with (
+        files.writing_into(out),
+        stop_at_a_safe_point(saved) as stop_if_asked,
+        Progress(*columns, console=console) as progress,
+    ):
         task = progress.add_task("compiling", total=updates * steps_per_update, rate="", score="-")
 
         def on_chunk(report: training.ChunkReport) -> None:
@@ -137,7 +143,8 @@ def train(
         carry, history = training.train(learner.trainer, config, carry, updates, chunk, eval_every, on_chunk)
     seconds = time.perf_counter() - start
     run_info = {"seeds": seed_list, "learning_rate": setup.learning_rate, "strength": strength}
-    _write_training_outputs(out, title, config, seed_list, history, run_info, shown)
+    with files.writing_into(out):
+        _write_training_outputs(out, title, config, seed_list, history, run_info, shown)
     console.print(_training_table(seed_list, history, updates, steps_per_update, seconds))
     console.print(f"wrote {out}/curve.csv, curve.png, checkpoint.npz")
 

@@ -9,7 +9,10 @@ its store may name files anywhere. So:
 - a checkpoint named by a store is reached only through :func:`checkpoint_path`: a plain
   name of our own pattern that stays inside the folder's ``checkpoints``;
 - a folder is a place for a new study only if it holds nothing but what a study writes
-  before its store exists (:func:`foreign_entries`).
+  before its store exists (:func:`foreign_entries`);
+- a folder that cannot be written (read-only, full disk, no permission) is one line naming
+  it (:func:`refuse_unwritable`, :func:`writing_into`), never a traceback: what is stored
+  stays consistent, and the same command resumes once there is room.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import errno
 import os
 import re
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +40,53 @@ CHECKPOINT_NAME = re.compile(r"batch-[0-9]{4,}-update-[0-9]{7,}\.npz")
 LEFTOVERS_BEFORE_STORE = frozenset({LOCK, DATABASE + PARTIAL, DATABASE + PARTIAL + "-journal", CHECKPOINTS})
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+# why a write failed, by errno and by SQLite's primary result code
+_WRITE_FAILURES = {
+    errno.EROFS: "it is on a read-only file system",
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+_SQLITE_WRITE_FAILURES = {8: "the database is read-only", 13: "the disk is full"}  # SQLITE_READONLY, SQLITE_FULL
+_AFTER_WRITE_FAILURE = "make room or give a writable folder, then run the same command again (nothing stored is lost)"
+
+
+def cannot_write(folder: Path | str, reason: str, field: str = "out") -> ConfigError:
+    """The one-line error for a folder regspeed cannot write to."""
+    return ConfigError(field, f"cannot write to {folder}: {reason}; {_AFTER_WRITE_FAILURE}")
+
+
+def refuse_unwritable(folder: Path, field: str = "out") -> None:
+    """Refuse an existing ``folder`` that this process cannot create files in (a read-only
+    mount, or no write permission), before anything is written."""
+    if not folder.is_dir():
+        return
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        raise cannot_write(folder, _WRITE_FAILURES[errno.EROFS], field)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise cannot_write(folder, _WRITE_FAILURES[errno.EACCES], field)
+
+
+@contextlib.contextmanager
+def writing_into(folder: Path, field: str = "out") -> Iterator[None]:
+    """Turn a write that fails because of where it writes (read-only, disk full, quota, no
+    permission), from the file system or from SQLite, into :func:`cannot_write` for the
+    folder it was writing (the failing file's folder when the error names one)."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        reason = _SQLITE_WRITE_FAILURES.get(getattr(error, "sqlite_errorcode", 0) & 0xFF)
+        if reason is None:
+            raise
+        raise cannot_write(folder, reason, field) from None
+    except OSError as error:
+        if error.errno not in _WRITE_FAILURES:
+            raise
+        where = Path(error.filename).parent if isinstance(error.filename, str | Path) else folder
+        raise cannot_write(where, _WRITE_FAILURES[error.errno], field) from None
 
 
 def refuse_link(path: Path, field: str) -> None:
@@ -72,20 +123,22 @@ def replacing(path: Path, field: str, text: bool = False) -> Iterator[IO[Any]]:
     Yields a file (binary, or UTF-8 text without newline translation) that is
     ``<name>.partial``, created afresh; when the block ends it is flushed to disk and renamed
     over ``path``. If the block raises, ``path`` is left as it was. A ``path`` that is a link
-    is refused (``field`` names the option in the message).
+    is refused (``field`` names the option in the message), and a folder that cannot take the
+    file is one line (:func:`writing_into`).
     """
     refuse_link(path, field)
     partial = path.with_name(path.name + PARTIAL)
-    descriptor = create_new(partial, field)
-    try:
-        mode = {"mode": "w", "encoding": "utf-8", "newline": ""} if text else {"mode": "wb"}
-        with os.fdopen(descriptor, **mode) as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)  # rename replaces a link at ``path`` itself, never its target
-    finally:
-        partial.unlink(missing_ok=True)
+    with writing_into(path.parent, field):
+        descriptor = create_new(partial, field)
+        try:
+            mode = {"mode": "w", "encoding": "utf-8", "newline": ""} if text else {"mode": "wb"}
+            with os.fdopen(descriptor, **mode) as file:
+                yield file
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)  # rename replaces a link at ``path`` itself, never its target
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def open_plain(path: Path, field: str) -> IO[str]:

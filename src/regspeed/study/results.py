@@ -193,6 +193,7 @@ def export(store: Store, path: Path, format: str, metric: str = "score") -> Path
     if format not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {format!r})")
     files.refuse_link(path, "out")
+    files.refuse_unwritable(path.parent)
     if format == "csv":
         names = {run.run_id: (run.condition, run.seed) for run in store.runs()}
         with files.replacing(path, "out", text=True) as file:

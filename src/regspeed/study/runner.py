@@ -457,7 +457,12 @@ def run(
         raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
     started = time.perf_counter()
     _refuse_foreign_folder(folder)
-    with store_module.locked(folder), _open_or_create(spec, folder, spec_text) as store:
+    files.refuse_unwritable(folder)
+    with (
+        files.writing_into(folder),
+        store_module.locked(folder),
+        _open_or_create(spec, folder, spec_text) as store,
+    ):
         _remove_stale_checkpoints(store)
         jobs = _jobs(spec, store, warn)
         if on_start is not None:

@@ -289,8 +289,25 @@ def _refuse_links(folder: Path) -> None:
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that cannot write the database file (SQLite URI ``mode=ro``)."""
-    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+    """A connection that cannot write the database file (SQLite URI ``mode=ro``).
+
+    A store in WAL mode needs its ``-shm`` file, which SQLite creates on first reading; in a
+    folder that cannot be written (a read-only mount) and has none, the file is opened
+    ``immutable`` instead (nobody can be writing it), unless its ``-wal`` still holds writes
+    (a study stopped while writing, then made read-only): those would be missed, so that is
+    refused in one line."""
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    folder = path.parent
+    if not os.access(folder, os.W_OK) and not os.path.lexists(f"{path}-shm"):
+        wal = Path(f"{path}-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise ConfigError(
+                "study",
+                f"{folder} cannot be written and its last writes are still in {wal.name} (the study was stopped "
+                "while writing); copy the folder somewhere writable and give the copy",
+            )
+        uri += "&immutable=1"
+    connection = sqlite3.connect(uri, uri=True, timeout=30)
     connection.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache
     return connection
 
