@@ -33,9 +33,14 @@ def test_steps_to_threshold_and_censoring() -> None:
     result = metrics.steps_to_threshold(steps, np.stack([rising, flat]), threshold=10.0, budget=1000)
     window = metrics.smoothing_window(100)
     smoothed = metrics.smooth(rising[None], window)[0]
-    expected = steps[np.argmax(smoothed >= 10.0)]
+    after = np.argmax(smoothed >= 10.0)  # interpolated between the points either side of the crossing
+    fraction = (10.0 - smoothed[after - 1]) / (smoothed[after] - smoothed[after - 1])
+    expected = steps[after - 1] + fraction * (steps[after] - steps[after - 1])
+    assert steps[after - 1] < expected < steps[after]
     np.testing.assert_array_equal(result.reached, [True, False])
-    np.testing.assert_array_equal(result.steps, [expected, 1000.0])  # never reached: censored at the budget
+    np.testing.assert_allclose(result.steps, [expected, 1000.0])  # never reached: censored at the budget
+    # a curve already above the threshold at its first point reaches it there
+    assert metrics.steps_to_threshold(steps, np.full((1, 100), 11.0), 10.0, 1000).steps[0] == 10.0
 
 
 def test_area_under_curve_and_final_performance_by_hand() -> None:
@@ -70,43 +75,63 @@ def test_kaplan_meier_equals_scipy_and_median_is_by_hand() -> None:
     assert stats.median_time(times, np.zeros(6, bool)) == np.inf
 
 
-def _simulated_times(rng: np.random.Generator, runs: int, speedup: float, budget: float) -> tuple:
-    times = rng.lognormal(np.log(200_000), 0.35, runs) / speedup
-    return np.minimum(times, budget), times <= budget
+def test_median_is_the_first_time_half_have_reached_despite_rounding() -> None:
+    # 1 - 1/10, ... multiplied out lands on 0.5000000000000001 at the fifth event
+    times = np.array([8192, 16384, 16384, 24576, 32768, 40960, 40960, 40960, 40960, 40960.0])
+    reached = np.array([True] * 5 + [False] * 5)
+    assert stats.median_time(times, reached) == 32768.0
 
 
-def test_identical_conditions_are_called_different_at_about_the_nominal_rate() -> None:
+def _paired_times(rng: np.random.Generator, runs: int, speedup: float, budget: float, rho: float = 0.6) -> tuple:
+    """Seed-paired log-normal times (correlation ``rho`` of the logs), censored at ``budget``."""
+    z = rng.standard_normal(runs)
+    base = np.exp(np.log(200_000) + 0.3 * z)
+    other = np.exp(np.log(200_000 / speedup) + 0.3 * (rho * z + np.sqrt(1 - rho**2) * rng.standard_normal(runs)))
+    return (np.minimum(base, budget), base <= budget), (np.minimum(other, budget), other <= budget)
+
+
+def test_identical_conditions_are_called_different_at_most_at_the_nominal_rate() -> None:
     rng = np.random.default_rng(7)
-    studies, calls = 400, 0
+    studies, called = 1000, 0
     for _ in range(studies):
-        a, b = _simulated_times(rng, 10, 1.0, 400_000), _simulated_times(rng, 10, 1.0, 400_000)
-        p = stats.logrank_p(*a, *b)
-        calls += stats.verdict(p, True) != "no detectable difference"
-    assert 0.02 <= calls / studies <= 0.085
+        base, other = _paired_times(rng, 10, 1.0, 400_000)
+        test = stats.paired_test(stats.paired_ratios(*base, *other), margin=1.1)
+        called += stats.verdict(test.p_difference, test.faster_direction, 1.0) != "inconclusive"
+    assert called / studies <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / studies)
 
 
-def test_a_planted_speedup_of_one_and_a_half_is_found() -> None:
+def test_a_planted_speedup_of_one_and_a_half_is_found_with_its_size() -> None:
     rng = np.random.default_rng(3)
-    found = 0
+    found, covered = 0, 0
     for _ in range(50):
-        base, fast = _simulated_times(rng, 20, 1.0, 400_000), _simulated_times(rng, 20, 1.5, 400_000)
-        p = stats.logrank_p(*fast, *base)
-        faster = stats.restricted_mean_time(*fast, 400_000) < stats.restricted_mean_time(*base, 400_000)
-        found += stats.verdict(p, faster) == "faster"
-    assert found >= 40
-    ratio = stats.speedup(*base, *fast)
-    low, high = stats.speedup_interval(*base, *fast)
-    assert low <= ratio <= high and 1.1 < ratio < 2.2
+        base, fast = _paired_times(rng, 10, 1.5, 400_000)
+        test = stats.paired_test(stats.paired_ratios(*base, *fast), margin=1.1)
+        found += stats.verdict(test.p_difference, test.faster_direction, test.p_equivalence) == "faster"
+        covered += test.interval[0] <= np.log(1.5) <= test.interval[1]
+    assert found >= 45 and covered >= 45
+    assert 1.2 < test.speedup < 1.9 and test.interval[0] < np.log(test.speedup) < test.interval[1]
 
 
-def test_power_grows_with_the_speedup_and_seeds_needed_are_enough() -> None:
-    rng = np.random.default_rng(5)
-    times, reached = _simulated_times(rng, 10, 1.0, 400_000)
-    assert stats.power(times, reached, 1.05, 10, 0.05) < stats.power(times, reached, 2.0, 10, 0.05)
-    statement = stats.power_statement(times, reached, 0.05)
+def test_paired_ratios_restrict_a_pair_to_its_observation_and_bound_the_truth() -> None:
+    base_times, base_reached = np.array([100.0, 100.0, 300.0, 300.0]), np.array([True, True, False, True])
+    times, reached = np.array([50.0, 200.0, 150.0, 120.0]), np.array([True, False, True, False])
+    ratios = stats.paired_ratios(base_times, base_reached, times, reached)
+    # pair 2: the condition stopped being observed at 200, the baseline reached at 100: log(100/200)
+    # pair 3: the baseline was observed to 300 without reaching, the condition reached at 150: log(300/150)
+    # pair 4: the condition was observed to 120 only; the baseline reached at 300, after that: both at 120
+    np.testing.assert_allclose(ratios.observed, np.log([100 / 50, 100 / 200, 300 / 150, 1.0]))
+    np.testing.assert_allclose(ratios.low, [np.log(2), -np.inf, np.log(2), -np.inf])
+    np.testing.assert_allclose(ratios.high, [np.log(2), np.log(0.5), np.inf, np.log(300 / 120)])
+
+
+def test_power_grows_with_the_speedup_and_the_seeds_needed_are_enough() -> None:
+    model = stats.TimeModel(log_mean=np.log(200_000), log_sd=0.3, pair_sd=0.25, budget=1_000_000)
+    assert stats.power(model, 1.05, 10, 0.05) < stats.power(model, 1.3, 10, 0.05) < stats.power(model, 1.3, 20, 0.05)
+    statement = stats.power_statement(model, 10, 0.05)
     assert statement.seeds == 10 and statement.detectable_speedup in stats.SPEEDUP_GRID
     needed = statement.seeds_for[1.2]
-    assert needed > 0 and stats.power(times, reached, 1.2, needed, 0.05) >= stats.POWER
+    assert needed > 10 and stats.power(model, 1.2, needed, 0.05) >= stats.POWER
+    assert stats.power(model, statement.detectable_speedup, 10, 0.05) >= stats.POWER
 
 
 # ------------------------------------------------------------------- analysis from arrays
@@ -138,6 +163,7 @@ def _study(runs: dict[str, tuple[np.ndarray, list[Run]]], cosine: dict[str, floa
         step_unit="updates",
         speed_metrics=("score",),
         thresholds={"score": [1.0]},
+        margin=1.1,
         conditions=conditions,
         runs=[run for _, members in runs.values() for run in members],
         curves={"score": score, "grad_cosine": cosines},
@@ -168,7 +194,8 @@ def _synthetic_study() -> StudyData:
         {
             "none": (_rising(base_times), _finished("none", 12)),
             "fast": (_rising(base_times / 2), _finished("fast", 12)),
-            "same": (_rising(rng.permutation(base_times)), _finished("same", 12)),
+            "same": (_rising(base_times * rng.uniform(0.99, 1.01, 12)), _finished("same", 12)),
+            "shuffled": (_rising(rng.permutation(base_times)), _finished("shuffled", 12)),
             "partial": (partial_values, partial_runs),
         },
         cosine={"fast": -0.5, "same": 0.25},
@@ -180,12 +207,28 @@ def test_analysis_from_arrays_finds_a_planted_speedup_and_no_difference_where_th
     assert analysis.thresholds == {"score": [1.0]} and analysis.seeds == 12
     assert analysis.primary["fast"].verdict == "faster"
     assert analysis.primary["fast"].speedup.value == pytest.approx(2.0, rel=0.1)
-    assert analysis.primary["same"].verdict == "no detectable difference"
+    assert analysis.primary["fast"].test == compare.PAIRED and analysis.primary["fast"].pairs == 12
+    # within 1% of the baseline seed by seed: shown to be within the 1.1x margin
+    assert analysis.primary["same"].verdict == "equivalent"
+    # the same times on other seeds: pairs differ by up to 40% either way, so neither is shown
+    assert analysis.primary["shuffled"].verdict == "inconclusive"
     assert [(o.condition, o.mean_cosine, o.opposing_share) for o in analysis.opposition] == [
         ("fast", -0.5, 1.0),
         ("same", 0.25, 0.0),
     ]
     assert analysis.label("score") == "the score" and analysis.label("steps") == "steps"
+
+
+def test_a_condition_sharing_no_seed_with_the_baseline_gets_the_unpaired_test() -> None:
+    base_times = np.random.default_rng(5).uniform(5_000, 7_000, 12)
+    elsewhere = [Run("elsewhere", 100 + seed, "finished", 1.0, None) for seed in range(12)]
+    data = _study(
+        {"none": (_rising(base_times), _finished("none", 12)), "elsewhere": (_rising(base_times / 2), elsewhere)}, {}
+    )
+    comparison = compare.analyze(data).primary["elsewhere"]
+    assert (comparison.test, comparison.pairs, comparison.verdict) == (compare.UNPAIRED, 0, "faster")
+    assert comparison.p_equivalence == 1.0  # no equivalence test without pairs
+    assert comparison.speedup.value == pytest.approx(2.0, rel=0.1)
 
 
 def test_unfinished_and_failed_runs_are_censored_where_their_record_stops() -> None:
@@ -194,10 +237,10 @@ def test_unfinished_and_failed_runs_are_censored_where_their_record_stops() -> N
     assert analysis.failed_runs == [("partial", 1, "loss became nan at update 30")]
     times = analysis.times[0].times["partial"]
     # the running run had not reached 1 when its record stopped at 30% of the budget: censored there, not
-    # at the budget; the failed run reached it before failing. Smoothed over 5 points, a run reaching 1 at
-    # step t is credited at the first point >= t + 200: 2,300 and 9,300.
+    # at the budget; the failed run reached it before failing. Smoothed over 5 points (a trailing mean of a
+    # line), a run reaching 1 at step t is credited at t + 200: 2,250 and 9,250.
     np.testing.assert_array_equal(times.reached, [False, True, True])
-    np.testing.assert_array_equal(times.steps, [0.3 * BUDGET, 2_300, 9_300])
+    np.testing.assert_allclose(times.steps, [0.3 * BUDGET, 2_250, 9_250])
 
 
 def test_progress_table_and_best_seed_from_arrays() -> None:
@@ -212,7 +255,7 @@ def test_progress_table_and_best_seed_from_arrays() -> None:
     fast = data.curves_of("score")["fast"]
     finals = fast.values[:, -10:].mean(axis=1)
     assert progress.best_seed(data, "fast") == fast.seeds[int(np.argmax(finals))]
-    with pytest.raises(ConfigError, match=r"no condition 'l9@1'; choose one of none, fast, same, partial"):
+    with pytest.raises(ConfigError, match=r"no condition 'l9@1'; choose one of none, fast, same, shuffled, partial"):
         progress.best_seed(data, "l9@1")
     assert progress.best_seed(data, "fast", "eval_score") == 0  # not recorded: the first seed
 
@@ -395,7 +438,7 @@ def test_terminal_table_colours_the_verdicts() -> None:
 
 def test_failed_and_frozen_runs_show_in_the_verdict_row() -> None:
     """A condition whose runs all diverged, or whose weights never moved, is not reported as
-    an ordinary "no detectable difference" with every run reaching the threshold."""
+    an ordinary "inconclusive" with every run reaching the threshold."""
     from regspeed.report import text
 
     rng = np.random.default_rng(3)

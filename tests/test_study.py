@@ -3,6 +3,8 @@ lock, and the Ray backend giving the same store as the local one."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -352,6 +354,25 @@ def test_changed_spec_is_refused_saying_what_differs(reference: Path) -> None:
     # the same study written differently (a default made explicit) is not a change
     explicit = spec_module.parse(TINY_SPEC.replace("epochs = 1", "epochs = 1\ngamma = 0.99"))
     assert runner.run(explicit, reference, TINY_SPEC).already_finished
+    margin = spec_module.parse(TINY_SPEC + "[analysis]\nmargin = 1.2\n")
+    with pytest.raises(ConfigError, match=r"analysis.margin: stored 1.1, given 1.2"):
+        runner.run(margin, reference, TINY_SPEC)
+
+
+def test_a_store_written_before_the_analysis_table_existed_resumes_and_reads_its_default(
+    reference: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "older"
+    shutil.copytree(reference, folder)
+    with sqlite3.connect(folder / store_module.DATABASE) as connection:
+        (text,) = connection.execute("SELECT value FROM meta WHERE key = 'spec_json'").fetchone()
+        older = json.loads(text)
+        del older["analysis"]
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'spec_json'", (json.dumps(older),))
+    connection.close()
+    assert runner.run(tiny_spec(), folder, TINY_SPEC).already_finished  # not "the spec differs"
+    with store_module.Store.open(folder) as store:
+        assert results.load(store).margin == 1.1
 
 
 @pytest.mark.slow  # the tiny study fixture: about 20 s

@@ -7,18 +7,24 @@ metric (snake: training score and survival, and their greedy-evaluation versions
 - per condition: IQM (with interval) of final performance and of the normalised area
   under the curve;
 - per threshold (from the spec, or "auto" from the best condition's final IQM) and
-  condition: time-to-threshold as censored data, its Kaplan-Meier median, and against the
-  baseline the log-rank p-value, the speed-up ratio with its interval, and the probability
-  of improvement of the area under the curve;
-- Holm's correction over every log-rank comparison of the study, and a verdict per
-  comparison; the *primary* comparison of a condition is the first metric with thresholds
-  at its middle threshold;
+  condition: time-to-threshold as censored data (interpolated between recorded points),
+  its Kaplan-Meier median, the probability of improvement of the area under the curve,
+  and against the baseline the test of the seed pairs (each seed starts both conditions
+  from the same network and environments): Wilcoxon's signed-rank test of the per-seed
+  log time ratios (exact), the speed-up as their Hodges-Lehmann estimate with the exact
+  interval that goes with the test, and the equivalence test against ``[analysis] margin``
+  (two one-sided signed-rank tests). Conditions that share no seed with the baseline get
+  the unpaired log-rank test and the ratio of Kaplan-Meier medians instead;
+- Holm's correction over the conditions at each metric and threshold, and a verdict per
+  comparison: faster, slower, equivalent or inconclusive. The *primary* family (the
+  study's answer) is the first metric with thresholds at its middle threshold; the others
+  are exploratory;
 - the competing-objectives diagnostic: how the regularizer's gradient pointed relative to
   the task's (mean cosine over training, and the share of updates where it opposed it);
-- the power of the study for each primary comparison.
+- the power of the primary comparisons, simulated from a model fitted to the study.
 
 Runs that have not finished (a partial study) or that failed are censored at the last step
-they recorded, not at the budget.
+they recorded, not at the budget; a seed pair is compared up to the earlier of its two.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ import numpy as np
 
 from regspeed.analysis import metrics, stats
 from regspeed.study.results import Condition, ConditionCurves, Run, StudyData
+
+PAIRED = "paired signed-rank"  # the conditions share seeds: common random numbers
+UNPAIRED = "log-rank"  # no seed in common
+PRIMARY, SECONDARY = "primary", "secondary"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +78,22 @@ class Comparison:
     baseline_runs: int
     median_steps: float  # Kaplan-Meier median (inf if not reached by half)
     baseline_median_steps: float
-    speedup: Interval  # baseline median / condition median (> 1: faster)
-    p_value: float  # log-rank, uncorrected
-    p_holm: float  # after Holm's correction over the study
-    faster_direction: bool  # restricted mean time lower than the baseline's
-    verdict: str
+    pairs: int  # seeds run in both (the paired test's sample; 0: no shared seeds, unpaired log-rank)
+    test: str  # PAIRED or UNPAIRED
+    speedup: Interval  # baseline time / condition time (> 1: faster); see the module docstring
+    p_value: float  # difference test, uncorrected
+    p_equivalence: float  # equivalence test (TOST) against the margin, uncorrected (1: not tested)
+    family: str  # PRIMARY (the study's answer) or SECONDARY (exploratory)
+    p_holm: float  # difference test after Holm's correction over the conditions at this metric and threshold
+    p_equivalence_holm: float  # equivalence test, corrected likewise
+    faster_direction: bool  # the test statistic leans towards the condition being faster
+    verdict: str  # one of stats.VERDICTS
     auc_improvement: Interval  # P(condition's AUC > baseline's)
+
+    @property
+    def exploratory(self) -> bool:
+        """A secondary comparison: reported, not part of the study's primary answer."""
+        return self.family == SECONDARY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +133,7 @@ class StudyAnalysis:
     """Everything the report shows."""
 
     name: str
+    margin: float  # equivalence margin: speed-ups within [1/margin, margin] are "equivalent"
     budget_steps: int
     step_unit: str
     conditions: list[Condition]  # study order; the first is the baseline
@@ -122,7 +143,7 @@ class StudyAnalysis:
     comparisons: list[Comparison]
     times: list[TimeToThresholdData]
     primary: dict[str, Comparison]  # condition -> its primary comparison
-    power: stats.PowerStatement | None  # of the primary metric and threshold, from the baseline's times
+    power: stats.PowerStatement | None  # of the primary comparisons, from a model fitted to the study
     opposition: list[Opposition]
     incomplete: list[str]  # conditions with unfinished runs
     failed_runs: list[tuple[str, int, str]]  # condition, seed, error
@@ -153,7 +174,9 @@ def analyze(data: StudyData) -> StudyAnalysis:
     thresholds: dict[str, list[float]] = {}
     comparisons: list[Comparison] = []
     times: list[TimeToThresholdData] = []
+    ratios: list[stats.PairedRatios] = []  # of the primary comparisons, for the power model
     baseline = conditions[0].name
+    primary_metric = next((m for m in data.speed_metrics if m in data.curves and m in wanted_thresholds), None)
     for metric in [m for m in data.speed_metrics if m in data.curves]:
         curves = data.curves_of(metric)
         summaries[metric] = [_summary(c, curves[c.name], budget, incomplete) for c in conditions]
@@ -164,38 +187,45 @@ def analyze(data: StudyData) -> StudyAnalysis:
             best = max((s.final.value for s in summaries[metric] if np.isfinite(s.final.value)), default=np.nan)
             wanted = metrics.auto_thresholds(best)
         thresholds[metric] = list(wanted)
+        middle = thresholds[metric][len(thresholds[metric]) // 2] if thresholds[metric] else None
         for threshold in thresholds[metric]:
-            per_condition = {}
+            per_condition, seeds = {}, {}
             for name, curve in curves.items():
                 ttt = metrics.steps_to_threshold(curve.steps, curve.values, threshold, budget)
                 limits = np.asarray([observed[name, seed] for seed in curve.seeds])
                 reached = ttt.reached & (ttt.steps <= limits)
                 per_condition[name] = metrics.TimeToThreshold(threshold, np.where(reached, ttt.steps, limits), reached)
+                seeds[name] = np.asarray(curve.seeds)
             times.append(TimeToThresholdData(metric, threshold, per_condition))
-            base = per_condition[baseline]
             base_auc = next(s for s in summaries[metric] if s.condition == baseline).auc_per_run
+            family = PRIMARY if metric == primary_metric and threshold == middle else SECONDARY
+            base = per_condition[baseline]
             for summary in summaries[metric][1:]:
                 other = per_condition[summary.condition]
-                comparisons.append(_compare(metric, threshold, summary, other, base, base_auc, budget))
-    adjusted = stats.holm([c.p_value for c in comparisons]) if comparisons else []
-    comparisons = [
-        dataclasses.replace(c, p_holm=float(p), verdict=stats.verdict(float(p), c.faster_direction))
-        for c, p in zip(comparisons, adjusted, strict=True)
-    ]
-    primary = _primary(comparisons, thresholds)
-    seeds = max((sum(r.condition == baseline for r in data.runs)), 1)
+                shared = _aligned(base, seeds[baseline], other, seeds[summary.condition])
+                described = dataclasses.replace(
+                    _compare(metric, threshold, summary, other, base, base_auc), family=family
+                )
+                tested, paired = _test(described, base, other, shared, data.margin, budget)
+                comparisons.append(tested)
+                if family == PRIMARY and paired is not None:
+                    ratios.append(paired)
+    comparisons = _corrected(comparisons)
+    primary = {c.condition: c for c in comparisons if c.family == PRIMARY}
+    seeds_run = max((sum(r.condition == baseline for r in data.runs)), 1)
     return StudyAnalysis(
         name=data.name,
+        margin=data.margin,
         budget_steps=budget,
         step_unit=data.step_unit,
         conditions=conditions,
-        seeds=seeds,
+        seeds=seeds_run,
         summaries=summaries,
         thresholds=thresholds,
         comparisons=comparisons,
         times=times,
         primary=primary,
-        power=_power(times, thresholds, primary, baseline, len(comparisons)),
+        power=_power(times, primary, baseline, ratios, budget),
         opposition=_opposition(data.curves_of("grad_cosine"), conditions[1:]) if "grad_cosine" in data.curves else [],
         incomplete=incomplete,
         failed_runs=[(r.condition, r.seed, r.error or "") for r in data.runs if r.status == "failed"],
@@ -227,12 +257,8 @@ def _compare(
     other: metrics.TimeToThreshold,
     base: metrics.TimeToThreshold,
     base_auc: np.ndarray,
-    budget: int,
 ) -> Comparison:
-    ratio = stats.speedup(base.steps, base.reached, other.steps, other.reached)
-    low, high = stats.speedup_interval(base.steps, base.reached, other.steps, other.reached)
-    rmst_other = stats.restricted_mean_time(other.steps, other.reached, budget)
-    rmst_base = stats.restricted_mean_time(base.steps, base.reached, budget)
+    """The descriptive part of a comparison (runs, medians, AUC); :func:`_test` adds the test."""
     return Comparison(
         metric=metric,
         threshold=threshold,
@@ -243,10 +269,15 @@ def _compare(
         baseline_runs=len(base.steps),
         median_steps=stats.median_time(other.steps, other.reached),
         baseline_median_steps=stats.median_time(base.steps, base.reached),
-        speedup=Interval(ratio, low, high),
-        p_value=stats.logrank_p(other.steps, other.reached, base.steps, base.reached),
+        pairs=0,
+        test="",
+        speedup=Interval(float("nan"), float("nan"), float("nan")),
+        p_value=float("nan"),
+        p_equivalence=float("nan"),
+        family="",
         p_holm=float("nan"),
-        faster_direction=rmst_other < rmst_base,
+        p_equivalence_holm=float("nan"),
+        faster_direction=False,
         verdict="",
         auc_improvement=Interval(
             stats.probability_of_improvement(summary.auc_per_run, base_auc),
@@ -255,35 +286,97 @@ def _compare(
     )
 
 
-def _primary(comparisons: list[Comparison], thresholds: dict[str, list[float]]) -> dict[str, Comparison]:
-    """Per condition: the first metric with thresholds, at its middle threshold."""
-    if not thresholds:
-        return {}
-    metric = next(iter(thresholds))
-    levels = thresholds[metric]
-    if not levels:
-        return {}
-    middle = levels[len(levels) // 2]
-    return {c.condition: c for c in comparisons if c.metric == metric and c.threshold == middle}
+def _aligned(
+    base: metrics.TimeToThreshold, base_seeds: np.ndarray, other: metrics.TimeToThreshold, other_seeds: np.ndarray
+) -> tuple[metrics.TimeToThreshold, metrics.TimeToThreshold]:
+    """The runs of both conditions on the seeds they share, in the same order."""
+    _, in_base, in_other = np.intersect1d(base_seeds, other_seeds, return_indices=True)
+    pick = lambda t, i: metrics.TimeToThreshold(t.threshold, t.steps[i], t.reached[i])  # noqa: E731
+    return pick(base, in_base), pick(other, in_other)
+
+
+def _test(
+    comparison: Comparison,
+    base: metrics.TimeToThreshold,
+    other: metrics.TimeToThreshold,
+    shared: tuple[metrics.TimeToThreshold, metrics.TimeToThreshold],
+    margin: float,
+    budget: int,
+) -> tuple[Comparison, stats.PairedRatios | None]:
+    """The test of a comparison (and its paired ratios): paired on the seeds both conditions
+    ran (the study's common random numbers: :func:`stats.paired_test`); when they share no
+    seed, the unpaired log-rank test, the ratio of Kaplan-Meier medians with a bootstrap
+    interval and the direction of the restricted mean times (no equivalence test)."""
+    shared_base, shared_other = shared
+    if len(shared_base.steps):
+        ratios = stats.paired_ratios(shared_base.steps, shared_base.reached, shared_other.steps, shared_other.reached)
+        test = stats.paired_test(ratios, margin)
+        low, high = np.exp(test.interval)
+        found = dataclasses.replace(
+            comparison,
+            pairs=test.pairs,
+            test=PAIRED,
+            speedup=Interval(test.speedup, float(low), float(high)),
+            p_value=test.p_difference,
+            p_equivalence=test.p_equivalence,
+            faster_direction=test.faster_direction,
+        )
+        return found, ratios
+    found = dataclasses.replace(
+        comparison,
+        test=UNPAIRED,
+        speedup=Interval(
+            stats.speedup(base.steps, base.reached, other.steps, other.reached),
+            *stats.speedup_interval(base.steps, base.reached, other.steps, other.reached),
+        ),
+        p_value=stats.logrank_p(other.steps, other.reached, base.steps, base.reached),
+        p_equivalence=1.0,
+        faster_direction=stats.restricted_mean_time(other.steps, other.reached, budget)
+        < stats.restricted_mean_time(base.steps, base.reached, budget),
+    )
+    return found, None
+
+
+def _corrected(comparisons: list[Comparison]) -> list[Comparison]:
+    """Holm's correction of both tests within each family, and the verdicts. A family is
+    the conditions compared at one threshold of one metric: the primary family (the study's
+    answer) pays only for its own comparisons, and each secondary (exploratory) one too."""
+    corrected = list(comparisons)
+    families = dict.fromkeys((c.metric, c.threshold) for c in comparisons)
+    for metric, threshold in families:
+        members = [i for i, c in enumerate(comparisons) if (c.metric, c.threshold) == (metric, threshold)]
+        differences = stats.holm([comparisons[i].p_value for i in members])
+        equivalences = stats.holm([comparisons[i].p_equivalence for i in members])
+        for i, p, q in zip(members, differences, equivalences, strict=True):
+            c = comparisons[i]
+            corrected[i] = dataclasses.replace(
+                c,
+                p_holm=float(p),
+                p_equivalence_holm=float(q),
+                verdict=stats.verdict(float(p), c.faster_direction, float(q)),
+            )
+    return corrected
 
 
 def _power(
     times: list[TimeToThresholdData],
-    thresholds: dict[str, list[float]],
     primary: dict[str, Comparison],
     baseline: str,
-    tests: int,
+    ratios: list[stats.PairedRatios],
+    budget: int,
 ) -> stats.PowerStatement | None:
-    """Power of the primary comparison, at the Bonferroni level alpha / tests (the level
-    Holm's correction demands of the most significant comparison)."""
-    if not primary:
+    """Power of the primary comparisons, simulated from a model fitted to this study (the
+    baseline's censored times, the seed pairs' spread pooled over the primary comparisons),
+    at the level Holm's correction demands of the most significant of them (alpha / their number)."""
+    if not primary or not ratios:
         return None
     first = next(iter(primary.values()))
     data = next(t for t in times if t.metric == first.metric and t.threshold == first.threshold)
     base = data.times[baseline]
-    if not base.reached.any():
+    model = stats.fit_time_model(base.steps, base.reached, stats.pooled_pair_sd(ratios), budget)
+    if model is None:
         return None
-    return stats.power_statement(base.steps, base.reached, stats.ALPHA / max(1, tests))
+    return stats.power_statement(model, first.pairs, stats.ALPHA / len(primary))
 
 
 def _opposition(cosines: dict[str, ConditionCurves], conditions: list[Condition]) -> list[Opposition]:

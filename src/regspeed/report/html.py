@@ -13,6 +13,7 @@ table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .faster { color: #1a7f37; font-weight: 600; } .slower { color: #c62828; font-weight: 600; }
+.equivalent { color: #1f5fa8; font-weight: 600; }
 figure { margin: 2em 0; } figure img { max-width: 100%; } figcaption { color: #555; font-size: 0.9em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 """

@@ -7,7 +7,7 @@ from rich.table import Table
 from regspeed.report.model import ReportModel
 from regspeed.safe_text import terminal_text
 
-VERDICT_COLOURS = {"faster": "green", "slower": "red"}
+VERDICT_COLOURS = {"faster": "green", "slower": "red", "equivalent": "blue"}
 
 
 def verdict_table(model: ReportModel) -> Table:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from regspeed.analysis.compare import Comparison, Opposition, RunHealth, StudyAnalysis
+from regspeed.analysis.stats import SEEDS_GRID, VERDICTS
 from regspeed.study.results import StudyData
 
 QUESTION = "Does L1/L2 regularization make a neural network learn faster?"
@@ -18,6 +19,7 @@ COMPARISON_HEADER = [
     "speed-up [95% CI]",
     "p",
     "p (Holm)",
+    "p equiv. (Holm)",
     "reached",
     "median",
 ]
@@ -51,22 +53,42 @@ def ratio(comparison: Comparison) -> str:
     return f"{number(interval.value, 2)}x [{bound(interval.low)}, {bound(interval.high)}]"
 
 
+def _family_size(comparison: Comparison, analysis: StudyAnalysis) -> int:
+    """How many comparisons share this one's Holm correction (its metric and threshold)."""
+    return sum((c.metric, c.threshold) == (comparison.metric, comparison.threshold) for c in analysis.comparisons)
+
+
+def why(comparison: Comparison, analysis: StudyAnalysis) -> str:
+    """The test behind a verdict, in words: which test, on what, corrected over how many."""
+    family = _family_size(comparison, analysis)
+    over = f"Holm-corrected over the {family} conditions at this threshold" if family > 1 else "one comparison"
+    margin = f"{analysis.margin:g}x"
+    if comparison.test == "log-rank":
+        return f"log-rank test p = {number(comparison.p_holm, 2)} ({over}; no shared seeds, so unpaired)"
+    return (
+        f"paired signed-rank test on {comparison.pairs} seeds: difference p = {number(comparison.p_holm, 2)}, "
+        f"equivalence within {margin} p = {number(comparison.p_equivalence_holm, 2)} ({over})"
+    )
+
+
 def sentence(comparison: Comparison, analysis: StudyAnalysis) -> str:
-    """The plain-language result of one comparison."""
+    """The plain-language result of one comparison: the verdict, the size and why."""
     target = f"a {analysis.label(comparison.metric)} of {comparison.threshold:g}"
-    p = f"p = {number(comparison.p_holm, 2)} after Holm correction"
     details = (
         f"speed-up {ratio(comparison)}; median {steps(comparison.median_steps)} vs "
         f"{steps(comparison.baseline_median_steps)} {analysis.step_unit}; "
         f"{comparison.reached}/{comparison.runs} runs reached it"
     )
-    if comparison.verdict == "faster":
-        head = f"{comparison.condition} reached {target} sooner than the baseline"
-    elif comparison.verdict == "slower":
-        head = f"{comparison.condition} reached {target} later than the baseline, or never"
-    else:
-        head = f"{comparison.condition}: no detectable difference in the time to reach {target}"
-    return f"{head} ({details}), {p}."
+    margin = f"{analysis.margin:g}x"
+    heads = {
+        "faster": f"{comparison.condition} reached {target} sooner than the baseline",
+        "slower": f"{comparison.condition} reached {target} later than the baseline, or never",
+        "equivalent": f"{comparison.condition} reached {target} within {margin} of the baseline's time (equivalent)",
+        "inconclusive": f"{comparison.condition}: inconclusive for the time to reach {target}: "
+        f"neither a difference nor equivalence within {margin} is shown",
+    }
+    exploratory = " Exploratory (not the primary threshold)." if comparison.exploratory else ""
+    return f"{heads[comparison.verdict]} ({details}); {why(comparison, analysis)}.{exploratory}"
 
 
 def opposition_sentence(opposition: Opposition) -> str:
@@ -82,18 +104,16 @@ def headline(analysis: StudyAnalysis) -> str:
     if not analysis.primary:
         return "No thresholds were set for any metric, so learning speed was not compared."
     first = next(iter(analysis.primary.values()))
-    counts = {
-        verdict: [c.condition for c in analysis.primary.values() if c.verdict == verdict]
-        for verdict in ("faster", "slower", "no detectable difference")
-    }
+    counts = {verdict: [c.condition for c in analysis.primary.values() if c.verdict == verdict] for verdict in VERDICTS}
     parts = [
         f"Measured as the {analysis.step_unit} needed to reach a "
         f"{analysis.label(first.metric)} of {first.threshold:g}, with {analysis.seeds} seeds per "
-        f"condition and Holm's correction over all {len(analysis.comparisons)} comparisons:"
+        f"condition (paired by seed) and Holm's correction over the {len(analysis.primary)} conditions:"
     ]
+    named = {"equivalent": f"equivalent within {analysis.margin:g}x"}
     for verdict, names in counts.items():
         if names:
-            parts.append(f"{verdict}: {', '.join(names)}.")
+            parts.append(f"{named.get(verdict, verdict)}: {', '.join(names)}.")
     if not counts["faster"]:
         parts.append("No regularizer made learning detectably faster in this study.")
     return " ".join(parts)
@@ -193,6 +213,7 @@ def comparison_rows(analysis: StudyAnalysis) -> list[list[str]]:
             ratio(c),
             number(c.p_value, 2),
             number(c.p_holm, 2),
+            number(c.p_equivalence_holm, 2),
             f"{c.reached}/{c.runs}",
             steps(c.median_steps),
         ]
@@ -224,7 +245,14 @@ def caveats(analysis: StudyAnalysis, gifs_left_out: tuple[str, ...] = ()) -> lis
         "Runs that never reached a threshold are right-censored at the budget (or at their last recorded step), "
         "not dropped; a median marked 'not reached' means fewer than half of the runs got there.",
         "Learning speed depends on the threshold: a regularizer can reach a low threshold sooner and a high one "
-        "later. All thresholds are in the full comparison table; the verdict uses the middle one.",
+        "later. All thresholds are in the full comparison table; the verdict uses the middle one of the first "
+        "metric, and the other thresholds and metrics are exploratory (each corrected over its own conditions).",
+        "Times to a threshold are interpolated between recorded points on the smoothed curve. Each seed starts "
+        "every condition from the same network and environments, so conditions are compared seed by seed "
+        "(Wilcoxon's signed-rank test of the per-seed time ratios, exact at any number of seeds; with 5 seeds "
+        "or fewer no difference can reach p < 0.05). 'Equivalent' means two one-sided tests showed the "
+        f"speed-up within [1/{analysis.margin:g}, {analysis.margin:g}] (the spec's [analysis] margin); "
+        "'inconclusive' means neither a difference nor equivalence was shown.",
         "Results hold for this budget, these strengths and this configuration; a longer budget can change "
         "final performance without changing early speed.",
     ]
@@ -235,8 +263,9 @@ def caveats(analysis: StudyAnalysis, gifs_left_out: tuple[str, ...] = ()) -> lis
             f"Power: with {power.seeds} seeds per condition, at the level Holm's correction demands of the "
             f"strongest comparison (alpha = {power.alpha:.2g}), a speed-up of "
             f"{number(power.detectable_speedup)}x would be found with 80% probability; detecting 1.2x needs "
-            + (f"{needed} seeds per condition." if needed > 0 else "more than 300 seeds per condition.")
-            + " (Simulated by resampling the baseline's own times.)"
+            + (f"{needed} seeds per condition." if needed > 0 else f"more than {SEEDS_GRID[-1]} seeds per condition.")
+            + " (Simulated with the paired test from a model fitted to this study: log-normal times with the "
+            "baseline's spread, censored at the budget, seed pairs as correlated as the study's.)"
         )
     if analysis.incomplete:
         notes.append(f"Incomplete conditions (runs still pending or running): {', '.join(analysis.incomplete)}.")

@@ -71,6 +71,7 @@ class StudyData:
     step_unit: str
     speed_metrics: tuple[str, ...]
     thresholds: dict[str, list[float] | str]  # as the spec asks: metric -> levels, or "auto"
+    margin: float  # equivalence margin of the verdicts (spec [analysis])
     conditions: list[Condition]  # study order; the first is the baseline
     runs: list[Run]  # by condition (study order), then seed
     curves: dict[str, list[ConditionCurves]]  # metric -> per condition (study order), recorded metrics only
@@ -114,6 +115,8 @@ def learner_facts(store: Store) -> LearnerFacts:
 def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
     """Read a study once: its facts, runs and the curves of ``metrics`` that were recorded
     (default: the speed metrics and the report's diagnostic curves)."""
+    from regspeed.study import spec as spec_module
+
     meta = store.meta()
     spec = json.loads(meta["spec_json"])
     runs = store.runs()
@@ -134,6 +137,7 @@ def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
         step_unit=meta.get("step_unit", "env steps"),
         speed_metrics=speed_metrics,
         thresholds=dict(spec.get("thresholds") or {}),
+        margin=float(spec_module.with_added_defaults(spec)["analysis"]["margin"]),
         conditions=[Condition(c["name"], c["kind"], c["strength"], c["regularizer"]) for c in conditions],
         runs=[
             Run(run.condition, run.seed, run.status, min(1.0, run.updates_done / max(1, totals[run.batch])), run.error)

@@ -96,6 +96,13 @@ class Evaluation(_Strict):
     max_steps: int = Field(500, ge=1, le=1_000_000)
 
 
+class Analysis(_Strict):
+    """How the comparisons are decided; changes no run, only the verdicts."""
+
+    # speed-ups within [1/margin, margin] count as "no practical difference": the smallest effect of interest
+    margin: float = Field(1.1, gt=1.0, le=10.0)
+
+
 class Execution(_Strict):
     """How the study is executed; none of these changes a number of the results."""
 
@@ -118,6 +125,7 @@ class Spec(_Strict):
     regularizers: list[RegularizerSpec] = Field(default_factory=list)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    analysis: Analysis = Field(default_factory=Analysis)
     execution: Execution = Field(default_factory=Execution)
 
     def seed_list(self) -> list[int]:
@@ -371,8 +379,20 @@ def normalized(spec: Spec) -> dict[str, Any]:
     return data
 
 
+# tables added to the spec after stores were written with it: a stored spec without them had their defaults
+ADDED_TABLES = {"analysis": Analysis}
+
+
+def with_added_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored :func:`normalized` spec with the tables added since it was stored filled in
+    with their defaults (what it meant), so that it compares equal to the same spec today."""
+    added = {name: table().model_dump(mode="json") for name, table in ADDED_TABLES.items() if name not in stored}
+    return stored | added
+
+
 def differences(stored: dict[str, Any], given: dict[str, Any]) -> list[str]:
     """Where two :func:`normalized` specs differ: TOML path and both values (empty when equal)."""
+    stored = with_added_defaults(stored)
     return [f"{path}: stored {left!r}, given {right!r}" for path, left, right in _diff(stored, given, ())]
 
 
