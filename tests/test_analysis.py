@@ -164,6 +164,7 @@ def _study(runs: dict[str, tuple[np.ndarray, list[Run]]], cosine: dict[str, floa
         speed_metrics=("score",),
         thresholds={"score": [1.0]},
         margin=1.1,
+        looks=(max(len(members) for _, members in runs.values()),),
         conditions=conditions,
         runs=[run for _, members in runs.values() for run in members],
         curves={"score": score, "grad_cosine": cosines},

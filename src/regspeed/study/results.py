@@ -72,6 +72,7 @@ class StudyData:
     speed_metrics: tuple[str, ...]
     thresholds: dict[str, list[float] | str]  # as the spec asks: metric -> levels, or "auto"
     margin: float  # equivalence margin of the verdicts (spec [analysis])
+    looks: tuple[int, ...]  # seeds per condition at each look (one look unless the study is sequential)
     conditions: list[Condition]  # study order; the first is the baseline
     runs: list[Run]  # by condition (study order), then seed
     curves: dict[str, list[ConditionCurves]]  # metric -> per condition (study order), recorded metrics only
@@ -119,6 +120,7 @@ def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
 
     meta = store.meta()
     spec = json.loads(meta["spec_json"])
+    filled = spec_module.with_added_defaults(spec)
     runs = store.runs()
     conditions = store.conditions()
     batches = store.batches()
@@ -137,7 +139,8 @@ def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
         step_unit=meta.get("step_unit", "env steps"),
         speed_metrics=speed_metrics,
         thresholds=dict(spec.get("thresholds") or {}),
-        margin=float(spec_module.with_added_defaults(spec)["analysis"]["margin"]),
+        margin=float(filled["analysis"]["margin"]),
+        looks=tuple(spec_module.validate(filled).looks()) if filled["execution"]["sequential"] else (spec["seeds"],),
         conditions=[Condition(c["name"], c["kind"], c["strength"], c["regularizer"]) for c in conditions],
         runs=[
             Run(run.condition, run.seed, run.status, min(1.0, run.updates_done / max(1, totals[run.batch])), run.error)

@@ -104,10 +104,14 @@ class Analysis(_Strict):
 
 
 class Execution(_Strict):
-    """How the study is executed; none of these changes a number of the results."""
+    """How the study is executed. ``chunk_updates`` and ``memory_cap_gb`` change no number of
+    the results; ``sequential`` runs the seeds in waves of ``seeds`` up to ``max_seeds``,
+    and a comparison stops receiving runs once it is decided."""
 
     chunk_updates: int = Field(10, ge=1, le=10**6)
     memory_cap_gb: float = Field(8.0, gt=0, le=1_000_000)
+    sequential: bool = False
+    max_seeds: int | None = Field(None, ge=1, le=10_000)
 
 
 Threshold = Literal["auto"] | list[float]
@@ -129,8 +133,20 @@ class Spec(_Strict):
     execution: Execution = Field(default_factory=Execution)
 
     def seed_list(self) -> list[int]:
-        """The seeds every condition is run with."""
+        """The seeds every condition is run with (a sequential study: those of its first wave)."""
         return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def looks(self) -> list[int]:
+        """Seeds per condition at each look: ``[seeds]``, or for a sequential study every
+        multiple of ``seeds`` up to ``max_seeds``."""
+        if not self.execution.sequential or self.execution.max_seeds is None:
+            return [self.seeds]
+        return list(range(self.seeds, self.execution.max_seeds + 1, self.seeds))
+
+    def wave_seeds(self, look: int) -> list[int]:
+        """The seeds added at look ``look`` (0: the first wave, :meth:`seed_list`)."""
+        start = self.first_seed + look * self.seeds
+        return list(range(start, start + self.seeds))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,11 +219,15 @@ def quick(spec: Spec) -> Spec:
     """The same study, small: 3 seeds, 1/12 of the budget and more frequent evaluation
     (about a minute for the default study)."""
     evaluation = spec.evaluation.model_copy(update={"every_updates": max(1, spec.evaluation.every_updates // 5)})
+    seeds = min(spec.seeds, 3)
+    looks = len(spec.looks())
+    execution = spec.execution.model_copy(update={"max_seeds": seeds * looks if looks > 1 else None})
     smaller = {
         "name": f"{spec.name}-quick",
-        "seeds": min(spec.seeds, 3),
+        "seeds": seeds,
         "budget": spec.budget // 12,
         "evaluation": evaluation,
+        "execution": execution if spec.execution.sequential else spec.execution,
     }
     return spec.model_copy(update=smaller)
 
@@ -305,6 +325,15 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
             if named.setdefault(name, (regularizer, strength)) != (regularizer, strength):
                 problems.append((f"{path}.strengths", f"{strength!r} and {named[name][1]!r} are both named {name}; "
                                  "make strengths differ within 6 significant digits"))  # fmt: skip
+    sequential, max_seeds = spec.execution.sequential, spec.execution.max_seeds
+    if sequential and (max_seeds is None or max_seeds <= spec.seeds or max_seeds % spec.seeds):
+        got = "none" if max_seeds is None else max_seeds
+        wanted = f"a multiple of seeds ({spec.seeds}) larger than it: the seeds per condition at the last look"
+        problems.append(
+            ("execution.max_seeds", f"a sequential study needs {wanted}, e.g. {4 * spec.seeds} (got {got})")
+        )
+    elif not sequential and max_seeds is not None:
+        problems.append(("execution.max_seeds", "only a sequential study has one: set sequential = true or remove it"))
     for metric, threshold in spec.thresholds.items():
         if metric not in learner.speed_metrics:
             problems.append(
@@ -379,15 +408,18 @@ def normalized(spec: Spec) -> dict[str, Any]:
     return data
 
 
-# tables added to the spec after stores were written with it: a stored spec without them had their defaults
-ADDED_TABLES = {"analysis": Analysis}
+# tables (and table fields) added to the spec after stores were written with it: a stored spec
+# without them had their defaults
+ADDED_TABLES = {"analysis": Analysis, "execution": Execution}
 
 
 def with_added_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored :func:`normalized` spec with the tables added since it was stored filled in
-    with their defaults (what it meant), so that it compares equal to the same spec today."""
-    added = {name: table().model_dump(mode="json") for name, table in ADDED_TABLES.items() if name not in stored}
-    return stored | added
+    """A stored :func:`normalized` spec with the tables and fields added since it was stored
+    filled in with their defaults (what it meant), so that it compares equal to the same spec today."""
+    filled = dict(stored)
+    for name, table in ADDED_TABLES.items():
+        filled[name] = table().model_dump(mode="json") | (stored.get(name) or {})
+    return filled
 
 
 def differences(stored: dict[str, Any], given: dict[str, Any]) -> list[str]:
