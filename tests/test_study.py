@@ -194,6 +194,15 @@ def test_every_problem_is_reported_with_its_toml_path(tmp_path: Path) -> None:
         (("episodes = 4", 'episodes = "4"'), ("evaluation.episodes", "must be an integer (got '4')")),
         (("chunk_updates = 4", "chunk_updates = true"), ("execution.chunk_updates", "must be an integer (got True)")),
         (("score = [1, 2]", "score = [true, 2]"), ("thresholds.score", 'must be "auto" or a list of finite numbers')),
+        (("chunk_updates = 4", "chunk_updates = 4\nmax_seeds = 8"), ("execution.max_seeds", "only a sequential study")),
+        (
+            ("chunk_updates = 4", "chunk_updates = 4\nsequential = true\nmax_seeds = 5"),
+            ("execution.max_seeds", "a sequential study needs a multiple of seeds (2) larger than it"),
+        ),
+        (
+            ("chunk_updates = 4", "chunk_updates = 4\nsequential = true"),
+            ("execution.max_seeds", "a sequential study needs a multiple of seeds (2)"),
+        ),
     ],
 )
 def test_one_clear_message_per_problem(change: tuple[str, str], problem: tuple[str, str]) -> None:
@@ -203,6 +212,18 @@ def test_one_clear_message_per_problem(change: tuple[str, str], problem: tuple[s
     assert len(caught.value.problems) == 1
     path, message = caught.value.problems[0]
     assert path == problem[0] and message.startswith(problem[1]), caught.value.problems
+
+
+def test_a_sequential_study_needs_thresholds_fixed_in_advance() -> None:
+    auto = TINY_SPEC.replace("score = [1, 2]", 'score = "auto"')
+    auto = auto.replace("chunk_updates = 4", "chunk_updates = 4\nsequential = true\nmax_seeds = 4")
+    with pytest.raises(ConfigError) as refused:
+        spec_module.parse(auto)
+    assert refused.value.problems == [
+        ("thresholds.score", 'a sequential study decides against thresholds fixed in advance ("auto" moves as '
+         "seeds arrive): give numbers, e.g. from a fixed study of the same task"),
+    ]  # fmt: skip
+    assert spec_module.parse(auto.replace('score = "auto"', "score = [1, 2]")).looks() == [2, 4]
 
 
 @pytest.mark.parametrize(

@@ -33,8 +33,8 @@ import dataclasses
 
 import numpy as np
 
-from regspeed.analysis import metrics, stats
-from regspeed.study.results import Condition, ConditionCurves, Run, StudyData
+from regspeed.analysis import metrics, sequential, stats
+from regspeed.study.results import Condition, ConditionCurves, StudyData
 
 PAIRED = "paired signed-rank"  # the conditions share seeds: common random numbers
 UNPAIRED = "log-rank"  # no seed in common
@@ -149,24 +149,17 @@ class StudyAnalysis:
     failed_runs: list[tuple[str, int, str]]  # condition, seed, error
     health: dict[str, RunHealth]  # condition -> how its runs ended (failed, frozen)
     metric_labels: dict[str, str]  # metric name -> human words (from the study data)
+    sequential: sequential.SequentialOutcome | None  # looks and decisions of a sequential study
 
     def label(self, metric: str) -> str:
         """The metric in words (its name if it has none)."""
         return self.metric_labels.get(metric, metric)
 
 
-def _censoring_steps(runs: list[Run], budget: int) -> dict[tuple[str, int], float]:
-    """Per (condition, seed): the step up to which the run was observed."""
-    return {
-        (run.condition, run.seed): float(budget) if run.status == "finished" else budget * run.progress for run in runs
-    }
-
-
 def analyze(data: StudyData) -> StudyAnalysis:
     """Compute the whole comparison of a study from its data."""
     conditions = data.conditions
     budget = data.budget_steps
-    observed = _censoring_steps(data.runs, budget)
     unfinished = {run.condition for run in data.runs if run.status in ("pending", "running")}
     incomplete = [c.name for c in conditions if c.name in unfinished]
     wanted_thresholds = data.thresholds or {data.speed_metrics[0]: "auto"}  # none set: auto on the first
@@ -189,13 +182,9 @@ def analyze(data: StudyData) -> StudyAnalysis:
         thresholds[metric] = list(wanted)
         middle = thresholds[metric][len(thresholds[metric]) // 2] if thresholds[metric] else None
         for threshold in thresholds[metric]:
-            per_condition, seeds = {}, {}
-            for name, curve in curves.items():
-                ttt = metrics.steps_to_threshold(curve.steps, curve.values, threshold, budget)
-                limits = np.asarray([observed[name, seed] for seed in curve.seeds])
-                reached = ttt.reached & (ttt.steps <= limits)
-                per_condition[name] = metrics.TimeToThreshold(threshold, np.where(reached, ttt.steps, limits), reached)
-                seeds[name] = np.asarray(curve.seeds)
+            found = metrics.condition_times(data, metric, threshold)
+            per_condition = {name: ttt for name, (ttt, _) in found.items()}
+            seeds = {name: run_seeds for name, (_, run_seeds) in found.items()}
             times.append(TimeToThresholdData(metric, threshold, per_condition))
             base_auc = next(s for s in summaries[metric] if s.condition == baseline).auc_per_run
             family = PRIMARY if metric == primary_metric and threshold == middle else SECONDARY
@@ -211,6 +200,9 @@ def analyze(data: StudyData) -> StudyAnalysis:
                 if family == PRIMARY and paired is not None:
                     ratios.append(paired)
     comparisons = _corrected(comparisons)
+    looks = sequential.outcome(data)
+    if looks is not None:
+        comparisons = [_decided_sequentially(c, looks) if c.family == PRIMARY else c for c in comparisons]
     primary = {c.condition: c for c in comparisons if c.family == PRIMARY}
     seeds_run = max((sum(r.condition == baseline for r in data.runs)), 1)
     return StudyAnalysis(
@@ -231,6 +223,18 @@ def analyze(data: StudyData) -> StudyAnalysis:
         failed_runs=[(r.condition, r.seed, r.error or "") for r in data.runs if r.status == "failed"],
         health=_health(data),
         metric_labels=data.metric_labels,
+        sequential=looks,
+    )
+
+
+def _decided_sequentially(comparison: Comparison, looks: sequential.SequentialOutcome) -> Comparison:
+    """A primary comparison of a sequential study: its verdict and p-values are those of the
+    look that decided it (scaled to compare with alpha); still open, it is inconclusive so far."""
+    decision = looks.decisions.get(comparison.condition)
+    if decision is None:
+        return dataclasses.replace(comparison, verdict="inconclusive")
+    return dataclasses.replace(
+        comparison, verdict=decision.verdict, p_holm=decision.p_difference, p_equivalence_holm=decision.p_equivalence
     )
 
 

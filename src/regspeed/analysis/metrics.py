@@ -21,6 +21,8 @@ import dataclasses
 
 import numpy as np
 
+from regspeed.study.results import Run, StudyData
+
 SMOOTH_FRACTION = 0.05  # trailing window, as a fraction of the curve's points
 FINAL_FRACTION = 0.1  # "final performance" = mean over this last fraction of the budget
 AUTO_LEVELS = (0.25, 0.5, 0.75)  # "auto" thresholds, as fractions of the best final IQM
@@ -109,3 +111,25 @@ def auto_thresholds(best_final_iqm: float) -> list[float]:
     if not np.isfinite(best_final_iqm) or best_final_iqm <= 0:
         return []
     return [float(f"{level * best_final_iqm:.3g}") for level in AUTO_LEVELS]
+
+
+def observed_until(runs: list[Run], budget: int) -> dict[tuple[str, int], float]:
+    """Per (condition, seed): the step up to which the run was observed (the budget once
+    finished; where its record stops if it is unfinished or failed)."""
+    return {
+        (run.condition, run.seed): float(budget) if run.status == "finished" else budget * run.progress for run in runs
+    }
+
+
+def condition_times(data: StudyData, metric: str, threshold: float) -> dict[str, tuple[TimeToThreshold, np.ndarray]]:
+    """Per condition: its runs' times to ``threshold`` of ``metric`` (a run is censored where
+    its record stops) and the runs' seeds."""
+    observed = observed_until(data.runs, data.budget_steps)
+    found = {}
+    for name, curve in data.curves_of(metric).items():
+        ttt = steps_to_threshold(curve.steps, curve.values, threshold, data.budget_steps)
+        limits = np.asarray([observed[name, seed] for seed in curve.seeds])
+        reached = ttt.reached & (ttt.steps <= limits)
+        times = TimeToThreshold(threshold, np.where(reached, ttt.steps, limits), reached)
+        found[name] = (times, np.asarray(curve.seeds))
+    return found

@@ -234,7 +234,27 @@ def setup_lines(data: StudyData, analysis: StudyAnalysis) -> list[str]:
         "Thresholds: "
         + "; ".join(f"{m}: {', '.join(f'{t:g}' for t in ts)}" for m, ts in analysis.thresholds.items())
         + ' ("auto" = 25/50/75% of the best condition\'s final IQM).',
+        *filter(None, [sequential_line(analysis)]),
     ]
+
+
+def sequential_line(analysis: StudyAnalysis) -> str | None:
+    """How a sequential study spent its seeds: looks, decisions and the runs saved."""
+    looks = analysis.sequential
+    if looks is None:
+        return None
+    seeds = ", ".join(str(n) for n in looks.looks)
+    spent = ", ".join(f"{a:.2g}" for a in looks.spent)
+    decided = "; ".join(f"{d.condition} {d.verdict} at {d.seeds} seeds" for d in looks.decisions.values())
+    runs = sum(health.runs for health in analysis.health.values())
+    fixed = len(analysis.conditions) * looks.looks[-1]
+    still = f" Still open after look {looks.completed}: {', '.join(looks.open)}." if looks.open else ""
+    return (
+        f"Sequential design: looks at {seeds} seeds per condition, alpha spent {spent} (Bonferroni over the "
+        f"{len(analysis.conditions) - 1} primary comparisons). Decided: {decided or 'none yet'}.{still} "
+        f"It ran {runs} of the {fixed} runs of the fixed design "
+        f"({1 - runs / fixed:.0%} of its {analysis.step_unit} saved)."
+    )
 
 
 def caveats(analysis: StudyAnalysis, gifs_left_out: tuple[str, ...] = ()) -> list[str]:

@@ -332,7 +332,12 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
         problems.append(
             ("execution.max_seeds", f"a sequential study needs {wanted}, e.g. {4 * spec.seeds} (got {got})")
         )
-    elif not sequential and max_seeds is not None:
+    primary = next((spec.thresholds[m] for m in learner.speed_metrics if m in spec.thresholds), "auto")
+    if sequential and not isinstance(primary, list):
+        first = next((m for m in learner.speed_metrics if m in spec.thresholds), learner.speed_metrics[0])
+        fixed = "a sequential study decides against thresholds fixed in advance (\"auto\" moves as seeds arrive)"
+        problems.append((f"thresholds.{first}", f"{fixed}: give numbers, e.g. from a fixed study of the same task"))
+    if not sequential and max_seeds is not None:
         problems.append(("execution.max_seeds", "only a sequential study has one: set sequential = true or remove it"))
     for metric, threshold in spec.thresholds.items():
         if metric not in learner.speed_metrics:
