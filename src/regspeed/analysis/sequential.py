@@ -92,6 +92,27 @@ def _pairs_on(
     )
 
 
+def look_decision(
+    condition: str,
+    test: stats.PairedTest,
+    look: int,
+    seeds: int,
+    comparisons: int,
+    spent: float,
+    last: bool,
+    alpha: float = stats.ALPHA,
+) -> Decision | None:
+    """What one look decides for one open comparison: both tests at level ``spent /
+    comparisons`` (their p-values scaled to compare with ``alpha``); None while it stays
+    open, an inconclusive decision at the last look."""
+    scale = comparisons * alpha / spent
+    p, q = min(1.0, test.p_difference * scale), min(1.0, test.p_equivalence * scale)
+    verdict = stats.verdict(p, test.faster_direction, q, alpha)
+    if verdict == "inconclusive" and not last:
+        return None
+    return Decision(condition, look, seeds, verdict, p, q)
+
+
 def outcome(data: StudyData, alpha: float = stats.ALPHA) -> SequentialOutcome | None:
     """Replay the looks of a sequential study on its stored runs (deterministic: the same
     runs give the same decisions). None for a study with one look or no numeric threshold."""
@@ -111,14 +132,12 @@ def outcome(data: StudyData, alpha: float = stats.ALPHA) -> SequentialOutcome | 
         if look_seeds is None or not _complete(data, [baseline, *still_open], look_seeds):
             break
         completed = look + 1
-        scale = comparisons * alpha / level
         last = look == len(data.looks) - 1
         for name in list(still_open):
             test = stats.paired_test(_pairs_on(times, baseline, name, look_seeds), data.margin)
-            p, q = min(1.0, test.p_difference * scale), min(1.0, test.p_equivalence * scale)
-            verdict = stats.verdict(p, test.faster_direction, q, alpha)
-            if verdict != "inconclusive" or last:
-                decisions[name] = Decision(name, look, seeds, verdict, p, q)
+            decision = look_decision(name, test, look, seeds, comparisons, level, last, alpha)
+            if decision is not None:
+                decisions[name] = decision
                 still_open.remove(name)
     return SequentialOutcome(metric, threshold, data.looks, spent, completed, decisions, still_open)
 

@@ -46,9 +46,10 @@ def study(
     """Run a study (baseline vs regularizers x strengths x seeds), or resume it.
 
     Results go to a SQLite store in the study folder; re-running continues where it
-    stopped and never recomputes a finished run.
+    stopped and never recomputes a finished run. A sequential study runs its seeds in
+    waves, each condition until its comparison is decided.
     """
-    from regspeed.study import runner
+    from regspeed.study import results, runner
     from regspeed.study import spec as spec_module
 
     text = spec_module.default_text() if spec_file is None else spec_module.read(spec_file)
@@ -64,7 +65,14 @@ def study(
             progress.chunk(outcome, runs)
             stop_if_asked()  # the chunk is stored: stopping here loses nothing
 
-        outcome = runner.run(the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=on_chunk)
+        def next_wave(store: Any) -> list[str]:
+            from regspeed.analysis import sequential  # asked only by a sequential study
+
+            return sequential.next_wave(results.load(store))
+
+        outcome = runner.run(
+            the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=on_chunk, next_wave=next_wave
+        )
     if outcome.already_finished:
         already = f"{folder}: this study is already finished; nothing to do"
         console.print(terminal_text(already), soft_wrap=True, highlight=False)
@@ -160,6 +168,7 @@ class _StudyProgress:
             TimeRemainingColumn(),
             console=console,
         )
+        self.study: Any = None  # the study's progress task, once there is work
         self.batches: dict[int, tuple[Any, int]] = {}  # batch id -> (progress task, runs)
         self.batch_updates: dict[int, int] = {}
         self.batch_steps: dict[int, int] = {}
@@ -172,17 +181,25 @@ class _StudyProgress:
             self.progress.stop()
 
     def start(self, store: Any, jobs: list) -> None:
-        """Called once the plan is known: totals in updates x runs (shown only if there is work)."""
+        """Called once the plan is known, and again with each later wave of a sequential
+        study: totals in updates x runs of every planned batch, so the study's bar grows with
+        each wave (shown only if there is work)."""
+        from regspeed.study import runner
+
         if not jobs:
             return
-        self.progress.start()
-        self.study = self.progress.add_task("study", total=1.0, detail="compiling")
+        if self.study is None:
+            self.progress.start()
+            self.study = self.progress.add_task("study", total=1.0, detail="compiling")
         runs = store.runs()
         batches = store.batches()
         self.total = sum(batch.total_updates * sum(r.batch == batch.batch_id for r in runs) for batch in batches)
         self.done = {batch.batch_id: batch.updates_done for batch in batches}
         self.sizes = {batch.batch_id: sum(r.batch == batch.batch_id for r in runs) for batch in batches}
-        self.progress.update(self.study, total=max(1, self.total), completed=self._completed())
+        looks = self.spec.looks()
+        look = next(iter(runner.planned_seeds(store).values())) // self.spec.seeds  # the baseline's seeds
+        title = "study" if len(looks) == 1 else f"study, look {look}/{len(looks)}"
+        self.progress.update(self.study, description=title, total=max(1, self.total), completed=self._completed())
         count = len(batches)
         for job in jobs:
             names = sorted({store_name for store_name in self._conditions(store, job.batch_id)})

@@ -140,7 +140,9 @@ def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
         speed_metrics=speed_metrics,
         thresholds=dict(spec.get("thresholds") or {}),
         margin=float(filled["analysis"]["margin"]),
-        looks=tuple(spec_module.validate(filled).looks()) if filled["execution"]["sequential"] else (spec["seeds"],),
+        looks=tuple(spec_module.validate(filled).looks())
+        if filled["execution"]["sequential"]
+        else (int(spec.get("seeds") or 0),),
         conditions=[Condition(c["name"], c["kind"], c["strength"], c["regularizer"]) for c in conditions],
         runs=[
             Run(run.condition, run.seed, run.status, min(1.0, run.updates_done / max(1, totals[run.batch])), run.error)

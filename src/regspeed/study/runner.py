@@ -10,6 +10,12 @@
   (a streaming generator) per batch, several at once.
 - **Store.** Only the driver writes: for every chunk, the checkpoint file first, then one
   transaction with the curves and progress (:meth:`Store.record_chunk`).
+- **Waves.** A sequential study (``execution.sequential``) is created with its first wave
+  of seeds only. Once every planned batch has finished, the caller's ``next_wave`` says
+  which regularized conditions need more seeds (the decision belongs to the analysis); the
+  baseline and those conditions get the next :meth:`Spec.wave_seeds`, planned as above and
+  added in one transaction (:meth:`Store.add_wave`), until it says none or ``max_seeds``
+  is reached. The current look is the baseline's planned seeds over ``seeds``.
 - **Resume.** A store is checked for damage (:meth:`Store.open`) before it is written again.
   Only a batch's latest checkpoint is kept, so an unfinished batch whose checkpoint is
   missing or unreadable restarts from scratch (its stored chunks removed in one
@@ -116,14 +122,18 @@ class Plan:
     largest_batch_estimate_gb: float
 
 
-def plan(spec: Spec) -> Plan:
+def plan(spec: Spec, conditions: list[spec_module.Condition] | None = None, seeds: list[int] | None = None) -> Plan:
     """Conditions x seeds as batches: one group per static regularizer, cut into equal
-    batches that fit ``execution.memory_cap_gb``."""
+    batches that fit ``execution.memory_cap_gb``. By default every condition of the spec
+    with the seeds of its first wave (:meth:`Spec.seed_list`); a later wave of a sequential
+    study gives its own."""
     learner = spec_module.learner_of(spec)
+    chosen = spec_module.conditions(spec) if conditions is None else conditions
+    seed_list = spec.seed_list() if seeds is None else seeds
     groups: dict[regs.Regularizer, list[Run]] = {}
-    for condition in spec_module.conditions(spec):
+    for condition in chosen:
         runs = groups.setdefault(condition.regularizer, [])
-        runs += [Run(condition.name, condition.strength, seed) for seed in spec.seed_list()]
+        runs += [Run(condition.name, condition.strength, seed) for seed in seed_list]
     batches: list[Batch] = []
     cap = spec.execution.memory_cap_gb * 2**30
     largest = 0
@@ -134,6 +144,34 @@ def plan(spec: Spec) -> Plan:
         batches += [Batch(regularizer, tuple(runs[i : i + size])) for i in range(0, len(runs), size)]
         largest = max(largest, size * per_run)
     return Plan(tuple(batches), spec.execution.memory_cap_gb, largest / 2**30)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PlanRows:
+    """A plan as the store holds it: batches (condition names, total updates), their runs
+    (which name the batches' numbers), and the budget as trained (whole updates, in steps)."""
+
+    batches: list[tuple[list[str], int]]
+    runs: list[store_module.PlannedRun]
+    budget_steps: int
+
+
+def _plan_rows(spec: Spec, the_plan: Plan, first_batch: int = 0) -> _PlanRows:
+    """The store's rows of ``the_plan``, its batches numbered on from ``first_batch``."""
+    learner = spec_module.learner_of(spec)
+    planned = []
+    batch_rows = []
+    budget_steps = 0
+    for batch_id, batch in enumerate(the_plan.batches, start=first_batch):
+        setup = spec_module.setup(spec, batch.regularizer)
+        total = learner.total_updates(setup)
+        budget_steps = max(budget_steps, total * learner.steps_per_update(setup))
+        batch_rows.append((list(dict.fromkeys(run.condition for run in batch.runs)), total))
+        planned += [
+            store_module.PlannedRun(run.condition, run.seed, batch_id, position)
+            for position, run in enumerate(batch.runs)
+        ]
+    return _PlanRows(batch_rows, planned, budget_steps)
 
 
 def software_versions() -> dict[str, str]:
@@ -298,30 +336,87 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
         (c.name, c.regularizer.kind, c.strength, json.dumps(dataclasses.asdict(c.regularizer)))
         for c in spec_module.conditions(spec)
     ]
-    planned = []
-    batch_rows = []
-    budget_steps = 0
-    for batch_id, batch in enumerate(the_plan.batches):
-        setup = spec_module.setup(spec, batch.regularizer)
-        total = learner.total_updates(setup)
-        budget_steps = max(budget_steps, total * learner.steps_per_update(setup))
-        batch_rows.append((list(dict.fromkeys(run.condition for run in batch.runs)), total))
-        planned += [
-            store_module.PlannedRun(run.condition, run.seed, batch_id, position)
-            for position, run in enumerate(batch.runs)
-        ]
+    rows = _plan_rows(spec, the_plan)
     facts = {"memory_cap_gb": the_plan.memory_cap_gb, "largest_batch_estimate_gb": the_plan.largest_batch_estimate_gb}
     meta = {
         "spec_toml": spec_text,
         "spec_json": json.dumps(normalized),
         "versions": json.dumps(software_versions()),
         "plan": json.dumps(facts),
-        "budget_steps": str(budget_steps),  # the budget as trained: whole updates
+        "budget_steps": str(rows.budget_steps),  # the budget as trained: whole updates
         "step_unit": learner.step_unit,
         "speed_metrics": json.dumps(learner.speed_metrics),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    return store_module.Store.create(folder, meta, conditions, batch_rows, planned)
+    return store_module.Store.create(folder, meta, conditions, rows.batches, rows.runs)
+
+
+NextWave = Callable[[store_module.Store], list[str]]  # a sequential study: the conditions that need more seeds
+NEXT_WAVE_HINT = (
+    "pass next_wave=lambda store: sequential.next_wave(results.load(store)) "
+    "(from regspeed.analysis import sequential; from regspeed.study import results), "
+    "as `regspeed study` does"
+)
+
+
+def planned_seeds(store: store_module.Store) -> dict[str, int]:
+    """Condition -> how many seeds are planned for it (all conditions, the baseline first)."""
+    counts = {condition["name"]: 0 for condition in store.conditions()}
+    for run in store.runs():
+        counts[run.condition] += 1
+    return counts
+
+
+def _next_wave_plan(spec: Spec, store: store_module.Store, next_wave: NextWave) -> Plan | None:
+    """The plan of a sequential study's next wave, or None when there is none: its last look
+    (``max_seeds``) is planned, or ``next_wave`` names no condition. Called once every planned
+    batch has finished; the conditions named must still be running (planned at the current
+    look) and are taken in study order, so the plan does not depend on the order given."""
+    looks = spec.looks()
+    counts = planned_seeds(store)
+    baseline, *others = spec_module.conditions(spec)
+    look = counts[baseline.name] // spec.seeds  # looks planned so far
+    if look >= len(looks):
+        return None
+    wanted = set(next_wave(store))
+    problems = [_not_next(name, counts, baseline.name) for name in sorted(wanted)]
+    if problems := [problem for problem in problems if problem is not None]:
+        raise ValueError(f"next_wave named conditions that cannot have wave {look + 1}: " + "; ".join(problems))
+    chosen = [condition for condition in others if condition.name in wanted]
+    if not chosen:
+        return None
+    return plan(spec, [baseline, *chosen], spec.wave_seeds(look))
+
+
+def _not_next(name: str, counts: dict[str, int], baseline: str) -> str | None:
+    """Why a condition named by ``next_wave`` cannot have the next wave, or None if it can:
+    the baseline is in every wave, and a condition that has stopped (fewer seeds planned than
+    the baseline) gets no more."""
+    if name == baseline:
+        return f"{name!r} is the baseline, which is in every wave"
+    if name not in counts:
+        return f"{name!r} is not a condition of the study"
+    if counts[name] < counts[baseline]:
+        return f"{name!r} stopped at {counts[name]} seeds"
+    return None
+
+
+def _add_next_wave(spec: Spec, store: store_module.Store, next_wave: NextWave | None) -> bool:
+    """Add a sequential study's next wave to the store (one transaction), if it has one
+    (:func:`_next_wave_plan`); whether it did. Its batches are numbered on from the stored
+    ones, and the plan's facts cover every wave (the largest batch of any)."""
+    if next_wave is None or not spec.execution.sequential:
+        return False
+    the_plan = _next_wave_plan(spec, store, next_wave)
+    if the_plan is None:
+        return False
+    meta = store.meta()
+    facts = json.loads(meta["plan"])
+    facts["largest_batch_estimate_gb"] = max(facts["largest_batch_estimate_gb"], the_plan.largest_batch_estimate_gb)
+    rows = _plan_rows(spec, the_plan, first_batch=len(store.batches()))
+    budget_steps = max(int(meta["budget_steps"]), rows.budget_steps)
+    store.add_wave(rows.batches, rows.runs, {"plan": json.dumps(facts), "budget_steps": str(budget_steps)})
+    return True
 
 
 def _jobs(spec: Spec, store: store_module.Store, warn: Callable[[str], None]) -> list[BatchJob]:
@@ -433,6 +528,8 @@ def _chunk_curves(outcome: ChunkOutcome, alive: np.ndarray) -> dict[str, tuple[n
 
 
 ProgressCallback = Callable[[ChunkOutcome, int], None]  # (outcome, runs in its batch)
+StartCallback = Callable[[store_module.Store, list[BatchJob]], None]  # (store, the jobs of a wave)
+Source = Callable[[list[BatchJob], int, dict[str, Any]], Iterator[ChunkOutcome]]  # a backend's outcomes
 
 
 def run(
@@ -441,9 +538,10 @@ def run(
     spec_text: str = "",
     backend: str = "local",
     backend_options: dict[str, Any] | None = None,
-    on_start: Callable[[store_module.Store, list[BatchJob]], None] | None = None,
+    on_start: StartCallback | None = None,
     on_chunk: ProgressCallback | None = None,
     warn: Callable[[str], None] = _print_warning,
+    next_wave: NextWave | None = None,
 ) -> StudyOutcome:
     """Run (or resume) a study into ``folder``; returns how it ended.
 
@@ -452,9 +550,18 @@ def run(
     of an uninterrupted run (a batch whose checkpoint is missing or unreadable restarts from
     scratch, told to ``warn``). A folder that is neither new, empty nor a study of ours is
     refused before anything is written, and a damaged store before it is written again.
+
+    A sequential study needs ``next_wave``: called with the store once every planned batch
+    has finished, it names the regularized conditions that need the next wave of seeds
+    (deterministic in the finished runs, so a resumed study asks again and gets the same
+    answer). ``on_start`` is called with the jobs of each wave (once for other studies).
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    if spec.execution.sequential and next_wave is None:
+        raise ConfigError(
+            "execution.sequential", f"a sequential study decides its waves from its results: {NEXT_WAVE_HINT}"
+        )
     started = time.perf_counter()
     _refuse_foreign_folder(folder)
     files.refuse_unwritable(folder)
@@ -464,25 +571,43 @@ def run(
         _open_or_create(spec, folder, spec_text) as store,
     ):
         _remove_stale_checkpoints(store)
-        jobs = _jobs(spec, store, warn)
-        if on_start is not None:
-            on_start(store, jobs)
-        source = _local_outcomes if backend == "local" else _ray_outcomes
-        alive = {job.batch_id: _alive(store, job.batch_id) for job in jobs}
-        for job in jobs:
-            store.start_batch(job.batch_id)
-        for outcome in source(jobs, spec.execution.chunk_updates, backend_options or {}):
-            _record(store, outcome, alive[outcome.batch_id])
-            if on_chunk is not None:
-                on_chunk(outcome, len(alive[outcome.batch_id]))
+        source: Source = _local_outcomes if backend == "local" else _ray_outcomes
+        options = backend_options or {}
+        worked = _run_wave(spec, store, source, options, on_start, on_chunk, warn)
+        while _add_next_wave(spec, store, next_wave):
+            _run_wave(spec, store, source, options, on_start, on_chunk, warn)
+            worked = True
         runs = store.runs()
     return StudyOutcome(
         folder=folder,
-        already_finished=not jobs,
+        already_finished=not worked,
         runs_total=len(runs),
         runs_failed=sum(run.status == "failed" for run in runs),
         seconds=time.perf_counter() - started,
     )
+
+
+def _run_wave(
+    spec: Spec,
+    store: store_module.Store,
+    source: Source,
+    options: dict[str, Any],
+    on_start: StartCallback | None,
+    on_chunk: ProgressCallback | None,
+    warn: Callable[[str], None],
+) -> bool:
+    """Run every unfinished batch to its end, storing each chunk; whether there was one."""
+    jobs = _jobs(spec, store, warn)
+    if on_start is not None:
+        on_start(store, jobs)
+    alive = {job.batch_id: _alive(store, job.batch_id) for job in jobs}
+    for job in jobs:
+        store.start_batch(job.batch_id)
+    for outcome in source(jobs, spec.execution.chunk_updates, options):
+        _record(store, outcome, alive[outcome.batch_id])
+        if on_chunk is not None:
+            on_chunk(outcome, len(alive[outcome.batch_id]))
+    return bool(jobs)
 
 
 def _alive(store: store_module.Store, batch_id: int) -> np.ndarray:

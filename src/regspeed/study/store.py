@@ -17,7 +17,8 @@ names a checkpoint that exists and matches the curves it holds. Only a batch's l
 checkpoint is kept: one that goes missing or unreadable (:class:`UnreadableCheckpointError`)
 costs the progress of an unfinished batch, which then restarts from scratch
 (:meth:`Store.restart_batch`), never its curves. A store is created under a temporary name
-and renamed into place, so there is never a half-created study.
+and renamed into place, so there is never a half-created study; a sequential study's later
+waves are added in one transaction each (:meth:`Store.add_wave`).
 
 Damage to the file itself is found before results are read from it: SQLite's
 ``quick_check`` when it is opened (:func:`refuse_if_damaged`) and the chunks' checksums
@@ -368,6 +369,22 @@ def refuse_if_damaged(connection: sqlite3.Connection, folder: Path) -> None:
         raise files.damaged(folder, f"SQLite's check of {DATABASE} failed ({printable(found[0])[:160]})")
 
 
+def _insert_plan(
+    connection: sqlite3.Connection, first: int, batches: list[tuple[list[str], int]], runs: list[PlannedRun]
+) -> None:
+    """Insert planned batches, numbered from ``first``, and their runs (pending), inside the
+    caller's transaction."""
+    connection.executemany(
+        "INSERT INTO batches (batch_id, condition_ids, total_updates) VALUES (?, ?, ?)",
+        [(index, json.dumps(names), total) for index, (names, total) in enumerate(batches, start=first)],
+    )
+    ids = dict(connection.execute("SELECT name, condition_id FROM conditions"))
+    connection.executemany(
+        "INSERT INTO runs (condition_id, seed, batch_id, position) VALUES (?, ?, ?, ?)",
+        [(ids[run.condition], run.seed, run.batch, run.position) for run in runs],
+    )
+
+
 class Store:
     """An open study store. Use :meth:`create` or :meth:`open`, as a context manager
     (``with Store.open(folder) as store: ...``) or closing it with :meth:`close`."""
@@ -409,15 +426,7 @@ class Store:
                 connection.executemany(
                     "INSERT INTO conditions (name, kind, strength, regularizer) VALUES (?, ?, ?, ?)", conditions
                 )
-                connection.executemany(
-                    "INSERT INTO batches (batch_id, condition_ids, total_updates) VALUES (?, ?, ?)",
-                    [(index, json.dumps(names), total) for index, (names, total) in enumerate(batches)],
-                )
-                ids = dict(connection.execute("SELECT name, condition_id FROM conditions"))
-                connection.executemany(
-                    "INSERT INTO runs (condition_id, seed, batch_id, position) VALUES (?, ?, ?, ?)",
-                    [(ids[run.condition], run.seed, run.batch, run.position) for run in runs],
-                )
+                _insert_plan(connection, 0, batches, runs)
             connection.close()
             os.replace(partial, final)
         finally:
@@ -553,6 +562,20 @@ class Store:
             raise files.damaged(self.folder, f"{DATABASE} does not match its checksums: {problem}")
 
     # ------------------------------------------------------------------------ writing
+
+    def add_wave(self, batches: list[tuple[list[str], int]], runs: list[PlannedRun], meta: dict[str, str]) -> None:
+        """One transaction: a sequential study's next wave. ``batches`` (condition names, total
+        updates) are numbered on from the stored ones, ``runs`` name those numbers, and the
+        ``meta`` facts given (the plan's) replace their stored values."""
+        (first,) = self.connection.execute("SELECT COALESCE(MAX(batch_id) + 1, 0) FROM batches").fetchone()
+        outside = sorted({run.batch for run in runs} - set(range(first, first + len(batches))))
+        if outside:
+            raise ValueError(
+                f"runs of a new wave name batches {outside}, not its {first} to {first + len(batches) - 1}"
+            )
+        with self.connection:
+            _insert_plan(self.connection, first, batches, runs)
+            self.connection.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", sorted(meta.items()))
 
     def _metric_id(self, name: str) -> int:
         if name not in self._metric_ids:
