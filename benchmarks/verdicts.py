@@ -15,7 +15,8 @@ Tables: (a) false-positive rate of one comparison, paired signed-rank vs unpaire
 on the same data; (b) family-wise error of a 9-condition null study with Holm (2/3 as many
 studies a cell: each holds 9 comparisons); (c) power;
 (d) how often the TOST calls a comparison equivalent; (e) the power statement's
-detectable speed-up against the truth; (f) coverage of the 95% interval. Rates carry their
+detectable speed-up against the truth; (f) coverage of the 95% interval; (g) sequential
+designs against the fixed design of the same maximum seeds. Rates carry their
 Monte-Carlo standard error (``rate +- se``). Fixed seeds: every run prints the same numbers.
 
     .venv/bin/python benchmarks/verdicts.py            # 3000 studies a cell: ~9 minutes on 2 busy cores
@@ -36,7 +37,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import scipy
 
-from regspeed.analysis import stats
+from regspeed.analysis import sequential, stats
 
 LOG_MEDIAN = math.log(1.2e5)  # median steps to threshold of a real study's baseline
 STEPS_PER_UPDATE = 8192  # PPO: 64 environments x 128 steps
@@ -334,6 +335,67 @@ def coverages(
     return rows
 
 
+def sequential_replay(
+    times: np.ndarray, reached: np.ndarray, study: int, looks: tuple[int, ...]
+) -> tuple[dict[int, str], int]:
+    """One synthetic study run sequentially (``analysis.sequential.decide`` on its first
+    ``n_k`` seeds at look k): each condition's verdict, and the runs it took (the baseline
+    runs until the last condition is decided)."""
+    arms = list(range(1, times.shape[1]))
+
+    def pairs_at(arm: str, look: int) -> stats.PairedRatios:
+        n = looks[look]
+        a = int(arm)
+        return stats.paired_ratios(
+            times[study, 0, :n], reached[study, 0, :n], times[study, a, :n], reached[study, a, :n]
+        )
+
+    found = sequential.decide([str(a) for a in arms], looks, pairs_at, lambda look, open_: True, MARGIN, ALPHA)
+    used = {int(name): decision.seeds for name, decision in found.decisions.items()}
+    return {int(name): d.verdict for name, d in found.decisions.items()}, sum(used.values()) + max(used.values())
+
+
+def sequential_designs(
+    scenarios: Sequence[Scenario], designs: Sequence[tuple[int, ...]], studies: int
+) -> list[list[str]]:
+    """(g) Sequential studies of CONDITIONS conditions against the fixed design with the same
+    maximum seeds (Holm): family-wise error of null studies, and for studies with the
+    conditions of :data:`STATED_SPEEDUPS`, how often the 0.8x and 1.3x conditions are found
+    and the share of the fixed design's runs used."""
+    rows = []
+    for scenario in scenarios:
+        for looks in designs:
+            most = looks[-1]
+            fixed_runs = (CONDITIONS + 1) * most
+            null_t, null_r = draw_studies(
+                scenario, (1.0,) * (CONDITIONS + 1), most, studies, rng_for("g0", scenario, looks)
+            )
+            seq_errors = fixed_errors = 0
+            for s in range(studies):
+                verdicts, _ = sequential_replay(null_t, null_r, s, looks)
+                seq_errors += any(v in ("faster", "slower") for v in verdicts.values())
+                fixed_errors += any(v in ("faster", "slower") for v in family_verdicts(null_t, null_r, s))
+            mixed_t, mixed_r = draw_studies(
+                scenario, (1.0, *STATED_SPEEDUPS), most, studies, rng_for("g1", scenario, looks)
+            )
+            found = np.zeros((2, 2))  # [sequential, fixed] x [0.8x slower, 1.3x faster]
+            used = []
+            slow, fast = STATED_SPEEDUPS.index(0.8) + 1, STATED_SPEEDUPS.index(1.3) + 1
+            for s in range(studies):
+                verdicts, runs = sequential_replay(mixed_t, mixed_r, s, looks)
+                fixed = family_verdicts(mixed_t, mixed_r, s)
+                found[0] += (verdicts[slow] == "slower", verdicts[fast] == "faster")
+                found[1] += (fixed[slow - 1] == "slower", fixed[fast - 1] == "faster")
+                used.append(runs / fixed_runs)
+            rows.append([
+                scenario.label, f"{scenario.censored:.0%}", "/".join(map(str, looks)),
+                rate(seq_errors, studies), rate(fixed_errors, studies),
+                rate(found[0, 0], studies), rate(found[1, 0], studies),
+                rate(found[0, 1], studies), rate(found[1, 1], studies), f"{np.mean(used):.2f}",
+            ])  # fmt: skip
+    return rows
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -352,7 +414,7 @@ def censored_shares(scenarios: Sequence[Scenario]) -> str:
 
 
 def main() -> None:
-    """Print the six tables."""
+    """Print the seven tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10x fewer simulated studies (~1 minute)")
     args = parser.parse_args()
@@ -412,6 +474,15 @@ def main() -> None:
     print("## (f) Coverage of the 95% interval of the log speed-up (true speed-up 1.2) | share with an infinite end\n")
     headers = ["scenario", "censored"] + [f"{n} seeds {m}" for n in seed_counts for m in ("coverage", "infinite")]
     print(markdown(headers, coverages([*tails, *grid], seed_counts, 1.2, studies)) + "\n")
+
+    print(f"## (g) Sequential vs fixed design ({CONDITIONS} conditions, looks as listed; fixed: Holm at the last)\n")
+    print(f"FWER: null studies, any faster/slower; found: studies with speed-ups {STATED_SPEEDUPS}, the 0.8x "
+          "condition called slower and the 1.3x one faster; runs: sequential runs / fixed design's runs\n")  # fmt: skip
+    headers = ["scenario", "censored", "looks", "FWER seq", "FWER fixed", "0.8x seq", "0.8x fixed",
+               "1.3x seq", "1.3x fixed", "runs used"]  # fmt: skip
+    designs = ((10, 20), (5, 10, 15, 20))
+    scenarios = [Scenario(), Scenario(censored=0.3), Scenario(log_sd=0.06, correlation=0.7)]
+    print(markdown(headers, sequential_designs(scenarios, designs, studies // 3)) + "\n")
     print(f"{time.perf_counter() - started:.0f} s")
     sys.stdout.flush()
 

@@ -19,7 +19,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from regspeed.analysis import stats
+from regspeed.analysis import sequential, stats
 
 LOG_MEDIAN = math.log(1.2e5)
 ALPHA = 0.05
@@ -192,6 +192,37 @@ def test_nine_null_conditions_with_holm_keep_the_family_wise_error() -> None:
 def test_nine_null_conditions_with_holm_keep_the_family_wise_error_at_more_seeds(seeds: int, censored: float) -> None:
     studies = 1500
     errors = _family_errors(np.random.default_rng(210 + seeds), studies, seeds, censored)
+    assert errors / studies <= bound(ALPHA, studies)
+
+
+def _sequential_errors(rng: np.random.Generator, studies: int, looks: tuple[int, ...], censored: float) -> int:
+    """Null studies of 9 conditions run sequentially (looks at ``looks`` seeds, as
+    ``analysis.sequential`` decides) with any faster/slower verdict."""
+    times, reached, _ = draw(rng, studies, looks[-1], (1.0,) * 10, censored=censored)
+    errors = 0
+    for s in range(studies):
+
+        def pairs_at(arm: str, look: int, s: int = s) -> stats.PairedRatios:
+            n, a = looks[look], int(arm)
+            return stats.paired_ratios(times[s, 0, :n], reached[s, 0, :n], times[s, a, :n], reached[s, a, :n])
+
+        found = sequential.decide([str(a) for a in range(1, 10)], looks, pairs_at, lambda *_: True, MARGIN)
+        assert found.open == [] and len(found.decisions) == 9  # every comparison ends decided or inconclusive
+        errors += any(d.verdict in ("faster", "slower") for d in found.decisions.values())
+    return errors
+
+
+def test_a_sequential_study_of_nine_null_conditions_keeps_the_family_wise_error() -> None:
+    studies = 300
+    errors = _sequential_errors(np.random.default_rng(230), studies, (10, 20), censored=0.3)
+    assert errors / studies <= bound(ALPHA, studies)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("looks", [(5, 10, 15, 20), (10, 20, 30)])
+def test_sequential_family_wise_error_with_more_looks(looks: tuple[int, ...]) -> None:
+    studies = 500
+    errors = _sequential_errors(np.random.default_rng(240 + len(looks)), studies, looks, censored=0.0)
     assert errors / studies <= bound(ALPHA, studies)
 
 

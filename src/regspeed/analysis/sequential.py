@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -113,6 +114,45 @@ def look_decision(
     return Decision(condition, look, seeds, verdict, p, q)
 
 
+@dataclasses.dataclass(frozen=True)
+class Looks:
+    """What the looks so far decided."""
+
+    completed: int  # looks taken (all their runs had ended)
+    decisions: dict[str, Decision]  # condition -> its decision
+    open: list[str]  # conditions still receiving runs, in the order given
+
+
+def decide(
+    conditions: list[str],
+    looks: tuple[int, ...],
+    pairs_at: Callable[[str, int], stats.PairedRatios],
+    ready: Callable[[int, list[str]], bool],
+    margin: float,
+    alpha: float = stats.ALPHA,
+) -> Looks:
+    """The sequential rule: at each look whose runs are ``ready`` (for the baseline and the
+    conditions still open), every open condition's paired test on ``pairs_at(condition,
+    look)`` decides it or leaves it open (:func:`look_decision`). Shared by :func:`outcome`
+    (stored runs) and the calibration by simulation."""
+    spent = spending(looks, alpha)
+    still_open = list(conditions)
+    decisions: dict[str, Decision] = {}
+    completed = 0
+    for look, (seeds, level) in enumerate(zip(looks, spent, strict=True)):
+        if not still_open or not ready(look, still_open):
+            break
+        completed = look + 1
+        last = look == len(looks) - 1
+        for name in list(still_open):
+            test = stats.paired_test(pairs_at(name, look), margin)
+            decision = look_decision(name, test, look, seeds, len(conditions), level, last, alpha)
+            if decision is not None:
+                decisions[name] = decision
+                still_open.remove(name)
+    return Looks(completed, decisions, still_open)
+
+
 def outcome(data: StudyData, alpha: float = stats.ALPHA) -> SequentialOutcome | None:
     """Replay the looks of a sequential study on its stored runs (deterministic: the same
     runs give the same decisions). None for a study with one look or no numeric threshold."""
@@ -122,24 +162,20 @@ def outcome(data: StudyData, alpha: float = stats.ALPHA) -> SequentialOutcome | 
     metric, threshold = primary
     baseline = data.conditions[0].name
     times = metrics.condition_times(data, metric, threshold)
+
+    def look_seeds(look: int) -> list[int] | None:
+        return _look_seeds(data, data.looks[look])
+
+    def ready(look: int, still_open: list[str]) -> bool:
+        seeds = look_seeds(look)
+        return seeds is not None and _complete(data, [baseline, *still_open], seeds)
+
+    def pairs_at(name: str, look: int) -> stats.PairedRatios:
+        return _pairs_on(times, baseline, name, look_seeds(look) or [])
+
+    found = decide([c.name for c in data.conditions[1:]], data.looks, pairs_at, ready, data.margin, alpha)
     spent = spending(data.looks, alpha)
-    comparisons = len(data.conditions) - 1
-    still_open = [c.name for c in data.conditions[1:]]
-    decisions: dict[str, Decision] = {}
-    completed = 0
-    for look, (seeds, level) in enumerate(zip(data.looks, spent, strict=True)):
-        look_seeds = _look_seeds(data, seeds)
-        if look_seeds is None or not _complete(data, [baseline, *still_open], look_seeds):
-            break
-        completed = look + 1
-        last = look == len(data.looks) - 1
-        for name in list(still_open):
-            test = stats.paired_test(_pairs_on(times, baseline, name, look_seeds), data.margin)
-            decision = look_decision(name, test, look, seeds, comparisons, level, last, alpha)
-            if decision is not None:
-                decisions[name] = decision
-                still_open.remove(name)
-    return SequentialOutcome(metric, threshold, data.looks, spent, completed, decisions, still_open)
+    return SequentialOutcome(metric, threshold, data.looks, spent, found.completed, found.decisions, found.open)
 
 
 def next_wave(data: StudyData) -> list[str]:
