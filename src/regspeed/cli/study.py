@@ -37,7 +37,13 @@ def spec() -> None:
 def study(
     spec_file: SpecArgument = None,
     out: Annotated[Path | None, typer.Option(help="Study folder (default: runs/<name>).")] = None,
-    quick: Annotated[bool, typer.Option(help="The same study, small: 3 seeds and 1/12 of the budget.")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="The same study, small: 3 seeds and 1/12 of the budget (a minute; too few seeds for any verdict "
+            "but 'inconclusive': it shows the pipeline)."
+        ),
+    ] = False,
     backend: Annotated[str, typer.Option(help="local (this process) or ray (each batch a Ray task).")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")] = None,
     cpus_per_batch: Annotated[float, typer.Option(help="Ray: CPUs reserved by each batch.")] = 1.0,

@@ -44,7 +44,7 @@ def ratio(comparison: Comparison) -> str:
     interval = comparison.speedup
     if comparison.reached == 0:
         return "never reached"
-    if math.isinf(interval.value):
+    if math.isinf(interval.value) or comparison.baseline_reached == 0:
         return "only this condition reached it"
 
     def bound(value: float) -> str:
