@@ -26,10 +26,9 @@ Statistical Precipice", with scipy doing the work where it can.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -462,26 +461,14 @@ class PowerStatement:
     model: TimeModel
 
 
-def _first_reaching(grid: tuple, powered: Callable[[Any], bool]) -> int:
-    """Index of the first grid point where ``powered`` holds (it is monotone along the grid);
-    ``len(grid)`` if none. Binary search: power simulations are the cost."""
-    low, high = 0, len(grid)
-    while low < high:
-        middle = (low + high) // 2
-        if powered(grid[middle]):
-            high = middle
-        else:
-            low = middle + 1
-    return low
-
-
 def power_statement(model: TimeModel, seeds: int, alpha: float, targets: tuple[float, ...] = (1.2,)) -> PowerStatement:
     """The smallest speed-up (on :data:`SPEEDUP_GRID`) found with probability :data:`POWER`
     by ``seeds`` pairs, and the pairs needed for each target speed-up."""
-    found = _first_reaching(SPEEDUP_GRID, lambda s: power(model, s, seeds, alpha) >= POWER)
+    # power is monotone along both grids: bisect them (the simulations are the cost)
+    found = bisect.bisect_left(SPEEDUP_GRID, True, key=lambda s: power(model, s, seeds, alpha) >= POWER)
     detectable = SPEEDUP_GRID[found] if found < len(SPEEDUP_GRID) else float("inf")
     needed = {}
     for target in targets:
-        index = _first_reaching(SEEDS_GRID, lambda n, t=target: power(model, t, n, alpha) >= POWER)
+        index = bisect.bisect_left(SEEDS_GRID, True, key=lambda n, t=target: power(model, t, n, alpha) >= POWER)
         needed[target] = SEEDS_GRID[index] if index < len(SEEDS_GRID) else -1
     return PowerStatement(seeds, alpha, detectable, needed, model)
