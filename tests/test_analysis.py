@@ -280,7 +280,9 @@ def test_report_says_the_answer_and_embeds_every_figure(reported_study: Path) ->
     assert "Does L1/L2 regularization make a neural network learn faster?" in page
     for name in ("l2@0.001", "l2@0.01"):
         assert name in summary and name in page
-    assert "after Holm correction" in summary and "regspeed study spec.toml" in summary
+    assert "Holm-corrected over the 2 conditions" in summary and "regspeed study spec.toml" in summary
+    assert page.index("class='answer'") < page.index("The answer in one picture") < page.index("Learning curves")
+    assert page.index("<h2>Verdicts</h2>") < page.index("<details><summary>Every comparison")
     assert page.count("data:image/png;base64,") >= 6
     assert page.count("data:image/gif;base64,") == 2  # best runs of the baseline and of l2
     assert "http://" not in page and "https://" not in page  # self-contained
@@ -302,40 +304,45 @@ def test_report_of_a_missing_study_is_a_clear_error(tmp_path: Path) -> None:
 def test_report_in_headless_chromium_shows_every_figure_without_console_errors(
     reported_study: Path, tmp_path: Path
 ) -> None:
+    """At 1280 x 800: the answer and the summary figure are visible without scrolling,
+    nothing overflows horizontally, every image decodes, no console errors; a screenshot is
+    kept (pytest's temporary folder) for the record."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     assert browser, "make test installs Debian's chromium; run `make test`"
     page = reported_study / "report.html"
-    # Every image must have decoded (naturalWidth > 0); the page writes the outcome into its title.
+    # The page measures itself once loaded and writes the outcome into its title.
     probe = tmp_path / "probe.html"
     probe.write_text(
         page.read_text().replace(
             "</body>",
             "<script>window.addEventListener('load', () => { const images = [...document.images];"
             " const broken = images.filter(i => !i.complete || i.naturalWidth === 0).length;"
-            " document.title = `images=${images.length} broken=${broken}`; });</script></body>",
+            " const bottom = e => Math.ceil(e.getBoundingClientRect().bottom);"
+            " const root = document.documentElement;"
+            " document.title = `images=${images.length} broken=${broken} height=${window.innerHeight}"
+            " answer=${bottom(document.getElementById('answer'))} figure=${bottom(images[0])}"
+            " overflow=${root.scrollWidth - root.clientWidth}`; });</script></body>",
         )
     )
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,800"]
     result = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-            probe.as_uri(),
-        ],
+        [*common, "--enable-logging=stderr", "--v=0", "--dump-dom", probe.as_uri()],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     title = result.stdout.split("<title>")[1].split("</title>")[0]
-    images = page.read_text().count("<img ")
-    assert title == f"images={images} broken=0"
+    found = dict(item.split("=") for item in title.split())
+    assert int(found["images"]) == page.read_text().count("<img ") and found["broken"] == "0", title
+    # the viewport of a 1280 x 800 headless window is a little shorter (713 px here): stricter
+    assert int(found["answer"]) < int(found["figure"]) <= int(found["height"]) <= 800, title
+    assert found["overflow"] == "0", title
     console_errors = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
     assert not console_errors, console_errors
+    screenshot = tmp_path / "report-1280x800.png"
+    subprocess.run([*common, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, timeout=120)
+    assert screenshot.stat().st_size > 10_000
 
 
 @pytest.mark.slow
@@ -390,23 +397,23 @@ def test_markdown_renders_the_model_in_order_and_leaves_out_what_it_lacks() -> N
 
     text = markdown.render(_model(per_metric=False, animations=False))
     lines = text.splitlines()
-    assert lines[:8] == [
+    assert lines[:13] == [
         "# Q?",
         "",
         "## Answer (hand-made)",
         "",
         "The answer.",
         "",
-        "- first finding",
-        "- second finding",
-    ]
-    verdicts = lines.index("## Verdicts: time to score 1 vs baseline")
-    assert lines[verdicts + 2 : verdicts + 6] == [
+        "## Verdicts: time to score 1 vs baseline",
+        "",
         "| condition | verdict |",
         "|---|---|",
         "| none | baseline |",
         "| l2@0.01 | faster |",
+        "",
     ]
+    findings = lines.index("## How each verdict was reached")
+    assert lines[findings + 2 : findings + 4] == ["- first finding", "- second finding"]
     assert "## Each metric side by side" not in lines
     assert text.endswith('```toml\nname = "hand-made"\n```\n')
     with_metrics = markdown.render(_model(per_metric=True, animations=False))
@@ -464,3 +471,38 @@ def test_failed_and_frozen_runs_show_in_the_verdict_row() -> None:
     rows = {row[0]: row for row in text.verdict_rows(analysis)}
     assert rows["diverged"][1] == "all runs failed" and rows["diverged"][4].endswith("/4 (4 failed)")
     assert rows["stuck"][1] == "all runs frozen" and rows["stuck"][4] == "4/4 (4 frozen)"
+
+
+def test_the_answer_reads_as_plain_sentences_with_people_names() -> None:
+    from regspeed.report import text
+
+    rng = np.random.default_rng(8)
+    base = rng.uniform(3_000, 4_000, 12)
+    never = np.full(12, 1e9)  # rises so slowly that it never reaches the threshold
+    runs = {
+        "none": base,
+        "l1@1e-05": base * rng.uniform(0.99, 1.01, 12),
+        "l1@0.0001": base * 1.5,
+        "l1@0.001": never,
+        "l2@0.001": base / 2,
+    }
+    data = _study({name: (_rising(times), _finished(name, 12)) for name, times in runs.items()}, {})
+    named = [
+        dataclasses.replace(c, kind=c.name.split("@")[0], strength=float(c.name.split("@")[1]) if "@" in c.name else 0)
+        for c in data.conditions
+    ]
+    analysis = compare.analyze(dataclasses.replace(data, conditions=named))
+    assert [text.people_name(c) for c in analysis.conditions] == [
+        "baseline",
+        "L1 1e-5",
+        "L1 1e-4",
+        "L1 1e-3",
+        "L2 1e-3",
+    ]
+    # times to threshold lag the curves by the smoothing window (200 steps): 2x comes out 1.9x, 1.5x 47%
+    assert text.answer(analysis) == (
+        "L2 1e-3 made the network learn faster (up to 1.9x as fast). "
+        "L1 from 1e-4 made it slower: up to 47% more updates, or it never got there. "
+        "L1 1e-5 changed the time by less than 10%. "
+        "Learning speed here is the updates a run needs to reach a the score of 1."
+    )

@@ -150,6 +150,8 @@ class StudyAnalysis:
     health: dict[str, RunHealth]  # condition -> how its runs ended (failed, frozen)
     metric_labels: dict[str, str]  # metric name -> human words (from the study data)
     sequential: sequential.SequentialOutcome | None  # looks and decisions of a sequential study
+    auto_thresholds: tuple[str, ...]  # metrics whose thresholds are "auto" (fractions of the best final IQM)
+    game: bool  # the learner plays a game (a snake), rather than fitting data
 
     def label(self, metric: str) -> str:
         """The metric in words (its name if it has none)."""
@@ -224,6 +226,8 @@ def analyze(data: StudyData) -> StudyAnalysis:
         health=_health(data),
         metric_labels=data.metric_labels,
         sequential=looks,
+        auto_thresholds=tuple(m for m in thresholds if wanted_thresholds.get(m) == "auto"),
+        game=data.watchable,
     )
 
 

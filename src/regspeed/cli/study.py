@@ -94,7 +94,7 @@ def _report(folder: Path, out: Path | None = None) -> None:
     with console.status("analysing and writing the report..."):
         written = report_module.write(folder, out)
     console.print(written.table)
-    console.print(terminal_text(report_module.headline(written.analysis)), soft_wrap=True, highlight=False)
+    console.print(terminal_text(report_module.answer(written.analysis)), soft_wrap=True, highlight=False)
     written_paths = f"wrote {written.html_path} and {written.markdown_path}"
     console.print(terminal_text(written_paths), soft_wrap=True, highlight=False)
 

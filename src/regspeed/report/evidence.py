@@ -13,7 +13,7 @@ from regspeed.analysis import progress
 from regspeed.analysis.compare import StudyAnalysis
 from regspeed.envs import render
 from regspeed.errors import ConfigError
-from regspeed.report import plots
+from regspeed.report import plots, text
 from regspeed.report.model import Animation, Figure
 from regspeed.study import results
 from regspeed.study.results import StudyData
@@ -38,9 +38,12 @@ def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
     and the sensitivity to strength of the primary comparison, final performance, and the
     diagnostic curves the study recorded."""
     made = []
+    forest = plots.speedup_forest(analysis, text.display_names(analysis))
+    if forest is not None:
+        made.append(Figure("The answer in one picture", _forest_caption(analysis), plots.to_png(forest), "summary"))
     for metric in analysis.summaries:
         curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, smooth=not metric.startswith("eval"))
-        made.append(Figure(f"Learning curves: {data.label(metric)}", SMOOTHED_CAPTION, plots.to_png(curve)))
+        made.append(Figure(f"Learning curves: {data.label(metric)}", SMOOTHED_CAPTION, plots.to_png(curve), "curves"))
     km = plots.kaplan_meier(analysis)
     if km is not None:
         first = next(iter(analysis.primary.values()))
@@ -74,6 +77,15 @@ def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
             curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, True, zero)
             made.append(Figure(title, caption, plots.to_png(curve)))
     return made
+
+
+def _forest_caption(analysis: StudyAnalysis) -> str:
+    """What the summary figure shows, in words."""
+    return (
+        f"Speed-up of each condition over the baseline in {text.threshold_words(analysis)}: the baseline's time "
+        "over the condition's, seed by seed (> 1 is faster), with its 95% interval; colour is the verdict, the "
+        f"shaded band is 'within {analysis.margin:g}x' (no practical difference)."
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,16 +5,22 @@ from __future__ import annotations
 import base64
 import html
 
-from regspeed.report.model import ReportModel, TextTable
+from regspeed.report.model import Figure, ReportModel, TextTable, figures_in
 
 STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; margin: 0.4em 0; }
+.answer { font-size: 1.15em; line-height: 1.45; max-width: 62em; }
+figure h2 { font-size: 1.1em; margin: 0.2em 0; }
+details { margin: 1em 0; } summary { cursor: pointer; font-weight: 600; }
+table { display: block; max-width: 100%; overflow-x: auto; }
+.animations { display: flex; flex-wrap: wrap; gap: 1.5em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .faster { color: #1a7f37; font-weight: 600; } .slower { color: #c62828; font-weight: 600; }
 .equivalent { color: #1f5fa8; font-weight: 600; }
-figure { margin: 2em 0; } figure img { max-width: 100%; } figcaption { color: #555; font-size: 0.9em; }
+figure { margin: 1em 0; } figure img { max-width: 100%; } figcaption { color: #555; font-size: 0.9em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 """
 
@@ -35,39 +41,45 @@ def _table(table: TextTable) -> list[str]:
     return parts
 
 
+def _figure(figure: Figure, heading: str = "h3") -> str:
+    """A figure with its title and caption, the PNG inline."""
+    escape = html.escape
+    data = base64.b64encode(figure.png).decode("ascii")
+    return (
+        f"<figure><{heading}>{escape(figure.title)}</{heading}><img alt='{escape(figure.title)}' "
+        f"src='data:image/png;base64,{data}'><figcaption>{escape(figure.caption)}</figcaption></figure>"
+    )
+
+
+def _folded(summary: str, body: list[str]) -> list[str]:
+    """A section folded under a one-line summary (``<details>``)."""
+    return [f"<details><summary>{html.escape(summary)}</summary>", *body, "</details>"]
+
+
 def render(model: ReportModel) -> str:
-    """The HTML page of the report."""
+    """The HTML page of the report: the answer and its picture first, then the learning
+    curves, the verdicts and the evidence; the details folded."""
     escape = html.escape
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>regspeed report: {escape(model.study)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(model.question)}</h1>",
-        f"<h2>Answer</h2><p>{escape(model.answer)}</p><ul>",
+        f"<p class='answer' id='answer'>{escape(model.answer)}</p>",
     ]
-    parts += [f"<li>{escape(finding)}</li>" for finding in model.findings]
-    parts.append("</ul><h2>Setup</h2><ul>")
-    parts += [f"<li>{escape(line)}</li>" for line in model.setup]
-    parts.append(f"</ul><h2>Verdicts</h2><p>{escape(model.verdict_title)}</p>")
+    parts += [_figure(figure, "h2") for figure in figures_in(model, "summary")]
+    curves = figures_in(model, "curves")
+    if curves:
+        parts.append("<h2>Learning curves</h2>")
+        parts += [_figure(figure) for figure in curves]
+    parts.append(f"<h2>Verdicts</h2><p>{escape(model.verdict_title)}</p>")
     parts += _table(model.verdicts)
-    if model.per_metric is not None:
-        parts.append(
-            "<h2>Each metric side by side</h2><p>Time to each metric's middle threshold against the "
-            "baseline (for supervised tasks: fitting on the left, generalization on the right).</p>"
-        )
-        parts += _table(model.per_metric)
-    parts.append("<h2>All comparisons</h2>")
-    parts += _table(model.comparisons)
     parts.append("<h2>Evidence</h2>")
-    for figure in model.figures:
-        data = base64.b64encode(figure.png).decode("ascii")
-        parts.append(
-            f"<figure><h3>{escape(figure.title)}</h3><img alt='{escape(figure.title)}' "
-            f"src='data:image/png;base64,{data}'><figcaption>{escape(figure.caption)}</figcaption></figure>"
-        )
+    parts += [_figure(figure) for figure in figures_in(model, "evidence")]
     if model.animations:
         parts.append(
             "<h2>Watching the snake</h2><p>The best run of the baseline and of each kind's best "
-            "condition, on the same board.</p><div style='display:flex;flex-wrap:wrap;gap:1.5em'>"
+            "condition, on the same board.</p><div class='animations'>"
         )
         for animation in model.animations:
             data = base64.b64encode(animation.gif).decode("ascii")
@@ -76,11 +88,24 @@ def render(model: ReportModel) -> str:
                 f"<figcaption>{escape(animation.title)}: {escape(animation.caption)}</figcaption></figure>"
             )
         parts.append("</div>")
+    details = ["<ul>", *[f"<li>{escape(finding)}</li>" for finding in model.findings], "</ul>"]
+    parts += _folded("How each verdict was reached", details)
+    if model.per_metric is not None:
+        side = [
+            "<p>Time to each metric's middle threshold against the baseline (for supervised tasks: "
+            "fitting on the left, generalization on the right).</p>",
+            *_table(model.per_metric),
+        ]
+        parts += _folded("Each metric side by side", side)
+    parts += _folded("Every comparison (every metric and threshold)", _table(model.comparisons))
+    parts += _folded("Setup", ["<ul>", *[f"<li>{escape(line)}</li>" for line in model.setup], "</ul>"])
     parts.append("<h2>Caveats</h2><ul>")
     parts += [f"<li>{escape(note)}</li>" for note in model.caveats]
-    parts.append(
-        "</ul><h2>Reproduce</h2><p>Save this spec as <code>spec.toml</code> and run "
-        "<code>regspeed study spec.toml</code>:</p>"
-    )
-    parts.append(f"<pre>{escape(model.spec_toml)}</pre></body></html>")
+    parts.append("</ul>")
+    reproduce = [
+        "<p>Save this spec as <code>spec.toml</code> and run <code>regspeed study spec.toml</code>:</p>",
+        f"<pre>{escape(model.spec_toml)}</pre>",
+    ]
+    parts += _folded("Reproduce", reproduce)
+    parts.append("</body></html>")
     return "\n".join(parts)

@@ -32,10 +32,11 @@ def _code_block(code: str, language: str) -> list[str]:
 
 
 def render(model: ReportModel) -> str:
-    """The Markdown text of the report."""
+    """The Markdown text of the report: the answer first, then the verdicts, how each was
+    reached, setup, every comparison, caveats and the spec that reproduces it."""
     lines = [f"# {model.question}", "", f"## Answer ({_text(model.study)})", "", _text(model.answer), ""]
-    lines += [f"- {_text(finding)}" for finding in model.findings]
-    lines += ["", f"## Verdicts: {_text(model.verdict_title)}", "", *_table(model.verdicts)]
+    lines += [f"## Verdicts: {_text(model.verdict_title)}", "", *_table(model.verdicts)]
+    lines += ["", "## How each verdict was reached", ""] + [f"- {_text(finding)}" for finding in model.findings]
     if model.per_metric is not None:
         lines += ["", "## Each metric side by side", "", *_table(model.per_metric)]
     lines += ["", "## Setup", ""] + [f"- {_text(line)}" for line in model.setup]

@@ -22,11 +22,12 @@ class TextTable:
 
 @dataclasses.dataclass(frozen=True)
 class Figure:
-    """A titled PNG with a caption."""
+    """A titled PNG with a caption; ``section`` says where the report shows it."""
 
     title: str
     caption: str
     png: bytes
+    section: str = "evidence"  # "summary" (the answer's picture), "curves" (learning curves) or "evidence"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,14 +45,14 @@ class ReportModel:
 
     question: str
     study: str  # the study's name
-    answer: str  # one paragraph
-    findings: list[str]  # the answer's details, one sentence each
+    answer: str  # the answer in a few plain sentences
+    findings: list[str]  # how it was decided, then each comparison and diagnostic, one sentence each
     setup: list[str]
     verdict_title: str
     verdicts: TextTable  # one row per condition: its primary comparison
     per_metric: TextTable | None  # every metric with thresholds side by side; None with fewer than two
     comparisons: TextTable  # every comparison of the study
-    figures: list[Figure]
+    figures: list[Figure]  # in report order; see Figure.section
     animations: list[Animation]
     caveats: list[str]
     spec_toml: str  # what reproduces the study
@@ -70,8 +71,8 @@ def build(
     return ReportModel(
         question=text.QUESTION,
         study=analysis.name,
-        answer=text.headline(analysis),
-        findings=text.findings(analysis),
+        answer=text.answer(analysis),
+        findings=[text.verdict_summary(analysis), *text.findings(analysis)],
         setup=text.setup_lines(data, analysis),
         verdict_title=text.verdict_title(analysis),
         verdicts=TextTable(text.VERDICT_HEADER, text.verdict_rows(analysis), verdict_column=1),
@@ -82,3 +83,8 @@ def build(
         caveats=text.caveats(analysis, gifs_left_out),
         spec_toml=data.spec_toml.strip(),
     )
+
+
+def figures_in(model: ReportModel, section: str) -> list[Figure]:
+    """The model's figures shown in ``section``."""
+    return [figure for figure in model.figures if figure.section == section]

@@ -11,6 +11,8 @@ import io
 import warnings
 
 import matplotlib
+import matplotlib.lines
+import matplotlib.patches
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
@@ -189,6 +191,60 @@ def final_intervals(analysis: StudyAnalysis, metric: str) -> Figure:
     axis.set_yticks(range(len(rows)), [printable(s.condition) + ("" if s.complete else " (incomplete)") for s in rows])
     axis.invert_yaxis()
     axis.set_xlabel(f"final {metric}: IQM over runs, 95% CI")
+    axis.grid(alpha=0.25, axis="x")
+    figure.tight_layout()
+    return figure
+
+
+VERDICT_COLOURS = {"faster": "#1a7f37", "slower": "#c62828", "equivalent": "#1f5fa8", "inconclusive": "#777777"}
+
+
+def speedup_forest(analysis: StudyAnalysis, names: dict[str, str]) -> Figure | None:
+    """The answer in one picture: each condition's speed-up to the primary threshold with its
+    95% interval (log axis), coloured by its verdict, the equivalence band shaded and 1x
+    marked; conditions that never reached it sit at the left edge. ``names``: condition ->
+    its label. None without primary comparisons."""
+    rows = [analysis.primary[c.name] for c in analysis.conditions[1:] if c.name in analysis.primary]
+    if not rows:
+        return None
+    values = [c.speedup.value for c in rows if c.reached and np.isfinite(c.speedup.value) and c.speedup.value > 0]
+    ends = [v for c in rows for v in (c.speedup.low, c.speedup.high) if np.isfinite(v) and v > 0]
+    left = min([1 / (analysis.margin * 1.6), *values, *ends]) / 1.15
+    right = max([analysis.margin * 1.6, *values, *ends]) * 1.15
+    figure, axis = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.1))
+    axis.axvspan(1 / analysis.margin, analysis.margin, color=VERDICT_COLOURS["equivalent"], alpha=0.12, lw=0)
+    axis.axvline(1.0, color=BASELINE_COLOUR, linewidth=1)
+    for row, comparison in enumerate(rows):
+        colour = VERDICT_COLOURS.get(comparison.verdict, VERDICT_COLOURS["inconclusive"])
+        interval = comparison.speedup
+        if comparison.reached == 0:
+            axis.plot([left], [row], marker="<", color=colour, clip_on=False)
+            axis.text(left * 1.08, row, "never reached", va="center", fontsize=8, color=colour)
+            continue
+        if comparison.baseline_reached == 0:
+            axis.plot([right], [row], marker=">", color=colour, clip_on=False)
+            axis.text(right / 1.08, row, "only this reached it", va="center", ha="right", fontsize=8, color=colour)
+            continue
+        low = interval.low if np.isfinite(interval.low) and interval.low > 0 else left
+        high = interval.high if np.isfinite(interval.high) else right
+        axis.plot([low, high], [row, row], color=colour, linewidth=3, alpha=0.55, solid_capstyle="butt")
+        axis.plot([interval.value], [row], "o", color=colour)
+    axis.set_xscale("log")
+    axis.set_xlim(left, right)
+    ticks = [t for t in (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2, 3, 4, 6, 10) if left < t < right]
+    axis.set_xticks(ticks, [f"{t:g}x" for t in ticks])
+    axis.minorticks_off()
+    axis.set_yticks(range(len(rows)), [printable(names.get(c.condition, c.condition)) for c in rows])
+    axis.set_ylim(len(rows) - 0.5, -0.5)
+    axis.set_xlabel("speed-up: baseline's time / condition's time (> 1 is faster), 95% interval")
+    handles = [
+        matplotlib.lines.Line2D([], [], color=colour, marker="o", linewidth=3, alpha=0.8, label=verdict)
+        for verdict, colour in VERDICT_COLOURS.items()
+        if any(c.verdict == verdict for c in rows)
+    ]
+    within = f"within {analysis.margin:g}x"
+    band = matplotlib.patches.Patch(color=VERDICT_COLOURS["equivalent"], alpha=0.12, label=within)
+    axis.legend(handles=[*handles, band], fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     axis.grid(alpha=0.25, axis="x")
     figure.tight_layout()
     return figure

@@ -22,11 +22,11 @@ from regspeed.analysis import compare
 from regspeed.analysis.compare import StudyAnalysis
 from regspeed.errors import ConfigError
 from regspeed.report import evidence, html, markdown, model, terminal
-from regspeed.report.text import headline, sentence
+from regspeed.report.text import answer, sentence
 from regspeed.study import files, results
 from regspeed.study.store import Store
 
-__all__ = ["Report", "headline", "sentence", "write"]
+__all__ = ["Report", "answer", "sentence", "write"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,10 +4,12 @@ setup and the caveats, written from the analysis (and, for the setup, the study'
 from __future__ import annotations
 
 import math
+import re
 
+from regspeed.analysis import metrics
 from regspeed.analysis.compare import Comparison, Opposition, RunHealth, StudyAnalysis
 from regspeed.analysis.stats import SEEDS_GRID, VERDICTS
-from regspeed.study.results import StudyData
+from regspeed.study.results import Condition, StudyData
 
 QUESTION = "Does L1/L2 regularization make a neural network learn faster?"
 VERDICT_HEADER = ["condition", "verdict", "speed-up [95% CI]", "p (Holm)", "reached", "final [95% CI]", "P(AUC better)"]
@@ -51,6 +53,136 @@ def ratio(comparison: Comparison) -> str:
         return "inf" if math.isinf(value) else number(value, 2)
 
     return f"{number(interval.value, 2)}x [{bound(interval.low)}, {bound(interval.high)}]"
+
+
+KIND_WORDS = {
+    "none": "no regularization",
+    "l1": "L1",
+    "l2": "L2",
+    "weight_decay": "weight decay",
+    "l2_init": "L2 to the initial weights",
+    "elastic": "elastic net",
+    "dropout": "dropout",
+}
+LEVEL_WORDS = {0.25: "a quarter of", 0.5: "half of", 0.75: "three quarters of"}
+
+
+def strength_words(strength: float) -> str:
+    """A strength as people write it: ``1e-3``, ``3e-4``, ``0.1``, ``1``."""
+    if strength != 0 and abs(strength) <= 0.01:
+        mantissa, exponent = f"{strength:.2e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return f"{strength:g}"
+
+
+def _qualifiers(condition: Condition) -> str | None:
+    """The qualifiers of a name like ``l1[policy,biases]@1e-05`` (``policy,biases``; empty
+    without any), or None for a name not of that pattern."""
+    found = re.fullmatch(rf"{re.escape(condition.kind)}(?:\[([^\]]*)\])?@.*", condition.name)
+    return None if found is None else (found.group(1) or "")
+
+
+def kind_words(condition: Condition) -> str:
+    """A condition's regularizer in words, with its qualifiers (``L2 (policy)``)."""
+    qualifiers = _qualifiers(condition)
+    words = KIND_WORDS.get(condition.kind, condition.kind)
+    return f"{words} ({qualifiers.replace(',', ', ')})" if qualifiers else words
+
+
+def people_name(condition: Condition) -> str:
+    """A condition as people write it: ``L2 1e-3``, ``weight decay 0.1``, ``baseline`` (a
+    name not of the study's own pattern stays as it is)."""
+    if condition.kind == "none":
+        return "baseline"
+    if _qualifiers(condition) is None:
+        return condition.name
+    return f"{kind_words(condition)} {strength_words(condition.strength)}"
+
+
+def display_names(analysis: StudyAnalysis) -> dict[str, str]:
+    """Condition name -> how the report shows it (:func:`people_name`; a condition whose
+    people name another one shares keeps its own name)."""
+    people = {condition.name: people_name(condition) for condition in analysis.conditions}
+    counts = {label: list(people.values()).count(label) for label in people.values()}
+    return {name: label if counts[label] == 1 else name for name, label in people.items()}
+
+
+def _join(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _strengths_phrase(kind: str, chosen: list[float], tried: list[float]) -> str:
+    """Which strengths of a kind: all of them, a top range, a bottom range, or a list."""
+    if chosen == tried and len(tried) > 1:
+        return f"{kind} at every strength tried"
+    if len(chosen) > 1 and chosen == tried[-len(chosen) :]:
+        return f"{kind} from {strength_words(chosen[0])}"
+    if len(chosen) > 1 and chosen == tried[: len(chosen)]:
+        return f"{kind} up to {strength_words(chosen[-1])}"
+    return _join([f"{kind} {strength_words(strength)}" for strength in chosen])
+
+
+def _verdict_phrase(analysis: StudyAnalysis, verdict: str) -> str | None:
+    """The conditions with ``verdict``, grouped by regularizer: ``L1 from 1e-4 and L2 1e-2``."""
+    groups: dict[str, tuple[list[float], list[float]]] = {}
+    for condition in analysis.conditions[1:]:
+        comparison = analysis.primary.get(condition.name)
+        if comparison is None:
+            continue
+        chosen, tried = groups.setdefault(kind_words(condition), ([], []))
+        tried.append(condition.strength)
+        if comparison.verdict == verdict:
+            chosen.append(condition.strength)
+    if len(groups) > 1 and all(chosen == tried for chosen, tried in groups.values()):
+        return "every regularizer tried"
+    phrases = [_strengths_phrase(k, sorted(c), sorted(t)) for k, (c, t) in groups.items() if c]
+    return _join(phrases) if phrases else None
+
+
+def threshold_words(analysis: StudyAnalysis) -> str:
+    """What the primary comparisons measure, in words."""
+    first = next(iter(analysis.primary.values()))
+    levels = analysis.thresholds.get(first.metric, [])
+    where = ""
+    if first.metric in analysis.auto_thresholds and levels:
+        fraction = metrics.AUTO_LEVELS[levels.index(first.threshold)] if first.threshold in levels else None
+        if fraction in LEVEL_WORDS:
+            where = f" ({LEVEL_WORDS[fraction]} the best condition's final value)"
+    label = analysis.label(first.metric)
+    return f"the {analysis.step_unit} a run needs to reach a {label} of {first.threshold:g}{where}"
+
+
+def answer(analysis: StudyAnalysis) -> str:
+    """The answer in a few plain sentences: what made learning faster, slower, what made no
+    practical difference and what these seeds cannot tell, then what was measured."""
+    if not analysis.primary:
+        return "No thresholds were set for any metric, so learning speed was not compared."
+    subject = "the snake" if analysis.game else "the network"
+    primary = list(analysis.primary.values())
+    sentences = []
+    faster = _verdict_phrase(analysis, "faster")
+    if faster:
+        best = max(c.speedup.value for c in primary if c.verdict == "faster")
+        sentences.append(f"{faster} made {subject} learn faster (up to {best:.2g}x as fast).")
+    else:
+        sentences.append(f"No regularizer made {subject} learn faster.")
+    slower = _verdict_phrase(analysis, "slower")
+    if slower:
+        slow = [c for c in primary if c.verdict == "slower"]
+        reached = [1 / c.speedup.value - 1 for c in slow if c.reached and c.baseline_reached and c.speedup.value > 0]
+        parts = [f"up to {max(reached):.0%} more {analysis.step_unit}"] if reached else []
+        parts += ["or it never got there"] if any(c.reached == 0 for c in slow) else []
+        sentences.append(f"{slower} made it slower" + (f": {', '.join(parts)}." if parts else "."))
+    equivalent = _verdict_phrase(analysis, "equivalent")
+    if equivalent:
+        sentences.append(f"{equivalent} changed the time by less than {analysis.margin - 1:.0%}.")
+    inconclusive = _verdict_phrase(analysis, "inconclusive")
+    if inconclusive:
+        too_few = " (the paired test needs 6 or more to reach p < 0.05)" if analysis.seeds < 6 else ""
+        sentences.append(f"For {inconclusive}, {analysis.seeds} seeds cannot tell{too_few}.")
+    sentences.append(f"Learning speed here is {threshold_words(analysis)}.")
+    return " ".join(sentence[0].upper() + sentence[1:] for sentence in sentences)
 
 
 def _family_size(comparison: Comparison, analysis: StudyAnalysis) -> int:
@@ -99,8 +231,8 @@ def opposition_sentence(opposition: Opposition) -> str:
     )
 
 
-def headline(analysis: StudyAnalysis) -> str:
-    """One paragraph answering the question for this study."""
+def verdict_summary(analysis: StudyAnalysis) -> str:
+    """How the verdicts were reached and which condition got which, in one paragraph."""
     if not analysis.primary:
         return "No thresholds were set for any metric, so learning speed was not compared."
     first = next(iter(analysis.primary.values()))
@@ -156,6 +288,7 @@ def verdict_rows(analysis: StudyAnalysis) -> list[list[str]]:
     first = next(iter(analysis.primary.values()), None)
     metric = first.metric if first else next(iter(analysis.summaries), None)
     summaries = {s.condition: s for s in analysis.summaries.get(metric, [])}
+    shown = display_names(analysis)
     rows = []
     for condition in analysis.conditions:
         name = condition.name
@@ -165,7 +298,7 @@ def verdict_rows(analysis: StudyAnalysis) -> list[list[str]]:
             if summary
             else "-"
         )
-        label = name + ("" if name not in analysis.incomplete else " (incomplete)")
+        label = shown[name] + ("" if name not in analysis.incomplete else " (incomplete)")
         comparison = analysis.primary.get(name)
         if comparison is None:
             rows.append([label, "baseline", "", "", "", final, ""])
