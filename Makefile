@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: study test bench bench-store bench-known bench-learning lint clean
+.PHONY: study test bench bench-store bench-known bench-learning bench-verdicts lint clean
 
 # The main job: the default study (baseline vs l1, l2, weight decay at 3 strengths, 10 seeds;
 # about 10 minutes on 2 cores) into runs/default/. Re-running resumes it.
@@ -27,6 +27,10 @@ bench: $(VENV)/.installed-bench
 # The supervised calibration studies of examples/ and their known answers.
 bench-known: $(VENV)/.installed-base
 	$(BIN)/python benchmarks/known_results.py
+
+# The statistics calibrated by simulation (error rates, power, equivalence, power statements): ~10 minutes.
+bench-verdicts: $(VENV)/.installed-base
+	$(BIN)/python benchmarks/verdicts.py
 
 # About 6 minutes and 2.5 GB of temporary disk: the store at 10,000 runs x 1,000 points x 10 metrics.
 bench-store: $(VENV)/.installed-base
