@@ -506,3 +506,13 @@ def test_the_answer_reads_as_plain_sentences_with_people_names() -> None:
         "L1 1e-5 changed the time by less than 10%. "
         "Learning speed here is the updates a run needs to reach a the score of 1."
     )
+
+
+def test_a_run_at_its_threshold_from_the_first_point_gives_finite_ratios() -> None:
+    # time 0 (reached at the first evaluation) counts as one step: no log(0), no NaN ranks
+    ratios = stats.paired_ratios(
+        np.array([0.0, 0.0, 5.0]), np.ones(3, bool), np.array([0.0, 3.0, 0.0]), np.ones(3, bool)
+    )
+    np.testing.assert_allclose(ratios.observed, [0.0, -np.log(3.0), np.log(5.0)])
+    assert np.isfinite(ratios.low).all() and np.isfinite(ratios.high).all()
+    assert stats.paired_test(ratios, 1.1).p_difference == 1.0

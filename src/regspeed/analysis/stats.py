@@ -37,7 +37,6 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000
 ALPHA = 0.05
 POWER = 0.8
-VERDICTS = ("faster", "slower", "no detectable difference")
 
 
 def iqm(values: np.ndarray) -> float:
@@ -204,8 +203,10 @@ def paired_ratios(
 ) -> PairedRatios:
     """:class:`PairedRatios` of seed-aligned runs (``times``: the step reached, or the step up
     to which the run was observed where it did not reach the threshold)."""
-    t0, r0 = np.asarray(base_times, float), np.asarray(base_reached, bool)
-    t1, r1 = np.asarray(times, float), np.asarray(reached, bool)
+    # a run at its threshold from the first point has time 0: count it as one step, so that
+    # every ratio is finite (two such runs tie)
+    t0, r0 = np.maximum(np.asarray(base_times, float), 1.0), np.asarray(base_reached, bool)
+    t1, r1 = np.maximum(np.asarray(times, float), 1.0), np.asarray(reached, bool)
     limit = np.minimum(np.where(r0, np.inf, t0), np.where(r1, np.inf, t1))
     with np.errstate(divide="ignore", invalid="ignore"):
         observed = np.log(np.minimum(t0, limit)) - np.log(np.minimum(t1, limit))
