@@ -16,13 +16,19 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from regspeed.errors import ConfigError
 from regspeed.study import files
 from regspeed.study.store import RunRow, Store, UnreadableCheckpointError, read_checkpoint
+
+if TYPE_CHECKING:
+    import pandas
 
 FORMATS = ("csv", "npz")
 DEFAULT_SPEED_METRICS = ("score", "steps", "eval_score", "eval_steps")  # stores that do not record theirs
@@ -267,3 +273,73 @@ def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_
         raise UnreadableCheckpointError(store.folder, batch.checkpoint, f"does not fit its batch ({error})") from None
     params = jax.tree.map(lambda leaf: leaf[run.position], carry.params)
     return learner.play(setup.config, params, jax.random.key(episode_seed), max_steps)
+
+
+# ---------------------------------------------------------------------------- DataFrames (the `pandas` extra)
+
+CELL = "all"  # a study's one factor combination (studies have a single cell; factors will add more)
+FRAME_COLUMNS = ("cell", "condition", "seed", "metric", "step", "value")
+
+
+def pandas_module() -> ModuleType:
+    """pandas, imported when first needed: it is the optional ``pandas`` extra, and its absence
+    is a one-line :class:`ConfigError` saying how to install it."""
+    try:
+        import pandas
+    except ImportError:
+        raise ConfigError("pandas", "is not installed; install it with: pip install 'regspeed[pandas]'") from None
+    return pandas
+
+
+def to_pandas(source: Store | Path | str, metrics: Sequence[str] | None = None) -> pandas.DataFrame:
+    """Every recorded point of a study as a long-form DataFrame, one row per point, with the
+    columns ``cell, condition, seed, metric, step, value`` (:data:`FRAME_COLUMNS`), ordered by
+    condition (study order), seed, metric and step.
+
+    ``source`` is an open :class:`Store` or a study folder (opened read-only and closed again).
+    ``metrics`` restricts the rows to those metrics (default: every recorded one); a metric with
+    no values is a :class:`ConfigError`. ``cell`` is the study's factor combination: a study has
+    a single cell today, so it is always :data:`CELL` (``"all"``); it is there so that code
+    written now keeps working when studies get factors. Needs pandas (``pip install
+    'regspeed[pandas]'``)."""
+    pd = pandas_module()
+    if isinstance(source, Store):
+        return _points_frame(pd, source, metrics)
+    with Store.open(Path(source)) as store:
+        return _points_frame(pd, store, metrics)
+
+
+def _points_frame(pd: ModuleType, store: Store, metrics: Sequence[str] | None) -> pandas.DataFrame:
+    """:func:`to_pandas` of an open store."""
+    recorded = store.metric_names()
+    wanted = recorded if metrics is None else list(dict.fromkeys(metrics))
+    unknown = [metric for metric in wanted if metric not in recorded]
+    if unknown:
+        raise ConfigError("metric", f"no values of {unknown[0]!r}; choose among {', '.join(recorded)}")
+    runs = store.runs()  # by condition (study order), then seed
+    position = {run.run_id: index for index, run in enumerate(runs)}
+    parts = []  # per run and metric: run index, metric index, steps, values
+    for index, metric in enumerate(wanted):
+        for run_id, (run_steps, run_values) in store.curve(metric).items():
+            points = len(run_steps)
+            parts.append((np.full(points, position[run_id]), np.full(points, index), run_steps, run_values))
+    run_index, metric_index, steps, values = (_joined(parts, i, dtype) for i, dtype in enumerate(_PART_DTYPES))
+    order = np.lexsort((steps, metric_index, run_index))
+    run_index, metric_index = run_index[order], metric_index[order]
+    columns = {
+        "cell": np.full(len(order), CELL, dtype=object),
+        "condition": np.asarray([run.condition for run in runs] or [""], dtype=object)[run_index],
+        "seed": np.asarray([run.seed for run in runs] or [0], dtype=np.int64)[run_index],
+        "metric": np.asarray(wanted or [""], dtype=object)[metric_index],
+        "step": steps[order],
+        "value": values[order],
+    }
+    return pd.DataFrame(columns, columns=list(FRAME_COLUMNS))
+
+
+_PART_DTYPES = (np.int64, np.int64, np.int64, np.float64)  # run index, metric index, step, value
+
+
+def _joined(parts: list[tuple[np.ndarray, ...]], column: int, dtype: type) -> np.ndarray:
+    """One column of the parts, concatenated (empty, of ``dtype``, when there are none)."""
+    return np.concatenate([part[column] for part in parts]).astype(dtype) if parts else np.zeros(0, dtype)
