@@ -431,7 +431,7 @@ def test_study_killed_mid_batch_resumes_to_the_uninterrupted_result(reference: P
     assert "Incomplete conditions (runs still pending or running): none, l2@0.001, l2@0.01" in (
         partial.markdown_path.read_text()
     )
-    assert "none (incomplete)" in partial.html_path.read_text()
+    assert "baseline (incomplete)" in partial.html_path.read_text()
     outcome = runner.run(tiny_spec(), folder, TINY_SPEC)
     assert not outcome.already_finished
     assert store_contents(folder) == store_contents(reference)

@@ -4,6 +4,7 @@ their results."""
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,12 +49,20 @@ def study(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")] = None,
     cpus_per_batch: Annotated[float, typer.Option(help="Ray: CPUs reserved by each batch.")] = 1.0,
     gpus_per_batch: Annotated[float, typer.Option(help="Ray: GPUs reserved by each batch.")] = 0.0,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            help="Live curves: TensorBoard event files in FOLDER/tensorboard, one run per condition and seed, "
+            "written as chunks are stored (`tensorboard --logdir FOLDER`). Changes no result."
+        ),
+    ] = True,
 ) -> None:
     """Run a study (baseline vs regularizers x strengths x seeds), or resume it.
 
     Results go to a SQLite store in the study folder; re-running continues where it
     stopped and never recomputes a finished run. A sequential study runs its seeds in
-    waves, each condition until its comparison is decided.
+    waves, each condition until its comparison is decided. Every stored chunk also goes to
+    TensorBoard event files in the folder (--no-tensorboard: not).
     """
     from regspeed.study import results, runner
     from regspeed.study import spec as spec_module
@@ -67,6 +76,12 @@ def study(
     resume = "every finished chunk is stored; run the same command to resume"
     with stop_at_a_safe_point(resume) as stop_if_asked, _StudyProgress(the_spec) as progress:
 
+        def on_start(store: Any, jobs: list) -> None:
+            if jobs and tensorboard and progress.study is None:  # the first wave with work
+                hint = f"live curves: tensorboard --logdir {shlex.quote(str(folder))}"
+                console.print(terminal_text(hint), soft_wrap=True, highlight=False)
+            progress.start(store, jobs)
+
         def on_chunk(outcome: Any, runs: int) -> None:
             progress.chunk(outcome, runs)
             stop_if_asked()  # the chunk is stored: stopping here loses nothing
@@ -77,7 +92,15 @@ def study(
             return sequential.next_wave(results.load(store))
 
         outcome = runner.run(
-            the_spec, folder, text, backend, options, on_start=progress.start, on_chunk=on_chunk, next_wave=next_wave
+            the_spec,
+            folder,
+            text,
+            backend,
+            options,
+            on_start=on_start,
+            on_chunk=on_chunk,
+            next_wave=next_wave,
+            tensorboard=tensorboard,
         )
     if outcome.already_finished:
         already = f"{folder}: this study is already finished; nothing to do"

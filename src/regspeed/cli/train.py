@@ -3,6 +3,7 @@ learner registry (the same ``build`` as a study's spec)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,11 +52,19 @@ def train(
     ] = None,
     eval_every: Annotated[int, typer.Option(help="Greedy evaluation every N updates (0: never).")] = 10,
     out: Annotated[Path, typer.Option(help="Folder for curves, figure and checkpoint.")] = Path("runs/train"),
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            help="Live curves: TensorBoard event files in OUT/tensorboard/seed-N, written after every chunk "
+            "(`tensorboard --logdir OUT`)."
+        ),
+    ] = True,
 ) -> None:
     """Train an agent on Snake, several seeds at once in one compiled program.
 
     Writes curve.csv (per update), eval.csv, curve.png, config.json and checkpoint.npz (the
-    full training state) to --out.
+    full training state) to --out, and, as it trains, TensorBoard event files to
+    --out/tensorboard (a seed's earlier event files there are replaced).
     """
     import numpy as np
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -65,6 +74,7 @@ def train(
     from regspeed.learn import driver as training
     from regspeed.learn import regularizers as regs
     from regspeed.learn.learner import Request
+    from regspeed.study import live, runner
     from regspeed.study.spec import machine_memory_bytes
 
     games = {name.removeprefix("snake-"): name for name, learner in registry.LEARNERS.items() if learner.play}
@@ -118,9 +128,12 @@ def train(
     saved = f"the training state so far is in {out / 'checkpoint.npz'}"
     with (
         files.writing_into(out),
+        live.Board(out) if tensorboard else contextlib.nullcontext() as board,
         stop_at_a_safe_point(saved) as stop_if_asked,
         Progress(*columns, console=console) as progress,
     ):
+        writers = _live_writers(board, seed_list)  # before compiling: a link in the way is refused now
+        failed: set[int] = set()  # runs stopped in an earlier chunk: no more points, as in a study
         task = progress.add_task("compiling", total=updates * steps_per_update, rate="", score="-")
 
         def on_chunk(report: training.ChunkReport) -> None:
@@ -137,6 +150,11 @@ def train(
             for run, why in report.newly_failed.items():
                 progress.console.print(f"[red]seed {seed_list[run]} stopped:[/] {why}")
             checkpoint.save(out / "checkpoint.npz", report.carry)
+            if writers:
+                alive = np.asarray([run not in failed for run in range(seeds)])
+                chunk_points = (report.metrics, report.evaluations, report.updates_done, steps_per_update, alive)
+                live.write(writers, runner.chunk_curves(*chunk_points))
+            failed.update(report.newly_failed)
             stop_if_asked()  # after the checkpoint: the run's state so far is saved
 
         carry = learner.start(setup, seed_list, [strength] * seeds)
@@ -147,6 +165,16 @@ def train(
         _write_training_outputs(out, title, config, seed_list, history, run_info, shown)
     console.print(_training_table(seed_list, history, updates, steps_per_update, seconds))
     console.print(f"wrote {out}/curve.csv, curve.png, checkpoint.npz")
+
+
+def _live_writers(board: Any, seeds: list[int]) -> dict[int, Any]:
+    """Run index -> its TensorBoard writer in ``tensorboard/seed-<s>`` (none without a
+    board); each run starts afresh, so a seed's earlier event files are removed."""
+    from regspeed.study import live
+
+    if board is None:
+        return {}
+    return {run: board.writer(live.run_folder(seed), fresh=True) for run, seed in enumerate(seeds)}
 
 
 def _layer_sizes(hidden: str | None) -> tuple[int, ...] | None:

@@ -20,11 +20,19 @@
   Only a batch's latest checkpoint is kept, so an unfinished batch whose checkpoint is
   missing or unreadable restarts from scratch (its stored chunks removed in one
   transaction) with a warning; being deterministic from its seeds, it ends as it would have.
+- **Live curves.** Unless turned off (``tensorboard=False``), each chunk's stored points are
+  also appended, once its transaction has committed, to TensorBoard event files in
+  ``FOLDER/tensorboard/<condition>/seed-<s>`` (:mod:`~regspeed.study.live`). A committed chunk
+  is never recomputed, so a resumed study writes no step twice; a kill between commit and
+  write loses at most that chunk's points in TensorBoard, never in the store. Turning it off
+  changes no result: it is an argument, not part of the spec.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -46,7 +54,7 @@ from regspeed.learn import checkpoint
 from regspeed.learn import driver as training
 from regspeed.learn import regularizers as regs
 from regspeed.safe_text import printable
-from regspeed.study import files
+from regspeed.study import files, live
 from regspeed.study import spec as spec_module
 from regspeed.study import store as store_module
 from regspeed.study.spec import Spec
@@ -419,8 +427,12 @@ def _add_next_wave(spec: Spec, store: store_module.Store, next_wave: NextWave | 
     return True
 
 
-def _jobs(spec: Spec, store: store_module.Store, warn: Callable[[str], None]) -> list[BatchJob]:
-    """The unfinished batches, each from its last checkpoint (or from scratch, see :func:`_resume_point`)."""
+def _jobs(
+    spec: Spec, store: store_module.Store, warn: Callable[[str], None], board: live.Board | None = None
+) -> list[BatchJob]:
+    """The unfinished batches, each from its last checkpoint (or from scratch, see
+    :func:`_resume_point`; a batch restarting from scratch has its runs' event files on
+    ``board`` removed first)."""
     conditions = {c["name"]: c for c in store.conditions()}
     runs_by_batch: dict[int, list[store_module.RunRow]] = {}
     for run in store.runs():
@@ -431,7 +443,7 @@ def _jobs(spec: Spec, store: store_module.Store, warn: Callable[[str], None]) ->
         if batch.updates_done >= batch.total_updates:
             continue  # finished: its checkpoint is not needed (it may be gone)
         runs = sorted(runs_by_batch[batch.batch_id], key=lambda run: run.position)
-        start = _resume_point(store, batch, len(batches), warn)
+        start = _resume_point(store, batch, len(batches), warn, functools.partial(_forget_live, board, runs))
         jobs.append(
             BatchJob(
                 batch_id=batch.batch_id,
@@ -446,14 +458,19 @@ def _jobs(spec: Spec, store: store_module.Store, warn: Callable[[str], None]) ->
 
 
 def _resume_point(
-    store: store_module.Store, batch: store_module.BatchRow, batches: int, warn: Callable[[str], None]
+    store: store_module.Store,
+    batch: store_module.BatchRow,
+    batches: int,
+    warn: Callable[[str], None],
+    before_restart: Callable[[], None] = lambda: None,
 ) -> dict[str, np.ndarray] | None:
     """The checkpoint arrays an unfinished batch continues from, or None to start afresh.
 
     A missing or unreadable checkpoint cannot be replaced by an earlier one (only the latest
-    is kept), so the batch restarts from scratch: its curves and progress are removed in one
-    transaction, then the unreadable file (a crash between the two leaves it to
-    :func:`_remove_stale_checkpoints`). Its runs are deterministic from their seeds, so it
+    is kept), so the batch restarts from scratch: ``before_restart`` runs (the runs' event
+    files go: a crash after it restarts the batch again), its curves and progress are
+    removed in one transaction, then the unreadable file (a crash between the two leaves it
+    to :func:`_remove_stale_checkpoints`). Its runs are deterministic from their seeds, so it
     ends as it would have.
     """
     if batch.checkpoint is None:
@@ -469,6 +486,7 @@ def _resume_point(
                 "its stored curves are replaced as it reruns"
             )
         )
+        before_restart()
         store.restart_batch(batch.batch_id)
         path = files.checkpoint_path(store.folder, batch.checkpoint)
         if path.is_symlink() or path.is_file():
@@ -507,19 +525,32 @@ def _refuse_foreign_folder(folder: Path) -> None:
 
 def _chunk_curves(outcome: ChunkOutcome, alive: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """metric -> (positions, steps, values) of the finite values of runs alive before this chunk."""
+    return chunk_curves(outcome.metrics, outcome.evaluations, outcome.updates_done, outcome.steps_per_update, alive)
+
+
+def chunk_curves(
+    metrics: dict[str, np.ndarray],
+    evaluations: list[tuple[int, dict[str, np.ndarray]]],
+    updates_done: int,
+    steps_per_update: int,
+    alive: np.ndarray,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """What the store records of a chunk (and the live curves show): metric -> (positions,
+    steps, values) of the finite values of the runs ``alive`` before it, from its per-update
+    ``metrics`` ([runs, chunk], ending at ``updates_done``) and its ``evaluations``."""
     curves = {}
-    chunk = next(iter(outcome.metrics.values())).shape[1]
-    first = outcome.updates_done - chunk + 1
-    update_steps = (np.arange(first, outcome.updates_done + 1) * outcome.steps_per_update).astype(np.int64)
-    for name, values in outcome.metrics.items():
+    chunk = next(iter(metrics.values())).shape[1]
+    first = updates_done - chunk + 1
+    update_steps = (np.arange(first, updates_done + 1) * steps_per_update).astype(np.int64)
+    for name, values in metrics.items():
         keep = np.isfinite(values) & alive[:, None]
         positions, points = np.nonzero(keep)
         curves[name] = (positions, update_steps[points], values[positions, points].astype(np.float64))
-    for at_update, evaluation in outcome.evaluations:  # a chunk can hold two: at update 0 and at its end
+    for at_update, evaluation in evaluations:  # a chunk can hold two: at update 0 and at its end
         for name, values in evaluation.items():
             keep = np.isfinite(values) & alive
             positions = np.flatnonzero(keep)
-            steps = np.full(len(positions), at_update * outcome.steps_per_update, np.int64)
+            steps = np.full(len(positions), at_update * steps_per_update, np.int64)
             found = (positions, steps, values[positions].astype(np.float64))
             if name in curves:
                 found = tuple(np.concatenate(pair) for pair in zip(curves[name], found, strict=True))
@@ -542,6 +573,7 @@ def run(
     on_chunk: ProgressCallback | None = None,
     warn: Callable[[str], None] = _print_warning,
     next_wave: NextWave | None = None,
+    tensorboard: bool = True,
 ) -> StudyOutcome:
     """Run (or resume) a study into ``folder``; returns how it ended.
 
@@ -555,6 +587,9 @@ def run(
     has finished, it names the regularized conditions that need the next wave of seeds
     (deterministic in the finished runs, so a resumed study asks again and gets the same
     answer). ``on_start`` is called with the jobs of each wave (once for other studies).
+
+    ``tensorboard``: also write every stored chunk's points as TensorBoard event files in
+    ``folder/tensorboard`` (see the module's "Live curves"); it changes no result.
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
@@ -569,13 +604,14 @@ def run(
         files.writing_into(folder),
         store_module.locked(folder),
         _open_or_create(spec, folder, spec_text) as store,
+        live.Board(folder) if tensorboard else contextlib.nullcontext() as board,
     ):
         _remove_stale_checkpoints(store)
         source: Source = _local_outcomes if backend == "local" else _ray_outcomes
         options = backend_options or {}
-        worked = _run_wave(spec, store, source, options, on_start, on_chunk, warn)
+        worked = _run_wave(spec, store, source, options, on_start, on_chunk, warn, board)
         while _add_next_wave(spec, store, next_wave):
-            _run_wave(spec, store, source, options, on_start, on_chunk, warn)
+            _run_wave(spec, store, source, options, on_start, on_chunk, warn, board)
             worked = True
         runs = store.runs()
     return StudyOutcome(
@@ -595,19 +631,54 @@ def _run_wave(
     on_start: StartCallback | None,
     on_chunk: ProgressCallback | None,
     warn: Callable[[str], None],
+    board: live.Board | None = None,
 ) -> bool:
-    """Run every unfinished batch to its end, storing each chunk; whether there was one."""
-    jobs = _jobs(spec, store, warn)
+    """Run every unfinished batch to its end, storing each chunk (then showing it on
+    ``board``, if any); whether there was one."""
+    jobs = _jobs(spec, store, warn, board)
+    alive = {job.batch_id: _alive(store, job.batch_id) for job in jobs}
+    folders = _live_folders(store, alive) if board is not None else {}
+    if board is not None:
+        for parts in (parts for batch in folders.values() for parts in batch.values()):
+            board.prepare(parts)  # a link in the way is refused before any training
     if on_start is not None:
         on_start(store, jobs)
-    alive = {job.batch_id: _alive(store, job.batch_id) for job in jobs}
     for job in jobs:
         store.start_batch(job.batch_id)
     for outcome in source(jobs, spec.execution.chunk_updates, options):
-        _record(store, outcome, alive[outcome.batch_id])
+        curves = _record(store, outcome, alive[outcome.batch_id])
+        if board is not None:
+            _show_live(board, folders[outcome.batch_id], outcome, curves)
         if on_chunk is not None:
             on_chunk(outcome, len(alive[outcome.batch_id]))
     return bool(jobs)
+
+
+def _live_folders(store: store_module.Store, alive: dict[int, np.ndarray]) -> dict[int, dict[int, tuple[str, ...]]]:
+    """batch -> position -> run folder on the board (:func:`live.run_folder`), for the runs
+    still alive in the batches given."""
+    folders: dict[int, dict[int, tuple[str, ...]]] = {batch_id: {} for batch_id in alive}
+    for run in store.runs():
+        if run.batch in alive and alive[run.batch][run.position]:
+            folders[run.batch][run.position] = live.run_folder(run.seed, run.condition)
+    return folders
+
+
+def _show_live(
+    board: live.Board, folders: dict[int, tuple[str, ...]], outcome: ChunkOutcome, curves: live.Curves
+) -> None:
+    """Append a stored chunk's curves to its runs' event files (opened on the batch's first
+    chunk, closed after its last: one open file per run being trained)."""
+    live.write({position: board.writer(parts) for position, parts in folders.items()}, curves)
+    if outcome.updates_done >= outcome.total_updates:
+        board.close(folders.values())
+
+
+def _forget_live(board: live.Board | None, runs: list[store_module.RunRow]) -> None:
+    """Remove the event files of ``runs`` (their batch restarts from scratch)."""
+    if board is not None:
+        for run in runs:
+            board.forget(live.run_folder(run.seed, run.condition))
 
 
 def _alive(store: store_module.Store, batch_id: int) -> np.ndarray:
@@ -616,8 +687,11 @@ def _alive(store: store_module.Store, batch_id: int) -> np.ndarray:
     return np.asarray([run.status != "failed" for run in runs])
 
 
-def _record(store: store_module.Store, outcome: ChunkOutcome, alive: np.ndarray) -> None:
-    """Checkpoint file, then one transaction; then the previous checkpoint goes."""
+def _record(
+    store: store_module.Store, outcome: ChunkOutcome, alive: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Checkpoint file, then one transaction; then the previous checkpoint goes. Returns the
+    curves stored."""
     previous = next(batch.checkpoint for batch in store.batches() if batch.batch_id == outcome.batch_id)
     name = f"batch-{outcome.batch_id:04d}-update-{outcome.updates_done:07d}.npz"
     checkpoint.save(files.checkpoint_path(store.folder, name), outcome.carry)
@@ -636,3 +710,4 @@ def _record(store: store_module.Store, outcome: ChunkOutcome, alive: np.ndarray)
         alive[run] = False
     if previous is not None and previous != name:
         files.checkpoint_path(store.folder, previous).unlink(missing_ok=True)
+    return curves
