@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-import jax
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
+# One JAX compilation cache for the test session, shared with the processes the tests start
+# (kill-and-resume children, the CLI, the notebook's kernel, the installed wheel): each compiled
+# the same small programs again, most of their time. Set before JAX is imported; private to this
+# session (mkdtemp is owner-only) and removed at its end. Cached programs are the programs
+# compiled, so every number is the same with or without it.
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="regspeed-tests-jax-cache-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _COMPILATION_CACHE
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
 
-from regspeed.envs import snake
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from regspeed.envs import snake  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))  # for reference_snake
 

@@ -188,9 +188,9 @@ def test_nine_null_conditions_with_holm_keep_the_family_wise_error() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("seeds", "censored"), [(10, 0.0), (20, 0.0), (20, 0.3)])
+@pytest.mark.parametrize(("seeds", "censored"), [(20, 0.0), (20, 0.3)])  # 10 seeds: the test above
 def test_nine_null_conditions_with_holm_keep_the_family_wise_error_at_more_seeds(seeds: int, censored: float) -> None:
-    studies = 1500
+    studies = 700  # benchmarks/verdicts.py runs 2,000 a cell
     errors = _family_errors(np.random.default_rng(210 + seeds), studies, seeds, censored)
     assert errors / studies <= bound(ALPHA, studies)
 
@@ -219,7 +219,7 @@ def test_a_sequential_study_of_nine_null_conditions_keeps_the_family_wise_error(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("looks", [(5, 10, 15, 20), (10, 20, 30)])
+@pytest.mark.parametrize("looks", [(5, 10, 15, 20)])  # (10, 20): the test above; more designs in the benchmark
 def test_sequential_family_wise_error_with_more_looks(looks: tuple[int, ...]) -> None:
     studies = 500
     errors = _sequential_errors(np.random.default_rng(240 + len(looks)), studies, looks, censored=0.0)
