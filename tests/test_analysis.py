@@ -516,3 +516,25 @@ def test_a_run_at_its_threshold_from_the_first_point_gives_finite_ratios() -> No
     np.testing.assert_allclose(ratios.observed, [0.0, -np.log(3.0), np.log(5.0)])
     assert np.isfinite(ratios.low).all() and np.isfinite(ratios.high).all()
     assert stats.paired_test(ratios, 1.1).p_difference == 1.0
+
+
+def test_the_terminal_verdict_table_fits_100_columns_without_breaking_a_cell() -> None:
+    import io
+
+    from rich.console import Console
+
+    from regspeed.report import terminal, text
+    from regspeed.report.model import TextTable
+
+    long_rows = [
+        ["weight decay (policy) 1e-2", "inconclusive", "0.98x [0.96, 1.01]", "0.0088", "10/10 (2 failed)",
+         "19.2 [19, 19.3]", "0.37 [0.13, 0.64]"],
+        ["L1 1e-3 (incomplete)", "slower", "never reached", "0.018", "0/10", "0.0493 [0.034, 0.0732]", "0 [0, 0]"],
+    ]  # fmt: skip
+    model = dataclasses.replace(_model(False, False), verdicts=TextTable(text.VERDICT_HEADER, long_rows, 1))
+    out = io.StringIO()
+    Console(file=out, width=100, color_system=None).print(terminal.verdict_table(model))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 100 and "…" not in out.getvalue()
+    assert sum("weight decay (policy) 1e-2" in line for line in lines) == 1  # one line per row
+    assert sum("0.98x [0.96, 1.01]" in line for line in lines) == 1

@@ -458,8 +458,10 @@ def test_ray_backend_gives_the_same_store(reference: Path, tmp_path: Path) -> No
 @pytest.mark.slow  # the tiny study fixture: about 20 s
 def test_status_and_export(reference: Path, tmp_path: Path) -> None:
     cli = CliRunner()
-    status = cli.invoke(app, ["status", str(reference)])
+    status = cli.invoke(app, ["status", str(reference)], env={"COLUMNS": "80"})
     assert status.exit_code == 0 and "l2@0.01" in status.output
+    assert "…" not in status.output and max(len(line) for line in status.output.splitlines()) <= 80
+    assert "eval" in status.output and "score" in status.output  # a long header wraps between its words
     csv_path = tmp_path / "curves.csv"
     assert cli.invoke(app, ["export", str(reference), "--out", str(csv_path)]).exit_code == 0
     lines = csv_path.read_text().splitlines()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -276,10 +277,12 @@ def _print_summary(folder: Path, with_creation: bool = False) -> None:
     if with_creation:
         console.print(terminal_text(f"{folder}: study created {created}"), highlight=False)
     rows = progress.table(data)
-    table = Table(title=terminal_text(f"{folder}: IQM over seeds of the last 10% of the budget"))
+    table = Table(title=terminal_text(f"{folder}: IQM over seeds of the last 10% of the budget"), box=box.SIMPLE_HEAD)
     table.add_column("condition", no_wrap=True)
-    for name in ("runs done", "failed", *data.speed_metrics):
-        table.add_column(name, justify="right")
+    table.add_column("runs done", justify="right", no_wrap=True)
+    table.add_column("failed", justify="right")
+    for name in data.speed_metrics:  # headers wrap between words (eval / score), numbers never
+        table.add_column(name.replace("_", " "), justify="right", min_width=6)
     for row in rows:
         table.add_row(
             terminal_text(row.condition),
