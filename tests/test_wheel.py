@@ -94,6 +94,7 @@ def test_the_installed_wheel_is_the_regspeed_imported(installed: Installed) -> N
 
 
 def test_version_and_the_default_spec_come_from_the_wheel(installed: Installed) -> None:
+    assert installed.run("python", "-m", "regspeed", "--version").stdout.strip() == f"regspeed {__version__}"
     assert installed.run("python", "-m", "regspeed.cli", "--version").stdout.strip() == f"regspeed {__version__}"
     assert installed.run("regspeed", "--version").stdout.strip() == f"regspeed {__version__}"
     printed = installed.run("regspeed", "spec").stdout
