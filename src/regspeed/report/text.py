@@ -378,10 +378,13 @@ def sequential_line(analysis: StudyAnalysis) -> str | None:
         return None
     seeds = ", ".join(str(n) for n in looks.looks)
     spent = ", ".join(f"{a:.2g}" for a in looks.spent)
-    decided = "; ".join(f"{d.condition} {d.verdict} at {d.seeds} seeds" for d in looks.decisions.values())
+    shown = display_names(analysis)
+    decided = "; ".join(f"{shown[d.condition]} {d.verdict} at {d.seeds} seeds" for d in looks.decisions.values())
     runs = sum(health.runs for health in analysis.health.values())
     fixed = len(analysis.conditions) * looks.looks[-1]
-    still = f" Still open after look {looks.completed}: {', '.join(looks.open)}." if looks.open else ""
+    still = (
+        f" Still open after look {looks.completed}: {', '.join(shown[n] for n in looks.open)}." if looks.open else ""
+    )
     return (
         f"Sequential design: looks at {seeds} seeds per condition, alpha spent {spent} (Bonferroni over the "
         f"{len(analysis.conditions) - 1} primary comparisons). Decided: {decided or 'none yet'}.{still} "
