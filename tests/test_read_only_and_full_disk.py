@@ -21,6 +21,8 @@ from test_study import TINY_SPEC, store_contents
 
 from regspeed.study import store as store_module
 
+pytestmark = pytest.mark.slow  # the tiny study fixture (about 20 s) and a study on a full disk
+
 SIDE_FILES = tuple(store_module.DATABASE + suffix for suffix in store_module.SIDE_FILES)
 
 

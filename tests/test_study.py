@@ -380,6 +380,7 @@ def test_changed_spec_is_refused_saying_what_differs(reference: Path) -> None:
         runner.run(margin, reference, TINY_SPEC)
 
 
+@pytest.mark.slow  # the tiny study fixture: about 20 s
 def test_a_store_written_before_the_analysis_table_existed_resumes_and_reads_its_default(
     reference: Path, tmp_path: Path
 ) -> None:
