@@ -90,7 +90,8 @@ def study(
         def next_wave(store: Any) -> list[str]:
             from regspeed.analysis import sequential  # asked only by a sequential study
 
-            return sequential.next_wave(results.load(store))
+            # the decision reads the primary (a speed) metric only: not every diagnostic curve
+            return sequential.next_wave(results.load(store, results.speed_metrics(store)))
 
         outcome = runner.run(
             the_spec,
