@@ -64,20 +64,27 @@ def test_env_steps_cosine_and_annealed_learning_rate_per_update() -> None:
 
 
 @pytest.mark.slow
-def test_runs_advanced_in_groups_equal_runs_vmapped_together() -> None:
-    """Grouping is an execution choice: 3 runs advanced 2 + 1 at a time (``lax.map`` over
-    vmapped groups) end where the same 3 runs vmapped together end, to float rounding
-    (batched and single products may sum in different orders)."""
+def test_runs_learning_in_groups_equal_runs_vmapped_together() -> None:
+    """Grouping is an execution choice: 3 runs learning one at a time (the default) or 2 + 1
+    at a time (``lax.map`` over vmapped groups) end where the same 3 runs vmapped together
+    end, to float rounding (batched and single products may sum in different orders), and
+    each run where it ends alone."""
     hp = stacked(ppo.hparams(1e-3, 1e-3), ppo.hparams(3e-4, 0.0), ppo.hparams(2e-3, 1e-2))
     keys = ppo.run_keys([1, 2, 3])
-    together, together_metrics = ppo.advance_batch(TINY, ppo.init_batch(TINY, keys, hp), 2)
-    grouped_config = dataclasses.replace(TINY, runs_per_vmap=2)
-    grouped, grouped_metrics = ppo.advance_batch(grouped_config, ppo.init_batch(grouped_config, keys, hp), 2)
-    for a, b in zip(jax.tree.leaves(together.params), jax.tree.leaves(grouped.params), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(grouped_metrics["episodes"], together_metrics["episodes"])
-    assert ppo.PPOConfig().vmap_group == 1  # window observations: 36 MiB of rollout per run
-    assert TINY.vmap_group == 0  # features: all runs in one vmap
+    ends = {}
+    for runs_per_vmap in (3, 2, 0):
+        config = dataclasses.replace(TINY, runs_per_vmap=runs_per_vmap)
+        ends[runs_per_vmap] = ppo.advance_batch(config, ppo.init_batch(config, keys, hp), 2)
+    alone = ppo.advance_batch(TINY, ppo.init_batch(TINY, keys[2:], jax.tree.map(lambda x: x[2:], hp)), 2)
+    together, together_metrics = ends[3]
+    for carry, metrics in (ends[2], ends[0]):
+        for a, b in zip(jax.tree.leaves(together.params), jax.tree.leaves(carry.params), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(metrics["episodes"], together_metrics["episodes"])
+    for a, b in zip(jax.tree.leaves(ends[0][0].params), jax.tree.leaves(alone[0].params), strict=True):
+        np.testing.assert_allclose(np.asarray(a[2]), np.asarray(b[0]), rtol=1e-5, atol=1e-6)
+    assert ppo.PPOConfig().vmap_group == 1 and TINY.vmap_group == 1  # automatic: one run at a time
+    assert dataclasses.replace(TINY, runs_per_vmap=2).vmap_group == 2
 
 
 @pytest.mark.slow

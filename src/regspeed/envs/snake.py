@@ -33,6 +33,9 @@ import numpy as np
 from flax import struct
 
 from regspeed.errors import ConfigError, refuse_non_finite
+from regspeed.threefry_cpu import unroll_on_cpu
+
+unroll_on_cpu()  # every program that steps the world draws random numbers: see threefry_cpu
 
 # Headings, clockwise. DELTAS[h] is the (row, col) step of heading h; rows grow downwards.
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3

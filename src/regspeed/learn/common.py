@@ -47,6 +47,29 @@ def run_keys(seeds: list[int] | np.ndarray) -> jax.Array:
     return jnp.stack([jax.random.key(int(seed)) for seed in seeds])
 
 
+def permutation(key: jax.Array, n: int, rounds: int = 2) -> jax.Array:
+    """A random permutation of ``0 .. n - 1`` (int32): a shuffle by sorting random keys, as
+    ``jax.random.permutation`` does, with each element's position packed into the low bits
+    of its key so that XLA sorts one array of integers instead of two arrays with a
+    comparator: 10x faster on CPU, where ``jax.random.permutation`` was 13% of PPO's time.
+
+    A key's high ``32 - ceil(log2 n)`` bits are random; equal random parts keep their
+    current order, which the second round's fresh bits make as random as the first
+    round's ("rounds", as in ``jax.random.permutation``). Beyond 2^20 elements, fewer than
+    12 random bits would be left: ``jax.random.permutation`` is used instead.
+    """
+    index_bits = max(1, (n - 1).bit_length())
+    if index_bits > 20:
+        return jax.random.permutation(key, n).astype(jnp.int32)
+    low = jnp.uint32((1 << index_bits) - 1)
+    order = jnp.arange(n, dtype=jnp.int32)
+    for round_key in jax.random.split(key, rounds):
+        random_part = jax.random.bits(round_key, (n,), jnp.uint32) & ~low
+        position = jnp.sort(random_part | jnp.arange(n, dtype=jnp.uint32)) & low
+        order = order[position.astype(jnp.int32)]
+    return order
+
+
 def episode_metrics(done: jax.Array, score: jax.Array, length: jax.Array, steps: jax.Array) -> Metrics:
     """Statistics of the training episodes that ended (``done``) during an update (NaN if none)."""
     count = done.sum()
@@ -115,7 +138,7 @@ def compiled(
     init: Callable[[Any, jax.Array, Any], Any],
     advance: Callable[[Any, Any, int], tuple[Any, Metrics]],
     evaluate: Callable[[Any, Any], Metrics],
-    vmap_group: Callable[[Any], int] = lambda config: 0,
+    advance_runs: Callable[[Any, Any, int], tuple[Any, Metrics]] | None = None,
 ) -> tuple[Callable, Callable, Callable]:
     """A trainer's batched, compiled entry points ``(init_batch, advance_batch,
     evaluate_batch)`` from its per-run ``init(config, key, hparams)``,
@@ -124,9 +147,9 @@ def compiled(
     ``init_batch`` initialises runs one after another (``lax.map``), not vmapped: with 20
     or more runs, batched QR decompositions (orthogonal initialisation) deadlock jaxlib
     0.10.2's CPU LAPACK thread pool; it is a one-off cost of about a second.
-    ``advance_batch`` vmaps over runs, or over groups of ``vmap_group(config)`` runs one
-    group after another (``lax.map``; 0 means all runs in one group), and reuses the input
-    carry's buffers (donated).
+    ``advance_batch`` vmaps ``advance`` over runs, or calls the trainer's own
+    ``advance_runs(config, carry, n)`` for a batch of runs when it has one (PPO: rollouts
+    vmapped, learning one run after another), and reuses the input carry's buffers (donated).
     """
 
     @functools.partial(jax.jit, static_argnums=0)
@@ -136,12 +159,10 @@ def compiled(
 
     @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
     def advance_batch(config: Any, carry: Any, n_updates: int) -> tuple[Any, Metrics]:
-        """``advance`` vmapped over runs (in groups when the config asks for it)."""
-        runs = jax.tree.leaves(carry)[0].shape[0]
-        group = vmap_group(config)
-        if not group or group >= runs:
-            return jax.vmap(lambda c: advance(config, c, n_updates))(carry)
-        return jax.lax.map(lambda c: advance(config, c, n_updates), carry, batch_size=group)
+        """``advance`` of every run (a leading run axis on the carry and the metrics)."""
+        if advance_runs is not None:
+            return advance_runs(config, carry, n_updates)
+        return jax.vmap(lambda c: advance(config, c, n_updates))(carry)
 
     @functools.partial(jax.jit, static_argnums=0)
     def evaluate_batch(config: Any, carry: Any) -> Metrics:

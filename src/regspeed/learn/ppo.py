@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import flax.struct
@@ -72,12 +71,18 @@ class PPOConfig:
     total_updates: int = 1000  # the horizon of the learning-rate annealing
     eval_episodes: int = 32  # greedy evaluation: episodes, each at most eval_max_steps long
     eval_max_steps: int = 500
-    runs_per_vmap: int = 0  # runs of a batch advanced in one vmap; 0: automatic (see vmap_group)
+    runs_per_vmap: int = 0  # runs of a batch that learn in one vmap; 0: automatic (see vmap_group)
 
     def __post_init__(self) -> None:
         refuse_non_finite(self)
         for name in (
-            "num_envs", "rollout_steps", "epochs", "minibatches", "total_updates", "eval_episodes", "eval_max_steps"
+            "num_envs",
+            "rollout_steps",
+            "epochs",
+            "minibatches",
+            "total_updates",
+            "eval_episodes",
+            "eval_max_steps",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -106,19 +111,16 @@ class PPOConfig:
 
     @property
     def vmap_group(self) -> int:
-        """Runs advanced together in one vmap, the groups one after another (0: all at once).
+        """Runs of a batch that learn together in one vmap, the groups one after another (0:
+        all at once); their rollouts are always vmapped together (see :func:`update_runs`).
 
-        Automatic (``runs_per_vmap = 0``): one run at a time when a run's rollout
-        observations exceed 16 MiB, else all at once. Learning is bound by moving those
-        observations (minibatch gathers, the first layer's products) once they no longer
-        fit in cache: with the default ``window`` observation (36 MiB per run) 8 vmapped
-        runs were 0.73-0.86x as fast in aggregate as one, 8 runs one after another 1.02x;
-        with ``features`` (0.4 MiB) vmapping gains (measured, README "Training speed").
+        Automatic (``runs_per_vmap = 0``): one run at a time. XLA:CPU runs the products of
+        vmapped runs as batched matrix products, which were 2.5x slower than the same
+        products one run after another (8 runs of the 128 x 128 MLP's forward and
+        backward passes on 2,048 rows: 56 against 138 GFLOP/s), and with the ``window``
+        observation the vmapped minibatch gathers were 3x slower (README "Training speed").
         """
-        if self.runs_per_vmap:
-            return self.runs_per_vmap
-        rollout_bytes = 4 * self.batch_size * math.prod(self.env.observation_shape)
-        return 1 if rollout_bytes > 16 * 2**20 else 0
+        return self.runs_per_vmap or 1
 
 
 @flax.struct.dataclass
@@ -307,7 +309,7 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
     def epoch(state: tuple, _: None) -> tuple[tuple, Metrics]:
         params, opt_state, key = state
         key, shuffle_key = jax.random.split(key)
-        order = jax.random.permutation(shuffle_key, config.batch_size).reshape(config.minibatches, -1)
+        order = common.permutation(shuffle_key, config.batch_size).reshape(config.minibatches, -1)
         return jax.lax.scan(minibatch_step, (params, opt_state, key), order)
 
     (params, opt_state, key), parts = jax.lax.scan(
@@ -320,9 +322,8 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
     return carry.replace(params=params, opt_state=opt_state, key=key), metrics
 
 
-def update(config: PPOConfig, carry: Carry) -> tuple[Carry, Metrics]:
-    """One PPO update: a rollout of ``rollout_steps`` in every environment, then learning."""
-    carry, transitions = _rollout(config, carry)
+def _after_rollout(config: PPOConfig, carry: Carry, transitions: _Transition) -> tuple[Carry, Metrics]:
+    """The rest of an update once its rollout is in: episode statistics, then learning."""
     episode = common.episode_metrics(
         transitions.done, transitions.episode_score, transitions.episode_length, transitions.episode_steps
     )
@@ -335,9 +336,33 @@ def update(config: PPOConfig, carry: Carry) -> tuple[Carry, Metrics]:
     }
 
 
+def update(config: PPOConfig, carry: Carry) -> tuple[Carry, Metrics]:
+    """One PPO update: a rollout of ``rollout_steps`` in every environment, then learning."""
+    carry, transitions = _rollout(config, carry)
+    return _after_rollout(config, carry, transitions)
+
+
 def advance(config: PPOConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
     """``n_updates`` PPO updates; metrics have a leading axis of length ``n_updates``."""
     return jax.lax.scan(lambda c, _: update(config, c), carry, None, length=n_updates)
+
+
+def update_runs(config: PPOConfig, carry: Carry) -> tuple[Carry, Metrics]:
+    """One PPO update of a batch of runs (a leading run axis): the rollouts of every run
+    vmapped together, then learning in groups of :attr:`PPOConfig.vmap_group` runs, one group
+    after another. Each run's numbers are :func:`update`'s, to float rounding."""
+    carry, transitions = jax.vmap(lambda c: _rollout(config, c))(carry)
+    runs = jax.tree.leaves(carry)[0].shape[0]
+    group = config.vmap_group
+    if not group or group >= runs:
+        return jax.vmap(lambda c, t: _after_rollout(config, c, t))(carry, transitions)
+    return jax.lax.map(lambda ct: _after_rollout(config, *ct), (carry, transitions), batch_size=group)
+
+
+def advance_runs(config: PPOConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
+    """:func:`advance` of a batch of runs (:func:`update_runs`); metrics are ``[runs, n_updates]``."""
+    carry, metrics = jax.lax.scan(lambda c, _: update_runs(config, c), carry, None, length=n_updates)
+    return carry, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), metrics)
 
 
 def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
@@ -353,9 +378,7 @@ def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
 # ----------------------------------------------------------------- batched, compiled
 
 
-init_batch, advance_batch, evaluate_batch = common.compiled(
-    init, advance, evaluate, vmap_group=lambda config: config.vmap_group
-)
+init_batch, advance_batch, evaluate_batch = common.compiled(init, advance, evaluate, advance_runs=advance_runs)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
