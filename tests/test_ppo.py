@@ -9,11 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 import tiny
 from conftest import leaves_equal
 
 from regspeed.errors import ConfigError
-from regspeed.learn import checkpoint, nets, ppo, registry
+from regspeed.learn import checkpoint, common, nets, ppo, registry
 from regspeed.learn import driver as training
 from regspeed.learn import regularizers as regs
 
@@ -136,3 +137,23 @@ def test_checkpoint_refuses_another_configuration_and_never_leaves_a_partial_fil
         checkpoint.save(path, carry)
     assert leaves_equal(checkpoint.load(path, carry), carry)  # the previous checkpoint is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["carry.npz"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 1000, 8192, 2**20 + 1])
+def test_minibatch_shuffle_is_a_permutation(n: int) -> None:
+    orders = jax.jit(jax.vmap(lambda key: common.permutation(key, n)))(jax.random.split(jax.random.key(n), 3))
+    for order in np.asarray(orders):
+        np.testing.assert_array_equal(np.sort(order), np.arange(n))
+
+
+def test_minibatch_shuffle_is_uniform() -> None:
+    """Every ordering of 4 elements equally often, and every element equally often at every
+    position of 12 (chi-square tests over 24,000 shuffles)."""
+    keys = jax.random.split(jax.random.key(0), 24_000)
+    small = np.asarray(jax.jit(jax.vmap(lambda key: common.permutation(key, 4)))(keys))
+    _, counts = np.unique(small @ (4 ** np.arange(4)), return_counts=True)
+    assert len(counts) == 24 and scipy.stats.chisquare(counts).pvalue > 1e-3
+    orders = np.asarray(jax.jit(jax.vmap(lambda key: common.permutation(key, 12)))(keys))
+    where = np.zeros((12, 12))
+    np.add.at(where, (np.broadcast_to(np.arange(12), orders.shape), orders), 1)
+    assert scipy.stats.chisquare(where.ravel()).pvalue > 1e-3
