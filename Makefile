@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: study test bench bench-store bench-known bench-learning bench-verdicts lint clean
+.PHONY: study test bench bench-gpu bench-store bench-known bench-learning bench-verdicts lint clean
 
 # The main job: the default study (baseline vs l1, l2, weight decay at 3 strengths, 10 seeds;
 # about 10 minutes on 2 cores) into runs/default/. Re-running resumes it.
@@ -22,7 +22,12 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py --observation features
 	$(BIN)/python benchmarks/dqn_throughput.py
+	$(BIN)/python benchmarks/study_throughput.py --overhead
 	$(BIN)/python benchmarks/study_throughput.py
+
+# On a CUDA machine: PPO and DQN with 1 to 512 runs in one program (installs the `cuda` extra).
+bench-gpu: $(VENV)/.installed-cuda
+	$(BIN)/python benchmarks/gpu_throughput.py
 
 # The supervised calibration studies of examples/ and their known answers.
 bench-known: $(VENV)/.installed-base
@@ -67,6 +72,10 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	# torch 2.13.0 is the CPU build on this project's machines (the plain name would fetch a CUDA build)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0' -e '.[dev,ray,bench]'
 	touch $@ $(VENV)/.installed-dev $(VENV)/.installed-base
+
+$(VENV)/.installed-cuda: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[cuda]'
+	touch $@ $(VENV)/.installed-base
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

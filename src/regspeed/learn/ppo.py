@@ -114,13 +114,14 @@ class PPOConfig:
         """Runs of a batch that learn together in one vmap, the groups one after another (0:
         all at once); their rollouts are always vmapped together (see :func:`update_runs`).
 
-        Automatic (``runs_per_vmap = 0``): one run at a time. XLA:CPU runs the products of
-        vmapped runs as batched matrix products, which were 2.5x slower than the same
-        products one run after another (8 runs of the 128 x 128 MLP's forward and
-        backward passes on 2,048 rows: 56 against 138 GFLOP/s), and with the ``window``
-        observation the vmapped minibatch gathers were 3x slower (README "Training speed").
+        Automatic (``runs_per_vmap = 0``): on a CPU one run at a time, elsewhere all at once.
+        XLA:CPU runs the products of vmapped runs as batched matrix products, which were
+        2.5x slower than the same products one run after another (8 runs of the 128 x 128
+        MLP's forward and backward passes on 2,048 rows: 56 against 138 GFLOP/s), and with
+        the ``window`` observation the vmapped minibatch gathers were 3x slower (README
+        "Training speed"); a GPU needs the batch to be busy.
         """
-        return self.runs_per_vmap or 1
+        return self.runs_per_vmap or (1 if jax.default_backend() == "cpu" else 0)
 
 
 @flax.struct.dataclass
