@@ -1,11 +1,12 @@
 """Store scale: writing and reading ``--runs`` runs x ``--points`` points x ``--metrics`` metrics.
 
 Writes go through the runner's path (:meth:`Store.record_chunk`: one transaction per
-chunk of a batch), with batches of ``--batch`` runs and chunks of ``--chunk`` points.
-Reads: one metric of every run (``Store.curve``), the same as per-condition arrays
-(``results.curves``), a study's data as the analysis reads it (``results.load`` of one
-metric), and the whole study as CSV (``results.export``). Prints times, rows per second
-and the file size.
+chunk of a batch), with batches of ``--batch`` runs and chunks of ``--chunk`` points; the
+values are float32 numbers (as JAX gives them to the runner) in float64 arrays, the steps
+evenly spaced. Reads: one metric of every run (``Store.curve``), the same as per-condition
+arrays (``results.curves``), a study's data as the analysis reads it (``results.load`` of
+one metric), and the whole study as CSV (``results.export``). Prints times, values per
+second, the file's size and bytes per value, and the process's peak memory (RSS).
 
     .venv/bin/python benchmarks/store_io.py                      # 10,000 x 1,000 x 10
     .venv/bin/python benchmarks/store_io.py --runs 1000          # a tenth of it
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +44,7 @@ def create(folder: Path, runs: int, batch: int, points: int) -> store_module.Sto
 
 
 def write(store: store_module.Store, runs: int, batch: int, points: int, metrics: int, chunk: int) -> int:
-    """Record every chunk of every batch; returns the number of rows written."""
+    """Record every chunk of every batch; returns the number of values written."""
     rng = np.random.default_rng(0)
     rows = 0
     for first in range(0, runs, batch):
@@ -49,7 +52,10 @@ def write(store: store_module.Store, runs: int, batch: int, points: int, metrics
         for done in range(chunk, points + 1, chunk):
             positions = np.repeat(np.arange(size), chunk)
             steps = np.tile(np.arange(done - chunk + 1, done + 1) * 1000, size)
-            curves = {f"metric_{m}": (positions, steps, rng.random(size * chunk)) for m in range(metrics)}
+            curves = {
+                f"metric_{m}": (positions, steps, rng.random(size * chunk, np.float32).astype(np.float64))
+                for m in range(metrics)
+            }
             live = list(range(size))
             name = f"batch-{first // batch:04d}-update-{done:07d}.npz"  # our checkpoint names (checked on read)
             store.record_chunk(first // batch, done, curves, live, {}, name, 1.0, done == points)
@@ -68,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     table = Table(title=f"Store: {args.runs:,} runs x {args.points:,} points x {args.metrics} metrics")
-    for name in ("operation", "seconds", "rows/s", "size"):
+    for name in ("operation", "seconds", "values/s", "size"):
         table.add_column(name, justify="right")
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
@@ -80,7 +86,7 @@ def main() -> None:
         store.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         size = (folder / store_module.DATABASE).stat().st_size
         table.add_row("write (record_chunk)", f"{seconds:.1f}", f"{rows / seconds:,.0f}", f"{size / 2**30:.2f} GiB")
-        table.add_row("bytes per value", "", "", f"{size / rows:.1f} B")
+        table.add_row("bytes per value", "", "", f"{size / rows:.2f} B")
         per_metric = rows // args.metrics
         with console.status("reading..."):
             start = time.perf_counter()
@@ -99,8 +105,13 @@ def main() -> None:
             start = time.perf_counter()
             results.export(store, folder / "all.csv", "csv")
             seconds = time.perf_counter() - start
-            table.add_row("export everything to CSV", f"{seconds:.1f}", f"{rows / seconds:,.0f}", "")
+            csv_size = (folder / "all.csv").stat().st_size
+            table.add_row(
+                "export everything to CSV", f"{seconds:.1f}", f"{rows / seconds:,.0f}", f"{csv_size / 2**30:.2f} GiB"
+            )
         store.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    table.add_row("peak memory (RSS)", "", "", f"{peak / 2**30:.2f} GiB")
     console.print(table)
 
 

@@ -1,7 +1,9 @@
 """Damaged studies: a missing or unreadable checkpoint costs only what needs it (a GIF, or the
 progress of an unfinished batch, which restarts from scratch), never the curves; a damaged
-``study.sqlite`` is refused as damaged (SQLite's quick_check, and a SHA-256 per stored chunk
-of curve rows) instead of being computed from; stores of format 2 (no checksums) still read."""
+``study.sqlite`` is refused as damaged (SQLite's quick_check, and a SHA-256 per stored block
+of curves) instead of being computed from; stores of formats 2 (no checksums) and 3 (long
+form) still read, and are rewritten as format 4 when they resume (tests/test_store_format.py
+has every kind of damage to a block, and the formats in detail)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 from click.testing import Result
 from conftest import batch_zero_updates, kill_mid_batch
+from test_store_format import CHECKSUM_DAMAGE, change_block, to_long_form
 from test_study import TINY_SPEC, checkpoints, store_contents, tiny_spec
 from typer.testing import CliRunner
 
@@ -70,10 +73,11 @@ def status_rows(output: str) -> list[str]:
 
 
 def chunk_digests(folder: Path) -> list[tuple]:
+    """The checksum of every block (a chunk of a batch and a metric), with its key."""
     with contextlib.closing(sqlite3.connect(folder / store_module.DATABASE)) as connection:
         return connection.execute(
-            "SELECT batch_id, updates_done, metrics.name, first_step, last_step, rows, sha256 "
-            "FROM chunks JOIN metrics USING (metric_id) ORDER BY batch_id, updates_done, metrics.name"
+            "SELECT batch_id, updates_done, metrics.name, count, encoding, sha256 "
+            "FROM blocks JOIN metrics USING (metric_id) ORDER BY batch_id, updates_done, metrics.name"
         ).fetchall()
 
 
@@ -114,7 +118,7 @@ def intact(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 def synthetic_store(folder: Path) -> Path:
     """A store of two runs in one batch, written through the runner's path (two chunks, step 0
-    evaluated in the first, and a -0.0 that SQLite reads back as 0.0)."""
+    evaluated in the first, and a -0.0, which reads back as -0.0)."""
     meta = {"spec_json": json.dumps({"name": "synthetic"}), "speed_metrics": json.dumps(["score"])}
     runs = [store_module.PlannedRun("none", seed, 0, seed) for seed in (0, 1)]
     with store_module.Store.create(folder, meta, [("none", "none", 0.0, "{}")], [(["none"], 8)], runs) as store:
@@ -138,27 +142,17 @@ def test_checksums_accept_what_was_written(tmp_path: Path) -> None:
         exported = results.export(store, tmp_path / "curves.csv", "csv")
     score = data.curves_of("score")["none"]
     np.testing.assert_array_equal(score.steps, np.arange(1, 9) * 10)
-    assert score.values[0, 1] == 0.0 and np.isfinite(score.values).all()
+    assert score.values[0, 1] == 0.0 and np.signbit(score.values[0, 1]) and np.isfinite(score.values).all()
     assert len(exported.read_text().splitlines()) == 1 + 2 * 8 * 2 + 4
     assert len(chunk_digests(folder)) == 5  # per chunk, one per metric it recorded
 
 
 @pytest.mark.parametrize(
-    "tampering",
-    [
-        "UPDATE curves SET value = value + 1e-9 WHERE run_id = 2 AND step = 30",
-        "DELETE FROM curves WHERE run_id = 1 AND step = 80",
-        "INSERT INTO curves SELECT metric_id, run_id, 45, value FROM curves WHERE run_id = 1 AND step = 50",
-        "INSERT INTO curves SELECT metric_id, run_id, 90, value FROM curves WHERE run_id = 1 AND step = 80",
-        "DELETE FROM curves WHERE run_id = 2 AND step = 10; UPDATE curves SET run_id = 2 WHERE step = 10",
-        "UPDATE chunks SET sha256 = zeroblob(32) WHERE updates_done = 8",
-        "DELETE FROM chunks WHERE updates_done = 4",
-    ],
-    ids=["value", "deleted-row", "added-row", "row-after-the-last-chunk", "row-moved", "checksum", "chunk"],
+    "tampering", ["a-value", "a-value-removed", "a-value-added", "a-run", "moved-in-the-batch", "the-checksum"]
 )
 def test_curve_rows_that_do_not_match_their_chunk_are_damaged(tmp_path: Path, tampering: str) -> None:
     folder = synthetic_store(tmp_path / "study")
-    sql(folder, *tampering.split("; "))
+    change_block(folder, CHECKSUM_DAMAGE[tampering])  # the score block of update 8
     with store_module.Store.open(folder) as store:
         with pytest.raises(ConfigError, match=r"^study: .* is damaged: .*chunk"):
             results.load(store, ("score", "loss", "eval"))
@@ -168,26 +162,27 @@ def test_curve_rows_that_do_not_match_their_chunk_are_damaged(tmp_path: Path, ta
     assert not target.exists() and not target.with_name("curves.csv.partial").exists()
 
 
-def test_a_format_2_store_reads_and_resumes_without_checksums(tmp_path: Path) -> None:
+def test_a_format_2_store_reads_and_is_rewritten_with_checksums_when_it_resumes(tmp_path: Path) -> None:
     folder = synthetic_store(tmp_path)
     with store_module.Store.open(folder) as store:
         written = results.load(store, ("score",)).curves_of("score")["none"]
-    sql(folder, "DROP TABLE chunks", "UPDATE meta SET value = '2' WHERE key = 'format_version'")
+    to_long_form(folder, 2)
     with store_module.Store.open(folder) as store:
         assert not store.checksummed
         read = results.load(store, ("score",)).curves_of("score")["none"]
     np.testing.assert_array_equal(read.values, written.values)
-    with store_module.Store.open(folder, writable=True) as store:  # a resumed format-2 study writes on without them
+    with store_module.Store.open(folder, writable=True) as store:  # a resumed format-2 study: format 4 from now on
         store.restart_batch(0)
         curves = {"score": (np.array([0, 1]), np.array([10, 10]), np.array([1.0, 2.0]))}
         store.record_chunk(0, 1, curves, [0, 1], {}, "batch-0000-update-0000001.npz", 1.0, finished=False)
     with store_module.Store.open(folder) as store:
-        assert store.meta()["format_version"] == "2" and not store.checksummed
+        assert store.meta()["format_version"] == "4" and store.checksummed
         assert store.curve("score")[1][1].tolist() == [1.0]
 
 
 def test_a_format_3_store_without_its_checksums_is_refused(tmp_path: Path) -> None:
     folder = synthetic_store(tmp_path)
+    to_long_form(folder, 3)
     sql(folder, "DROP TABLE chunks")
     with pytest.raises(ConfigError, match=r"not a regspeed study store \(it has no chunks table\)"):
         store_module.Store.open(folder)
@@ -275,14 +270,15 @@ def test_a_killed_study_whose_checkpoint_was_deleted_restarts_that_batch(
     assert checkpoints(folder).keys() == checkpoints(tiny_study).keys()
 
 
-def _unfinish_batch_zero(study: Path, checksummed: bool) -> str:
+def _unfinish_batch_zero(study: Path, format_version: int) -> str:
     """Batch 0 stopped at update 116 of 120 (as a crash would leave it); returns its checkpoint's name."""
     name = "batch-0000-update-0000116.npz"
     in_batch = "run_id IN (SELECT run_id FROM runs WHERE batch_id = 0)"
     sql(
         study,
-        f"DELETE FROM curves WHERE {in_batch} AND step > 116 * 128",
-        *(["DELETE FROM chunks WHERE batch_id = 0 AND updates_done > 116"] if checksummed else []),
+        *(["DELETE FROM blocks WHERE batch_id = 0 AND updates_done > 116"] if format_version == 4 else []),
+        *([f"DELETE FROM curves WHERE {in_batch} AND step > 116 * 128"] if format_version < 4 else []),
+        *(["DELETE FROM chunks WHERE batch_id = 0 AND updates_done > 116"] if format_version == 3 else []),
         "UPDATE runs SET status = 'running', updates_done = 116, finished = NULL WHERE batch_id = 0",
         f"UPDATE batches SET updates_done = 116, checkpoint = '{name}' WHERE batch_id = 0",
     )
@@ -291,18 +287,14 @@ def _unfinish_batch_zero(study: Path, checksummed: bool) -> str:
     return name
 
 
-def _to_format_2(study: Path) -> None:
-    sql(study, "DROP TABLE chunks", "UPDATE meta SET value = '2' WHERE key = 'format_version'")
-
-
 @pytest.mark.slow  # trains one batch of the tiny study
-@pytest.mark.parametrize(("how", "format_version"), [("random-bytes", 3), ("truncated", 2)])
+@pytest.mark.parametrize(("how", "format_version"), [("random-bytes", 4), ("random-bytes", 3), ("truncated", 2)])
 def test_an_unfinished_batch_with_an_unreadable_checkpoint_restarts_from_scratch(
     study: Path, tiny_study: Path, intact: dict[str, object], how: str, format_version: int
 ) -> None:
-    if format_version == 2:
-        _to_format_2(study)
-    name = _unfinish_batch_zero(study, checksummed=format_version == 3)
+    if format_version < 4:  # as an earlier regspeed left it: it resumes as format 4
+        to_long_form(study, format_version)
+    name = _unfinish_batch_zero(study, format_version)
     CHECKPOINT_DAMAGE[how](study / "checkpoints" / name)
     warned: list[str] = []
     outcome = runner.run(tiny_spec(), study, TINY_SPEC, warn=warned.append)
@@ -314,9 +306,8 @@ def test_an_unfinished_batch_with_an_unreadable_checkpoint_restarts_from_scratch
     assert invoke("export", study).exit_code == 0
     assert (study / "curves.csv").read_bytes() == intact["csv"]
     with store_module.Store.open(study) as store:
-        assert store.meta()["format_version"] == str(format_version)
-        assert store.checksummed == (format_version == 3)
-    if format_version == 3:
+        assert store.meta()["format_version"] == "4" and store.checksummed
+    if format_version > 2:  # format 2 did not know its chunks: each batch's curves were one block per metric
         assert chunk_digests(study) == chunk_digests(tiny_study)
 
 
@@ -324,31 +315,30 @@ def test_an_unfinished_batch_with_an_unreadable_checkpoint_restarts_from_scratch
 
 
 def _a_stored_score(database: Path) -> int:
-    """The offset of the first stored ``score`` value that occurs once in the file, as its
-    8-byte big-endian double (SQLite's REAL)."""
+    """The offset in the file of the first value of a ``score`` block whose values occur once
+    in the file (as stored: float32, little-endian)."""
     content = database.read_bytes()
     with contextlib.closing(sqlite3.connect(database)) as connection:
-        values = connection.execute(
-            "SELECT value FROM curves JOIN metrics USING (metric_id) WHERE name = 'score' "
-            "AND value != CAST(value AS INTEGER) ORDER BY run_id, step"
+        blobs = connection.execute(
+            "SELECT vals FROM blocks JOIN metrics USING (metric_id) WHERE name = 'score' "
+            "ORDER BY batch_id, updates_done"
         ).fetchall()
-    for (value,) in values:
-        packed = struct.pack(">d", value)
-        if content.count(packed) == 1:
-            return content.index(packed)
-    raise AssertionError("no score value occurs once in the store")
+    for (values,) in blobs:
+        if content.count(values) == 1:
+            return content.index(values)
+    raise AssertionError("no score block occurs once in the store")
 
 
-def _curve_pages(database: Path) -> list[int]:
-    """Offsets of the middle of curve leaf pages more than half full (their second half is
-    cells), at a quarter, a half and three quarters of the table."""
+def _curve_pages(database: Path, table: str = "blocks") -> list[int]:
+    """Offsets of the middle of the curves' leaf pages more than half full (their second half
+    is cells), at a quarter, a half and three quarters of the table."""
     with contextlib.closing(sqlite3.connect(database)) as connection:
         page_size = connection.execute("PRAGMA page_size").fetchone()[0]
         try:
             pages = [
                 p
                 for (p,) in connection.execute(
-                    "SELECT pageno FROM dbstat WHERE name = 'curves' AND pagetype = 'leaf' ORDER BY pageno"
+                    "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno", (table,)
                 )
             ]
         except sqlite3.OperationalError:
@@ -367,7 +357,7 @@ def _damage_the_store(database: Path, where: str) -> None:
     """512 random bytes around a stored score value or in the middle of a curve page, or one
     flipped bit of a stored score value (which leaves every page well formed)."""
     if where == "a-bit-of-a-score":
-        offset = _a_stored_score(database) + 7  # the least significant byte of the double
+        offset = _a_stored_score(database)  # the least significant byte of the float32
         with open(database, "r+b") as file:
             file.seek(offset)
             byte = file.read(1)[0]
@@ -405,7 +395,7 @@ def test_damage_to_the_store_is_refused_as_damaged(study: Path, intact: dict[str
 
 @pytest.mark.slow  # the tiny study fixture, and a report
 def test_a_format_2_study_still_reads(study: Path, intact: dict[str, object]) -> None:
-    _to_format_2(study)
+    to_long_form(study, 2)
     status = invoke("status", study)
     assert status.exit_code == 0 and status_rows(status.output) == intact["status"], status.output
     assert invoke("export", study).exit_code == 0
@@ -413,5 +403,5 @@ def test_a_format_2_study_still_reads(study: Path, intact: dict[str, object]) ->
     report = invoke("report", study)
     assert report.exit_code == 0, report.output
     assert (study / "summary.md").read_text() == intact["summary"]
-    damage(study / store_module.DATABASE, _curve_pages(study / store_module.DATABASE)[1], seed=1)
+    damage(study / store_module.DATABASE, _curve_pages(study / store_module.DATABASE, "curves")[1], seed=1)
     refused_as_damaged(invoke("export", study))  # SQLite's check still guards it

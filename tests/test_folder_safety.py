@@ -229,10 +229,9 @@ def _name_leading_out(study: Path, kind: str) -> tuple[Path, str]:
 
 def _unfinish_batch_zero(study: Path, checkpoint_name: str) -> None:
     """Batch 0 stopped at update 116 of 120, its checkpoint named ``checkpoint_name``."""
-    in_batch = "run_id IN (SELECT run_id FROM runs WHERE batch_id = 0)"
     sql(
         study,
-        f"DELETE FROM curves WHERE {in_batch} AND step > 116 * 128",
+        "DELETE FROM blocks WHERE batch_id = 0 AND updates_done > 116",
         "UPDATE runs SET status = 'running', updates_done = 116 WHERE batch_id = 0",
         f"UPDATE batches SET updates_done = 116, checkpoint = '{checkpoint_name}' WHERE batch_id = 0",
     )
@@ -277,10 +276,9 @@ def test_study_refuses_a_folder_that_is_not_a_study(tmp_path: Path, spec_file: P
 def test_resuming_deletes_only_our_own_stale_checkpoints(
     study: Path, tiny_study: Path, outside: Path, spec_file: Path
 ) -> None:
-    in_batch = "run_id IN (SELECT run_id FROM runs WHERE batch_id = 0)"
     sql(
         study,
-        f"DELETE FROM curves WHERE {in_batch}",
+        "DELETE FROM blocks WHERE batch_id = 0",
         "UPDATE runs SET status = 'pending', updates_done = 0, wall_seconds = 0, started = NULL, finished = NULL "
         "WHERE batch_id = 0",
         "UPDATE batches SET updates_done = 0, checkpoint = NULL WHERE batch_id = 0",

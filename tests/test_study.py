@@ -59,20 +59,25 @@ def tiny_spec() -> spec_module.Spec:
 
 
 def store_contents(folder: Path) -> dict[str, list[tuple]]:
-    """Everything a study computed, without timings: runs, batches, curves."""
+    """Everything a study computed, without timings: runs, batches, curves (``(run, metric,
+    step, value)`` by run, metric and step, read through the store whatever its format)."""
     with sqlite3.connect(folder / store_module.DATABASE) as connection:
-        return {
+        contents = {
             "runs": connection.execute(
                 "SELECT condition_id, seed, batch_id, position, status, updates_done, error FROM runs ORDER BY run_id"
             ).fetchall(),
             "batches": connection.execute(
                 "SELECT batch_id, condition_ids, total_updates, updates_done, checkpoint FROM batches"
             ).fetchall(),
-            "curves": connection.execute(
-                "SELECT run_id, metrics.name, step, value FROM curves JOIN metrics USING (metric_id) "
-                "ORDER BY run_id, metrics.name, step"
-            ).fetchall(),
         }
+    with store_module.Store.open(folder, check=False) as store:
+        contents["curves"] = sorted(
+            (run, name, step, value)
+            for name in store.metric_names()
+            for run, (steps, values) in store.curve(name).items()
+            for step, value in zip(steps.tolist(), values.tolist(), strict=True)
+        )
+    return contents
 
 
 def checkpoints(folder: Path) -> dict[str, dict[str, np.ndarray]]:

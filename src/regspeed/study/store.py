@@ -6,10 +6,17 @@ Tables:
 - ``conditions``: one row per condition (name, regularizer, strength).
 - ``batches``: runs that share compiled code, with their progress and current checkpoint.
 - ``runs``: one row per (condition, seed): batch, status, timings, error.
-- ``metrics``: metric names; ``curves``: long form ``(metric, run, step, value)``, one row
-  per finite value (an update where no episode ended has no score row).
-- ``chunks`` (format 3): per chunk of a batch and metric, the row count, step range and a
-  SHA-256 of its curve rows (:func:`chunk_digest`), which :meth:`Store.curve` verifies.
+- ``metrics``: metric names; ``blocks`` (format 4): the curves, one row per chunk of a batch
+  and metric holding its runs' finite values as arrays (:func:`encode_block`): run ids,
+  values per run, steps (delta-coded, zlib; stored once when every run has the same) and
+  values (float32 when each is a float32 exactly, as JAX's are, else float64), with a
+  SHA-256 of the metric's name, the key and every byte (:func:`block_digest`) that reading
+  verifies. About 4 bytes per value, read as arrays (:meth:`Store.curve_arrays`).
+
+Formats 2 and 3 kept curves long form (``curves``: one row per value; format 3 also
+``chunks``: a SHA-256 per chunk of a batch and metric, :func:`chunk_digest`). They are still
+read (verified as before), and a study that resumes one rewrites it in place as format 4, in
+one transaction (:meth:`Store.open` with ``writable``).
 
 Every chunk of a batch is one transaction (:meth:`Store.record_chunk`), written after the
 chunk's checkpoint file, which is named by its update count: whatever happens, the store
@@ -21,10 +28,10 @@ and renamed into place, so there is never a half-created study; a sequential stu
 waves are added in one transaction each (:meth:`Store.add_wave`).
 
 Damage to the file itself is found before results are read from it: SQLite's
-``quick_check`` when it is opened (:func:`refuse_if_damaged`) and the chunks' checksums
-when curves are read; either failing is "damaged", never numbers computed from it. Stores
-of format 2 (before the checksums) are read with the integrity check alone, and a resumed
-one goes on without checksums.
+``quick_check`` when it is opened (:func:`refuse_if_damaged`) and the blocks' checksums (or
+format 3's chunk checksums) when curves are read; either failing is "damaged", never numbers
+computed from it. Stores of format 2 (before the checksums) are read with the integrity
+check alone.
 
 A study folder may come from someone else: a store is opened read-only and checked to be a
 study store of ours before it is read, and reopened for writing only by a study that runs;
@@ -37,13 +44,16 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
+import struct
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,10 +63,10 @@ from regspeed.study import files
 from regspeed.study.files import CHECKPOINTS as CHECKPOINTS  # the folder's names, for this module's users
 from regspeed.study.files import DATABASE, LOCK
 
-FORMAT_VERSION = 3  # 3: curve checksums (``chunks``); 2 is still read
-READABLE_FORMATS = ("2", "3")
-TABLES = frozenset({"meta", "conditions", "batches", "runs", "metrics", "curves"})  # every format's
-CHECKSUMS = "chunks"  # the table format 3 adds
+FORMAT_VERSION = 4  # 4: curves as blocks, a SHA-256 each; 2 and 3 (long form) are read, and rewritten on resume
+READABLE_FORMATS = ("2", "3", "4")
+TABLES = frozenset({"meta", "conditions", "batches", "runs", "metrics"})  # every format's
+CURVE_TABLES = {"2": ("curves",), "3": ("curves", "chunks"), "4": ("blocks",)}  # each format's curves
 SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's files beside the database
 
 SCHEMA = """
@@ -92,12 +102,29 @@ CREATE TABLE runs (
     UNIQUE (batch_id, position)
 );
 CREATE TABLE metrics (metric_id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+"""
+BLOCKS = """
+CREATE TABLE blocks (
+    metric_id INTEGER NOT NULL,
+    batch_id INTEGER NOT NULL,
+    updates_done INTEGER NOT NULL,  -- the chunk's end
+    count INTEGER NOT NULL,  -- values in the block
+    encoding INTEGER NOT NULL,  -- FLOAT64 | SHARED_STEPS
+    sha256 BLOB NOT NULL,  -- block_digest
+    runs BLOB NOT NULL,  -- run ids, ascending (<i8)
+    counts BLOB NOT NULL,  -- values per run (<i4)
+    steps BLOB NOT NULL,  -- zlib of the steps' differences (<i8): one run's if SHARED_STEPS, else every value's
+    vals BLOB NOT NULL,  -- values run by run, steps ascending (<f4, or <f8 if FLOAT64)
+    PRIMARY KEY (metric_id, batch_id, updates_done)  -- one metric of every run is one range scan
+) WITHOUT ROWID;
+"""
+LONG_FORM = """
 CREATE TABLE curves (
     metric_id INTEGER NOT NULL,
     run_id INTEGER NOT NULL,
     step INTEGER NOT NULL,
     value REAL NOT NULL,
-    PRIMARY KEY (metric_id, run_id, step)  -- reading one metric of every run is one range scan
+    PRIMARY KEY (metric_id, run_id, step)
 ) WITHOUT ROWID;
 CREATE TABLE chunks (
     metric_id INTEGER NOT NULL,
@@ -109,7 +136,9 @@ CREATE TABLE chunks (
     sha256 BLOB NOT NULL,  -- chunk_digest of its rows
     PRIMARY KEY (metric_id, batch_id, updates_done)
 ) WITHOUT ROWID;
-"""
+"""  # formats 2 (``curves`` only) and 3: read, and rewritten as blocks when a study resumes
+FLOAT64 = 1  # a block's encoding: its values as <f8 (else <f4: each is a float32 exactly)
+SHARED_STEPS = 2  # a block's encoding: every run of it has the same steps, stored once
 ROW = np.dtype([("run", "<i8"), ("step", "<i8"), ("value", "<f8")])  # a curve row as its chunk's checksum covers it
 
 
@@ -246,6 +275,223 @@ def _split_by_run(rows: np.ndarray) -> list[np.ndarray]:
     return np.split(rows, np.flatnonzero(np.diff(rows["run"])) + 1)
 
 
+# ---------------------------------------------------------------------------- blocks (format 4)
+
+_VALUE_TYPES = (np.dtype("<f4"), np.dtype("<f8"))  # by the FLOAT64 bit of a block's encoding
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One metric's values of a chunk of a batch, as stored (:func:`encode_block`)."""
+
+    count: int  # values
+    encoding: int  # FLOAT64 | SHARED_STEPS
+    runs: bytes  # run ids, ascending (<i8)
+    counts: bytes  # values per run (<i4)
+    steps: bytes  # zlib of the steps' differences (<i8): one run's if SHARED_STEPS, else every value's
+    vals: bytes  # values run by run, steps ascending (<f4, or <f8 if FLOAT64)
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveArrays:
+    """One metric of every run that has values, as flat arrays: run ``runs[i]`` (ascending)
+    has the steps ``steps[offsets[i]:offsets[i + 1]]`` (ascending) and the values
+    ``values[offsets[i]:offsets[i + 1]]``; ``axis`` is every step any run recorded, ascending."""
+
+    runs: np.ndarray  # int64
+    offsets: np.ndarray  # int64, len(runs) + 1
+    steps: np.ndarray  # int64
+    values: np.ndarray  # float64, bit for bit as written
+    axis: np.ndarray  # int64
+
+    def by_run(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``run_id -> (steps, values)``, by run id (views of the flat arrays)."""
+        bounds = self.offsets.tolist()
+        return {
+            run: (self.steps[start:end], self.values[start:end])
+            for run, start, end in zip(self.runs.tolist(), bounds, bounds[1:], strict=False)
+        }
+
+
+def encode_block(run_ids: np.ndarray, steps: np.ndarray, values: np.ndarray) -> Block:
+    """The block of one metric's values of a chunk (in any order; at least one value; a run
+    has at most one value per step): sorted by run, then step; the steps delta-coded and
+    compressed, once if every run has the same; the values as float32 if every one is a
+    float32 exactly (bit for bit: -0.0 stays -0.0), else float64."""
+    run_ids = np.asarray(run_ids, np.int64)
+    steps = np.asarray(steps, np.int64)
+    values = np.ascontiguousarray(values, np.float64)
+    if len(run_ids) > 1 and not _ordered(run_ids, steps):
+        order = np.lexsort((steps, run_ids))
+        run_ids, steps, values = run_ids[order], steps[order], values[order]
+    firsts = np.flatnonzero(np.diff(run_ids, prepend=run_ids[0] - 1))
+    counts = np.diff(np.append(firsts, len(run_ids)))
+    later = np.ones(len(run_ids), bool)
+    later[firsts] = False  # a value after another of its run
+    if (np.diff(steps, prepend=0)[later] <= 0).any():
+        raise ValueError("a run has two values at one step")
+    width = int(counts[0])
+    shared = bool((counts == width).all()) and bool((steps.reshape(-1, width) == steps[:width]).all())
+    stored = steps[:width] if shared else steps
+    with np.errstate(over="ignore", invalid="ignore"):  # a value that is not a float32 stays float64
+        single = values.astype("<f4")
+    exact = np.array_equal(single.astype(np.float64).view(np.uint64), values.view(np.uint64))
+    return Block(
+        count=len(values),
+        encoding=(0 if exact else FLOAT64) | (SHARED_STEPS if shared else 0),
+        runs=run_ids[firsts].astype("<i8").tobytes(),
+        counts=counts.astype("<i4").tobytes(),
+        steps=zlib.compress(np.diff(stored, prepend=0).astype("<i8").tobytes(), 1),
+        vals=(single if exact else values.astype("<f8")).tobytes(),
+    )
+
+
+def _ordered(run_ids: np.ndarray, steps: np.ndarray) -> bool:
+    """Whether values are sorted by run, then step (the order the runner gives them in)."""
+    runs_step = np.diff(run_ids)
+    return bool((runs_step >= 0).all()) and bool(((runs_step > 0) | (np.diff(steps) > 0)).all())
+
+
+def block_digest(metric: str, batch: int, updates_done: int, block: Block) -> bytes:
+    """The SHA-256 a block is stored with: over the metric's name, the block's key (batch and
+    chunk end), its count and encoding, and every blob with its length."""
+    blobs = (block.runs, block.counts, block.steps, block.vals)
+    hasher = hashlib.sha256(metric.encode() + b"\0")
+    hasher.update(struct.pack("<8q", batch, updates_done, block.count, block.encoding, *map(len, blobs)))
+    for blob in blobs:
+        hasher.update(blob)
+    return hasher.digest()
+
+
+class _Decoded(NamedTuple):
+    """A block as read: its values as stored (float32 or float64), its steps one run's if shared."""
+
+    batch: int
+    runs: np.ndarray
+    counts: np.ndarray
+    steps: np.ndarray
+    values: np.ndarray
+    shared: bool
+
+
+def _decode_block(metric: str, row: tuple, decoded_steps: dict[bytes, np.ndarray]) -> _Decoded:
+    """A block as read (``batch, updates_done, count, encoding, sha256, runs, counts, steps,
+    vals``), verified against its checksum and checked to fit together. Raises
+    :class:`_DamagedBlockError` saying why it cannot be read."""
+    batch, updates_done, count, encoding, digest, *blobs = row
+    where = f"the chunk of batch {batch} ending at update {updates_done}"
+    try:
+        block = Block(int(count), int(encoding), *(_blob(blob) for blob in blobs))
+        if block_digest(metric, int(batch), int(updates_done), block) != digest:
+            raise _DamagedBlockError(f"the {metric} values of {where} differ from those written")
+        runs = np.frombuffer(block.runs, "<i8")
+        counts = np.frombuffer(block.counts, "<i4")
+        values = np.frombuffer(block.vals, _VALUE_TYPES[block.encoding & FLOAT64])
+        shared = bool(block.encoding & SHARED_STEPS)
+        steps = decoded_steps.get(block.steps)
+        if steps is None:
+            steps = np.cumsum(np.frombuffer(zlib.decompress(block.steps), "<i8"), dtype=np.int64)
+            decoded_steps[block.steps] = steps
+        problem = (
+            "its encoding is unknown"
+            if block.encoding & ~(FLOAT64 | SHARED_STEPS)
+            else "its parts do not fit together"
+            if len(runs) != len(counts)
+            or len(values) != block.count
+            or (counts <= 0).any()
+            or int(counts.sum(dtype=np.int64)) != block.count
+            or (shared and (counts != len(steps)).any())
+            or (not shared and len(steps) != block.count)
+            or (np.diff(runs) <= 0).any()
+            else None
+        )
+    except _DamagedBlockError:
+        raise
+    except (ValueError, TypeError, OverflowError, struct.error, zlib.error) as error:
+        problem = f"its columns are not a block's ({printable(str(error))[:120]})"
+    if problem is not None:
+        raise _DamagedBlockError(f"the {metric} values of {where} cannot be read: {problem}")
+    return _Decoded(int(batch), runs, counts.astype(np.int64), steps, values, shared)
+
+
+def _blob(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError(f"a {type(value).__name__} where a blob belongs")
+    return value
+
+
+class _DamagedBlockError(Exception):
+    """A block that is not what was written (its message says which and why)."""
+
+
+def _joined(metric: str, parts: list[_Decoded]) -> CurveArrays:
+    """The decoded blocks of a metric, in key order (batch, then chunk), as :class:`CurveArrays`:
+    each run's values gathered from its batch's chunks, in chunk order. A batch whose chunks
+    each give every run of it the same number of values (the usual case) is copied as a
+    table, run by chunk; any other is gathered value by value."""
+    total = sum(len(part.values) for part in parts)
+    steps = np.empty(total, np.int64)
+    values = np.empty(total, np.float64)
+    run_ids, run_counts, axis = [], [], []
+    position = 0
+    for _, batch in itertools.groupby(parts, key=lambda part: part.batch):
+        batch_parts = list(batch)
+        runs = batch_parts[0].runs
+        size = sum(len(part.values) for part in batch_parts)
+        into = slice(position, position + size)
+        if all(np.array_equal(part.runs, runs) and (part.counts == part.counts[0]).all() for part in batch_parts):
+            step_table = steps[into].reshape(len(runs), -1)
+            value_table = values[into].reshape(len(runs), -1)
+            column = 0
+            for part in batch_parts:
+                width = int(part.counts[0])
+                value_table[:, column : column + width] = part.values.reshape(len(runs), width)
+                step_table[:, column : column + width] = part.steps if part.shared else part.steps.reshape(-1, width)
+                column += width
+            if all(part.shared for part in batch_parts):
+                axis.append(step_table[0])
+                increasing = bool((np.diff(step_table[0]) > 0).all())
+            else:
+                axis.append(step_table.ravel())
+                increasing = bool((np.diff(step_table, axis=1) > 0).all())
+            run_ids.append(runs)
+            run_counts.append(np.full(len(runs), column, np.int64))
+        else:
+            segment_runs = np.concatenate([part.runs for part in batch_parts])
+            segment_counts = np.concatenate([part.counts for part in batch_parts])
+            batch_steps = np.concatenate([np.tile(p.steps, len(p.runs)) if p.shared else p.steps for p in batch_parts])
+            batch_values = np.concatenate([part.values for part in batch_parts])
+            order = np.argsort(segment_runs, kind="stable")  # a run's chunks stay in order
+            sources = (np.cumsum(segment_counts) - segment_counts)[order]
+            segment_runs, segment_counts = segment_runs[order], segment_counts[order]
+            targets = np.cumsum(segment_counts) - segment_counts
+            gather = np.repeat(sources - targets, segment_counts) + np.arange(size)
+            steps[into], values[into] = batch_steps[gather], batch_values[gather]
+            firsts = np.flatnonzero(np.diff(segment_runs, prepend=segment_runs[0] - 1))
+            run_ids.append(segment_runs[firsts])
+            run_counts.append(np.add.reduceat(segment_counts, firsts))
+            axis.append(batch_steps)
+            later = np.ones(size, bool)
+            later[np.cumsum(run_counts[-1]) - run_counts[-1]] = False
+            increasing = bool((np.diff(steps[into])[later[1:]] > 0).all())
+        if not increasing:  # chunks of a batch that overlap: never written so
+            raise _DamagedBlockError(f"the {metric} values of a run of batch {batch_parts[0].batch} overlap")
+        position += size
+    runs = np.concatenate(run_ids) if run_ids else np.zeros(0, np.int64)
+    counts = np.concatenate(run_counts) if run_counts else np.zeros(0, np.int64)
+    if (np.diff(runs) <= 0).any():  # batches whose run ids interleave: by run id
+        order = np.argsort(runs, kind="stable")
+        if (np.diff(runs[order]) == 0).any():
+            raise _DamagedBlockError(f"a run has {metric} values in two batches")
+        sources = (np.cumsum(counts) - counts)[order]
+        runs, counts = runs[order], counts[order]
+        gather = np.repeat(sources - (np.cumsum(counts) - counts), counts) + np.arange(total)
+        steps, values = steps[gather], values[gather]
+    offsets = np.zeros(len(runs) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return CurveArrays(runs, offsets, steps, values, np.unique(np.concatenate(axis)) if axis else steps)
+
+
 @contextlib.contextmanager
 def locked(folder: Path) -> Iterator[None]:
     """Hold the study folder's lock; a second process is refused with a clear message.
@@ -342,10 +588,11 @@ def refuse_unless_study(connection: sqlite3.Connection, path: Path) -> None:
     if meta["format_version"] not in READABLE_FORMATS:
         raise ConfigError(
             "study",
-            f"{path} has store format {meta['format_version']!r}, this regspeed reads {' and '.join(READABLE_FORMATS)}",
+            f"{path} has store format {meta['format_version']!r}, this regspeed reads "
+            f"{', '.join(READABLE_FORMATS[:-1])} and {READABLE_FORMATS[-1]}",
         )
-    if meta["format_version"] != "2" and CHECKSUMS not in tables:
-        raise _not_a_study(path, [CHECKSUMS])
+    if missing := sorted(set(CURVE_TABLES[meta["format_version"]]) - tables):
+        raise _not_a_study(path, missing)
     if "spec_json" not in meta:
         raise ConfigError("study", f"{path} is incomplete: its meta has no spec_json; it cannot be read")
     try:
@@ -359,8 +606,8 @@ def refuse_unless_study(connection: sqlite3.Connection, path: Path) -> None:
 def refuse_if_damaged(connection: sqlite3.Connection, folder: Path) -> None:
     """Refuse a damaged file as "damaged": SQLite's ``quick_check``, the structure of every page
     and record (unlike ``integrity_check``, not that indexes match their tables: that costs
-    about 40% more, and the curves, nearly all of the file, have no separate index). Its
-    values are covered by the chunks' checksums (:meth:`Store.curve`)."""
+    about 40% more, and the curves, nearly all of the file, have no separate index). Their
+    values are covered by the blocks' (or format 3's chunks') checksums (:meth:`Store.curve_arrays`)."""
     try:
         found = [message for (message,) in connection.execute("PRAGMA quick_check(1)")]
     except sqlite3.DatabaseError as error:
@@ -394,6 +641,7 @@ class Store:
         self.connection = connection
         self._metric_ids: dict[str, int] = dict(connection.execute("SELECT name, metric_id FROM metrics"))
         (version,) = connection.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        self.format_version = str(version)
         self.checksummed = version != "2"  # format 2 has no chunks table: its curves are read unverified
         self._intact = False  # refuse_if_damaged passed
 
@@ -418,7 +666,7 @@ class Store:
         try:
             connection = sqlite3.connect(partial)
             with connection:
-                connection.executescript(SCHEMA)
+                connection.executescript(SCHEMA + BLOCKS)
                 connection.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
                     sorted((meta | {"format_version": str(FORMAT_VERSION)}).items()),
@@ -442,7 +690,8 @@ class Store:
         its spec (:func:`refuse_unless_study`) and, unless ``check`` is off (for a caller that
         opens it again at once), to be an undamaged file (:func:`refuse_if_damaged`); it is
         reopened for writing only then: a missing, foreign, empty, damaged or incomplete file
-        is a clear error and is left as it was.
+        is a clear error and is left as it was. A store of an earlier format opened for
+        writing is rewritten as this one first (:meth:`_rewrite_as_blocks`).
         """
         path = folder / DATABASE
         _refuse_links(folder)
@@ -461,13 +710,21 @@ class Store:
                 connection = _connect_writable(path)
             store = cls(folder, connection)
             store._intact = check
-            return store
         except BaseException as error:
             if connection is not None:
                 connection.close()
             if isinstance(error, sqlite3.DatabaseError):
                 raise ConfigError("study", f"{path} is damaged or not a regspeed study store ({error})") from None
             raise
+        if writable and store.format_version != str(FORMAT_VERSION):
+            try:
+                store._rewrite_as_blocks()
+            except BaseException as error:
+                store.close()
+                if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
+                    raise files.damaged(folder, f"SQLite cannot read {DATABASE} ({error})") from None
+                raise  # a folder that cannot take the writes: the caller says so (files.writing_into)
+        return store
 
     def close(self) -> None:
         """Close the database."""
@@ -525,12 +782,42 @@ class Store:
             self._intact = True
 
     def curve(self, metric: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """``run_id -> (steps, values)`` of one metric, steps ascending; verified against the
-        chunks' checksums (format 3) after the file's integrity check."""
+        """``run_id -> (steps, values)`` of one metric, by run id, steps ascending: the
+        :meth:`curve_arrays` of every run that has values."""
+        return self.curve_arrays(metric).by_run()
+
+    def curve_arrays(self, metric: str) -> CurveArrays:
+        """One metric of every run as flat arrays, verified against the blocks' checksums (format
+        3: its chunks', format 2: none) after the file's integrity check. A metric with no
+        values has none."""
         self.check_integrity()
         metric_id = self._metric_ids.get(metric)
         if metric_id is None:
-            return {}
+            empty = np.zeros(0, np.int64)
+            return CurveArrays(empty, np.zeros(1, np.int64), empty, np.zeros(0), empty)
+        if self.format_version != "4":
+            rows = self._long_form_rows(metric, metric_id)
+            run_ids, steps = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
+            firsts = np.flatnonzero(np.diff(run_ids, prepend=-1))
+            offsets = np.append(firsts, len(run_ids)).astype(np.int64)
+            return CurveArrays(run_ids[firsts], offsets, steps, np.ascontiguousarray(rows[:, 2]), np.unique(steps))
+        try:
+            rows = self.connection.execute(
+                "SELECT batch_id, updates_done, count, encoding, sha256, runs, counts, steps, vals FROM blocks "
+                "WHERE metric_id = ? ORDER BY batch_id, updates_done",
+                (metric_id,),
+            ).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise files.damaged(self.folder, f"its {metric} curves cannot be read ({error})") from None
+        decoded_steps: dict[bytes, np.ndarray] = {}
+        try:
+            return _joined(metric, [_decode_block(metric, row, decoded_steps) for row in rows])
+        except _DamagedBlockError as damage:
+            raise files.damaged(self.folder, f"{DATABASE} does not match its checksums: {damage}") from None
+
+    def _long_form_rows(self, metric: str, metric_id: int) -> np.ndarray:
+        """Formats 2 and 3: one metric's ``curves`` rows ``[run, step, value]`` (floats) by run,
+        then step, verified against format 3's chunk checksums."""
         try:
             rows = np.asarray(
                 self.connection.execute(
@@ -542,24 +829,74 @@ class Store:
             raise files.damaged(self.folder, f"its {metric} curves cannot be read ({error})") from None
         if self.checksummed:
             self._verify(metric, metric_id, rows)
-        result: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if len(rows):
-            runs, starts = np.unique(rows[:, 0], return_index=True)
-            for run, part in zip(runs, np.split(rows, starts[1:]), strict=True):
-                result[int(run)] = (part[:, 1].astype(np.int64), part[:, 2])
-        return result
+        return rows
 
     def _verify(self, metric: str, metric_id: int, rows: np.ndarray) -> None:
-        """Refuse curve rows of ``metric`` that do not match their chunks' checksums."""
+        """Format 3: refuse curve rows of ``metric`` that do not match their chunks' checksums."""
+        problem = chunk_problem(metric, row_table(rows[:, 0], rows[:, 1], rows[:, 2]), *self._chunks(metric_id))
+        if problem is not None:
+            raise files.damaged(self.folder, f"{DATABASE} does not match its checksums: {problem}")
+
+    def _chunks(self, metric_id: int) -> tuple[dict[int, int], list[tuple[int, int, int, int, int, bytes]]]:
+        """Format 3: the batch of every run, and a metric's chunks as :func:`chunk_problem` takes them."""
         chunks = self.connection.execute(
             "SELECT batch_id, updates_done, first_step, last_step, rows, sha256 FROM chunks WHERE metric_id = ? "
             "ORDER BY batch_id, last_step",
             (metric_id,),
         ).fetchall()
+        return dict(self.connection.execute("SELECT run_id, batch_id FROM runs")), chunks
+
+    def _rewrite_as_blocks(self) -> None:
+        """One transaction: a store of format 2 or 3 (long form) rewritten as format 4, its
+        curves read (format 3: verified against their checksums) and written as blocks, one
+        per chunk of a batch and metric (format 2, which does not know its chunks: one per
+        batch and metric, at the batch's progress), the long-form tables dropped."""
         batch_of_run = dict(self.connection.execute("SELECT run_id, batch_id FROM runs"))
-        problem = chunk_problem(metric, row_table(rows[:, 0], rows[:, 1], rows[:, 2]), batch_of_run, chunks)
-        if problem is not None:
-            raise files.damaged(self.folder, f"{DATABASE} does not match its checksums: {problem}")
+        progress = dict(self.connection.execute("SELECT batch_id, updates_done FROM batches"))
+        lookup = np.full(max(batch_of_run, default=0) + 1, -1, np.int64)
+        lookup[list(batch_of_run)] = list(batch_of_run.values())
+        with self.connection:
+            self.connection.execute("BEGIN")
+            self.connection.execute(BLOCKS)
+            for name, metric_id in sorted(self._metric_ids.items()):
+                rows = self._long_form_rows(name, metric_id)
+                run_ids, steps, values = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64), rows[:, 2]
+                batches = lookup[np.clip(run_ids, 0, len(lookup) - 1)]
+                if ((run_ids >= len(lookup)) | (batches < 0)).any():
+                    raise files.damaged(self.folder, f"its {name} curves name a run it does not have")
+                if self.format_version == "3":
+                    ends = self._chunk_ends(metric_id, batches, steps)
+                else:
+                    ends = np.asarray([progress[batch] for batch in batches.tolist()], np.int64)
+                order = np.lexsort((steps, run_ids, ends, batches))
+                keys = np.stack([batches[order], ends[order]], axis=1)
+                cuts = np.flatnonzero((np.diff(keys, axis=0) != 0).any(axis=1)) + 1
+                for part in np.split(order, cuts) if len(order) else []:
+                    self._insert_block(
+                        name,
+                        metric_id,
+                        int(batches[part[0]]),
+                        int(ends[part[0]]),
+                        run_ids[part],
+                        steps[part],
+                        values[part],
+                    )
+            self.connection.execute("DROP TABLE curves")
+            self.connection.execute("DROP TABLE IF EXISTS chunks")
+            self.connection.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+        self.format_version, self.checksummed = str(FORMAT_VERSION), True
+
+    def _chunk_ends(self, metric_id: int, batches: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """Format 3: the end (updates done) of the chunk that wrote each row (its batch's chunk
+        whose steps cover the row's; rows verified to have one)."""
+        _, chunks = self._chunks(metric_id)
+        if not chunks:
+            return np.zeros(len(steps), np.int64)
+        chunk_batches, ends, _, lasts = (np.asarray(column, np.int64) for column in list(zip(*chunks, strict=True))[:4])
+        lowest = min(int(lasts.min()), int(steps.min(initial=0)))
+        span = max(int(lasts.max()), int(steps.max(initial=0))) - lowest + 1
+        keys = chunk_batches * span + (lasts - lowest)  # ascending: by batch, then last step
+        return ends[np.searchsorted(keys, batches * span + (steps - lowest))]
 
     # ------------------------------------------------------------------------ writing
 
@@ -604,26 +941,21 @@ class Store:
     ) -> None:
         """One transaction: a chunk's curves, the runs' progress, new failures and the
         batch's checkpoint. ``curves``: metric -> (positions, steps, values), finite values
-        only; ``live_positions``: runs that were still running through this chunk."""
+        only (a run at most one value per step), stored as one block per metric that has
+        values; ``live_positions``: runs that were still running through this chunk."""
+        self._refuse_unless_current()
         run_ids = dict(self.connection.execute("SELECT position, run_id FROM runs WHERE batch_id = ?", (batch_id,)))
+        of_position = np.full(max(run_ids, default=0) + 1, -1, np.int64)
+        of_position[list(run_ids)] = list(run_ids.values())
         now = time.time()
         with self.connection:
             for name, (positions, steps, values) in curves.items():
                 metric_id = self._metric_id(name)
-                ids = [run_ids[p] for p in positions.tolist()]
-                self.connection.executemany(
-                    "INSERT INTO curves VALUES (?, ?, ?, ?)",
-                    zip([metric_id] * len(ids), ids, steps.tolist(), values.tolist(), strict=True),
-                )
-                if self.checksummed and ids:
-                    rows = row_table(np.asarray(ids, np.int64), steps, values)
-                    rows = rows[np.lexsort((rows["step"], rows["run"]))]
-                    digest = chunk_digest(name, rows)
-                    first, last = int(rows["step"].min()), int(rows["step"].max())
-                    self.connection.execute(  # a batch that reruns a chunk replaces its checksum
-                        "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (metric_id, batch_id, updates_done, first, last, len(ids), digest),
-                    )
+                if len(positions):
+                    ids = of_position[np.asarray(positions, np.int64)]
+                    if (ids < 0).any():
+                        raise ValueError(f"{name} has values at a position that batch {batch_id} does not have")
+                    self._insert_block(name, metric_id, batch_id, updates_done, ids, steps, values)
             live = [(updates_done, seconds, run_ids[p]) for p in live_positions]
             self.connection.executemany(
                 "UPDATE runs SET updates_done = ?, wall_seconds = wall_seconds + ? WHERE run_id = ?", live
@@ -643,16 +975,44 @@ class Store:
                 (updates_done, checkpoint, seconds, batch_id),
             )
 
+    def _insert_block(
+        self,
+        name: str,
+        metric_id: int,
+        batch_id: int,
+        updates_done: int,
+        run_ids: np.ndarray,
+        steps: np.ndarray,
+        values: np.ndarray,
+    ) -> None:
+        """Store one metric's values of a chunk as its block, inside the caller's transaction."""
+        block = encode_block(run_ids, steps, values)
+        self.connection.execute(
+            "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                metric_id,
+                batch_id,
+                updates_done,
+                block.count,
+                block.encoding,
+                block_digest(name, batch_id, updates_done, block),
+                block.runs,
+                block.counts,
+                block.steps,
+                block.vals,
+            ),
+        )
+
+    def _refuse_unless_current(self) -> None:
+        if self.format_version != str(FORMAT_VERSION):  # opened writable, a store is rewritten first
+            raise ValueError(f"a store of format {self.format_version} is written only once rewritten (writable)")
+
     def restart_batch(self, batch_id: int) -> None:
-        """One transaction: the batch's curves and checksums are removed and its runs and
-        progress reset (pending, no checkpoint), so that it reruns from scratch as if it had
-        never started."""
+        """One transaction: the batch's blocks are removed and its runs and progress reset
+        (pending, no checkpoint), so that it reruns from scratch as if it had never started."""
+        self._refuse_unless_current()
         with self.connection:
-            self.connection.execute(
-                "DELETE FROM curves WHERE run_id IN (SELECT run_id FROM runs WHERE batch_id = ?)", (batch_id,)
-            )
-            if self.checksummed:
-                self.connection.execute("DELETE FROM chunks WHERE batch_id = ?", (batch_id,))
+            self.connection.execute("DELETE FROM blocks WHERE batch_id = ?", (batch_id,))
             self.connection.execute(
                 "UPDATE runs SET status = 'pending', updates_done = 0, started = NULL, finished = NULL, "
                 "wall_seconds = 0, error = NULL WHERE batch_id = ?",
