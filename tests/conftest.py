@@ -1,23 +1,31 @@
-"""Shared, compiled-once helpers for the test suite (JAX compile time dominates it)."""
+"""Shared, compiled-once helpers for the test suite (JAX compile time dominates it), and the
+suite's persistent compilation cache."""
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-# One JAX compilation cache for the test session, shared with the processes the tests start
-# (kill-and-resume children, the CLI, the notebook's kernel, the installed wheel): each compiled
-# the same small programs again, most of their time. Set before JAX is imported; private to this
-# session (mkdtemp is owner-only) and removed at its end. Cached programs are the programs
-# compiled, so every number is the same with or without it.
-_COMPILATION_CACHE = tempfile.mkdtemp(prefix="regspeed-tests-jax-cache-")
-os.environ["JAX_COMPILATION_CACHE_DIR"] = _COMPILATION_CACHE
-atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+from regspeed import compile_cache
+from regspeed.errors import ConfigError
+
+# Compile once: the suite keeps JAX's compiled programs between sessions, through the same
+# mechanism as the command line (regspeed.compile_cache), in a folder of its own beside the
+# user's (~/.cache/regspeed/jax-tests/<machine type>: private to the user, apart per machine),
+# so a second session, and the processes the tests start (kill-and-resume children, the CLI,
+# the notebook's kernel, the installed wheel: they inherit the environment enable() sets),
+# load what the first compiled. A cached program is the program compiled: every number is
+# the same warm or cold. REGSPEED_COMPILE_CACHE set by the caller wins (off: a cold suite).
+# Tests of the cache itself use folders of their own (tests/test_compile_cache.py).
+TESTS_COMPILE_CACHE = compile_cache.default_base().with_name("jax-tests")
+os.environ.setdefault(compile_cache.ENV, str(TESTS_COMPILE_CACHE))
+try:
+    compile_cache.enable()  # before JAX is imported: JAX reads the variables it sets
+except ConfigError as refused:  # e.g. a read-only home: the suite runs, compiling everything
+    print(f"conftest: compiled programs are not cached: {refused}", file=sys.stderr)
+    compile_cache.enable(compile_cache.OFF)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

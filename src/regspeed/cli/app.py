@@ -1,7 +1,8 @@
 """The ``regspeed`` Typer application: its consoles, the options several commands share, the
 rule that a user mistake (:class:`~regspeed.errors.ConfigError`) ends with one line on
-stderr naming the option and exit code 2, never a traceback, and Ctrl-C stopping long
-commands at a safe point (exit code 130)."""
+stderr naming the option and exit code 2, never a traceback, Ctrl-C stopping long
+commands at a safe point (exit code 130), and the compiled-program cache every command
+uses (``--compile-cache``, :mod:`regspeed.compile_cache`)."""
 
 from __future__ import annotations
 
@@ -97,9 +98,39 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
+@user_errors_exit_cleanly
 def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    compile_cache: Annotated[
+        str | None,
+        typer.Option(
+            "--compile-cache",
+            metavar="FOLDER|off",
+            show_default=False,
+            help="Where compiled programs are kept for the next command (a folder private to you), or off. "
+            "Default: $REGSPEED_COMPILE_CACHE, else $JAX_COMPILATION_CACHE_DIR, else ~/.cache/regspeed/jax "
+            "($XDG_CACHE_HOME). One subfolder per machine type.",
+        ),
+    ] = None,
 ) -> None:
     """Does L1/L2 regularization make a neural network learn faster? Measure it."""
+    enable_compile_cache(compile_cache)
+
+
+def enable_compile_cache(option: str | None) -> None:
+    """Turn on JAX's persistent compilation cache for the command (``regspeed.compile_cache``)
+    without importing JAX; a default folder that cannot be used is one warning line."""
+    import warnings
+
+    from regspeed import compile_cache
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", compile_cache.CompileCacheWarning)
+        compile_cache.enable_for_command(option)
+    for warning in caught:
+        if issubclass(warning.category, compile_cache.CompileCacheWarning):
+            error_console.print(f"warning: {escape(str(warning.message))}", highlight=False, soft_wrap=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)

@@ -48,7 +48,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from regspeed import __version__
+from regspeed import __version__, compile_cache
 from regspeed.errors import ConfigError
 from regspeed.learn import checkpoint
 from regspeed.learn import driver as training
@@ -255,9 +255,11 @@ def _ray_outcomes(jobs: list[BatchJob], chunk_updates: int, options: dict[str, A
     )
     results: queue.Queue[ChunkOutcome | BaseException | None] = queue.Queue()
 
+    cache = compile_cache.setting()  # the workers use the driver's compiled-program cache
+
     def consume(job: BatchJob) -> None:
         try:
-            for reference in remote.remote(job, chunk_updates):
+            for reference in remote.remote(job, chunk_updates, cache):
                 results.put(ray.get(reference))
         except BaseException as error:  # handed to the driver, which raises it
             results.put(error)
@@ -313,10 +315,12 @@ def _start_loopback_ray(ray: Any) -> None:
         )
 
 
-def _execute_batch_list(job: BatchJob, chunk_updates: int) -> Iterator[ChunkOutcome]:
-    """The Ray task: import regspeed first (XLA flags), then run the batch."""
+def _execute_batch_list(job: BatchJob, chunk_updates: int, cache: str | None = None) -> Iterator[ChunkOutcome]:
+    """The Ray task: import regspeed first (XLA flags), use the driver's compile cache (this
+    machine's subfolder of it), then run the batch."""
     import regspeed  # noqa: F401
 
+    compile_cache.enable_in_worker(cache)
     yield from execute_batch(job, chunk_updates)
 
 
