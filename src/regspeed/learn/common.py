@@ -138,7 +138,7 @@ def compiled(
     init: Callable[[Any, jax.Array, Any], Any],
     advance: Callable[[Any, Any, int], tuple[Any, Metrics]],
     evaluate: Callable[[Any, Any], Metrics],
-    advance_runs: Callable[[Any, Any, int], tuple[Any, Metrics]] | None = None,
+    vmap_group: Callable[[Any], int] = lambda config: 0,
 ) -> tuple[Callable, Callable, Callable]:
     """A trainer's batched, compiled entry points ``(init_batch, advance_batch,
     evaluate_batch)`` from its per-run ``init(config, key, hparams)``,
@@ -147,9 +147,9 @@ def compiled(
     ``init_batch`` initialises runs one after another (``lax.map``), not vmapped: with 20
     or more runs, batched QR decompositions (orthogonal initialisation) deadlock jaxlib
     0.10.2's CPU LAPACK thread pool; it is a one-off cost of about a second.
-    ``advance_batch`` vmaps ``advance`` over runs, or calls the trainer's own
-    ``advance_runs(config, carry, n)`` for a batch of runs when it has one (PPO: rollouts
-    vmapped, learning one run after another), and reuses the input carry's buffers (donated).
+    ``advance_batch`` vmaps over runs, or over groups of ``vmap_group(config)`` runs one
+    group after another (``lax.map``; 0 means all runs in one group; a group of one run, or a
+    batch of one, is not vmapped at all), and reuses the input carry's buffers (donated).
     """
 
     @functools.partial(jax.jit, static_argnums=0)
@@ -159,10 +159,14 @@ def compiled(
 
     @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)
     def advance_batch(config: Any, carry: Any, n_updates: int) -> tuple[Any, Metrics]:
-        """``advance`` of every run (a leading run axis on the carry and the metrics)."""
-        if advance_runs is not None:
-            return advance_runs(config, carry, n_updates)
-        return jax.vmap(lambda c: advance(config, c, n_updates))(carry)
+        """``advance`` vmapped over runs (in groups when the config asks for it)."""
+        runs = jax.tree.leaves(carry)[0].shape[0]
+        group = vmap_group(config)
+        if group == 1 or runs == 1:  # no vmap: XLA:CPU's batched products of one are slower than plain ones
+            return jax.lax.map(lambda c: advance(config, c, n_updates), carry)
+        if not group or group >= runs:
+            return jax.vmap(lambda c: advance(config, c, n_updates))(carry)
+        return jax.lax.map(lambda c: advance(config, c, n_updates), carry, batch_size=group)
 
     @functools.partial(jax.jit, static_argnums=0)
     def evaluate_batch(config: Any, carry: Any) -> Metrics:

@@ -71,18 +71,12 @@ class PPOConfig:
     total_updates: int = 1000  # the horizon of the learning-rate annealing
     eval_episodes: int = 32  # greedy evaluation: episodes, each at most eval_max_steps long
     eval_max_steps: int = 500
-    runs_per_vmap: int = 0  # runs of a batch that learn in one vmap; 0: automatic (see vmap_group)
+    runs_per_vmap: int = 0  # runs of a batch advanced in one vmap; 0: automatic (see vmap_group)
 
     def __post_init__(self) -> None:
         refuse_non_finite(self)
         for name in (
-            "num_envs",
-            "rollout_steps",
-            "epochs",
-            "minibatches",
-            "total_updates",
-            "eval_episodes",
-            "eval_max_steps",
+            "num_envs", "rollout_steps", "epochs", "minibatches", "total_updates", "eval_episodes", "eval_max_steps"
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -111,15 +105,16 @@ class PPOConfig:
 
     @property
     def vmap_group(self) -> int:
-        """Runs of a batch that learn together in one vmap, the groups one after another (0:
-        all at once); their rollouts are always vmapped together (see :func:`update_runs`).
+        """Runs of a batch advanced together in one vmap, the groups one after another (0: all
+        at once).
 
-        Automatic (``runs_per_vmap = 0``): on a CPU one run at a time, elsewhere all at once.
-        XLA:CPU runs the products of vmapped runs as batched matrix products, which were
-        2.5x slower than the same products one run after another (8 runs of the 128 x 128
-        MLP's forward and backward passes on 2,048 rows: 56 against 138 GFLOP/s), and with
-        the ``window`` observation the vmapped minibatch gathers were 3x slower (README
-        "Training speed"); a GPU needs the batch to be busy.
+        Automatic (``runs_per_vmap = 0``): on a CPU one run at a time, elsewhere all at once
+        (a GPU needs the batch to be busy). On XLA:CPU vmapped runs lose: their products
+        become batched matrix products, 2.5x slower than the same products one run after
+        another (8 runs of the 128 x 128 MLP's forward and backward passes on 2,048 rows: 56
+        against 138 GFLOP/s), and vmapped minibatch gathers of the ``window`` observation
+        were 3x slower. 8 runs with ``features``: 122 k env steps/s one after another, 105 k
+        vmapped, 108 k with only the rollouts vmapped (README "Training speed").
         """
         return self.runs_per_vmap or (1 if jax.default_backend() == "cpu" else 0)
 
@@ -323,8 +318,9 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
     return carry.replace(params=params, opt_state=opt_state, key=key), metrics
 
 
-def _after_rollout(config: PPOConfig, carry: Carry, transitions: _Transition) -> tuple[Carry, Metrics]:
-    """The rest of an update once its rollout is in: episode statistics, then learning."""
+def update(config: PPOConfig, carry: Carry) -> tuple[Carry, Metrics]:
+    """One PPO update: a rollout of ``rollout_steps`` in every environment, then learning."""
+    carry, transitions = _rollout(config, carry)
     episode = common.episode_metrics(
         transitions.done, transitions.episode_score, transitions.episode_length, transitions.episode_steps
     )
@@ -337,33 +333,9 @@ def _after_rollout(config: PPOConfig, carry: Carry, transitions: _Transition) ->
     }
 
 
-def update(config: PPOConfig, carry: Carry) -> tuple[Carry, Metrics]:
-    """One PPO update: a rollout of ``rollout_steps`` in every environment, then learning."""
-    carry, transitions = _rollout(config, carry)
-    return _after_rollout(config, carry, transitions)
-
-
 def advance(config: PPOConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
     """``n_updates`` PPO updates; metrics have a leading axis of length ``n_updates``."""
     return jax.lax.scan(lambda c, _: update(config, c), carry, None, length=n_updates)
-
-
-def update_runs(config: PPOConfig, carry: Carry) -> tuple[Carry, Metrics]:
-    """One PPO update of a batch of runs (a leading run axis): the rollouts of every run
-    vmapped together, then learning in groups of :attr:`PPOConfig.vmap_group` runs, one group
-    after another. Each run's numbers are :func:`update`'s, to float rounding."""
-    carry, transitions = jax.vmap(lambda c: _rollout(config, c))(carry)
-    runs = jax.tree.leaves(carry)[0].shape[0]
-    group = config.vmap_group
-    if not group or group >= runs:
-        return jax.vmap(lambda c, t: _after_rollout(config, c, t))(carry, transitions)
-    return jax.lax.map(lambda ct: _after_rollout(config, *ct), (carry, transitions), batch_size=group)
-
-
-def advance_runs(config: PPOConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
-    """:func:`advance` of a batch of runs (:func:`update_runs`); metrics are ``[runs, n_updates]``."""
-    carry, metrics = jax.lax.scan(lambda c, _: update_runs(config, c), carry, None, length=n_updates)
-    return carry, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), metrics)
 
 
 def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
@@ -379,7 +351,9 @@ def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
 # ----------------------------------------------------------------- batched, compiled
 
 
-init_batch, advance_batch, evaluate_batch = common.compiled(init, advance, evaluate, advance_runs=advance_runs)
+init_batch, advance_batch, evaluate_batch = common.compiled(
+    init, advance, evaluate, vmap_group=lambda config: config.vmap_group
+)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
