@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import Result
 from conftest import batch_zero_updates, kill_mid_batch
-from test_store_format import CHECKSUM_DAMAGE, change_block, to_long_form
+from test_store_format import CHECKSUM_DAMAGE, block_rows, change_block, to_long_form
 from test_study import TINY_SPEC, checkpoints, store_contents, tiny_spec
 from typer.testing import CliRunner
 
@@ -70,15 +70,6 @@ def copy_study(source: Path, folder: Path) -> Path:
 def status_rows(output: str) -> list[str]:
     """The numbers of ``regspeed status``: its table's rows (the title holds the folder's path)."""
     return [line for line in output.splitlines() if line.startswith("│")]
-
-
-def chunk_digests(folder: Path) -> list[tuple]:
-    """The checksum of every block (a chunk of a batch and a metric), with its key."""
-    with contextlib.closing(sqlite3.connect(folder / store_module.DATABASE)) as connection:
-        return connection.execute(
-            "SELECT batch_id, updates_done, metrics.name, count, encoding, sha256 "
-            "FROM blocks JOIN metrics USING (metric_id) ORDER BY batch_id, updates_done, metrics.name"
-        ).fetchall()
 
 
 def damage(path: Path, offset: int, size: int = 512, seed: int = 0) -> None:
@@ -144,7 +135,7 @@ def test_checksums_accept_what_was_written(tmp_path: Path) -> None:
     np.testing.assert_array_equal(score.steps, np.arange(1, 9) * 10)
     assert score.values[0, 1] == 0.0 and np.signbit(score.values[0, 1]) and np.isfinite(score.values).all()
     assert len(exported.read_text().splitlines()) == 1 + 2 * 8 * 2 + 4
-    assert len(chunk_digests(folder)) == 5  # per chunk, one per metric it recorded
+    assert len(block_rows(folder)) == 5  # per chunk, one per metric it recorded
 
 
 @pytest.mark.parametrize(
@@ -197,7 +188,7 @@ def test_restarting_a_batch_removes_its_curves_in_one_transaction(tmp_path: Path
         assert [(batch.updates_done, batch.checkpoint, batch.wall_seconds) for batch in store.batches()] == [
             (0, None, 0.0)
         ]
-    assert chunk_digests(folder) == []
+    assert block_rows(folder) == []
 
 
 # -------------------------------------------------- a finished study loses a checkpoint
@@ -264,7 +255,7 @@ def test_a_killed_study_whose_checkpoint_was_deleted_restarts_that_batch(
     assert len(warnings) == 1 and "batch 1/2 (none)" in warnings[0] and name in warnings[0], resumed.output
     assert "restarts from scratch" in warnings[0] and "is missing" in warnings[0]
     assert store_contents(folder) == store_contents(tiny_study)
-    assert chunk_digests(folder) == chunk_digests(tiny_study)
+    assert block_rows(folder) == block_rows(tiny_study)
     assert invoke("export", folder).exit_code == 0
     assert (folder / "curves.csv").read_bytes() == intact["csv"]
     assert checkpoints(folder).keys() == checkpoints(tiny_study).keys()
@@ -308,7 +299,7 @@ def test_an_unfinished_batch_with_an_unreadable_checkpoint_restarts_from_scratch
     with store_module.Store.open(study) as store:
         assert store.meta()["format_version"] == "4" and store.checksummed
     if format_version > 2:  # format 2 did not know its chunks: each batch's curves were one block per metric
-        assert chunk_digests(study) == chunk_digests(tiny_study)
+        assert block_rows(study) == block_rows(tiny_study)
 
 
 # ---------------------------------------------------- random bytes or a flipped bit in study.sqlite

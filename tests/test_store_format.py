@@ -118,6 +118,7 @@ def bits(values: np.ndarray | list[float]) -> list[int]:
 
 
 def block_rows(folder: Path) -> list[tuple]:
+    """The key, size, encoding and checksum of every block (a chunk of a batch and a metric)."""
     with contextlib.closing(sqlite3.connect(folder / store_module.DATABASE)) as connection:
         return connection.execute(
             "SELECT metrics.name, batch_id, updates_done, count, encoding, sha256 FROM blocks "
