@@ -20,32 +20,22 @@ import resource
 import time
 from collections.abc import Callable
 
+import dqn_throughput
 import jax
 import throughput
+import train_throughput
 from rich.console import Console
 from rich.table import Table
 
 import regspeed  # noqa: F401  (sets XLA flags before JAX starts)
-from regspeed.learn import dqn, ppo, registry
-from regspeed.learn.learner import Request
 
 
 def ppo_rate(observation: str, runs: int, updates: int, repeats: int) -> float:
-    """Aggregate env steps/s of ``runs`` PPO runs with ``observation``."""
-    learner = registry.get("snake-ppo")
-    setup = learner.build({"env": {"observation": observation}}, Request(budget=10_000 * ppo.PPOConfig().batch_size))
+    """Aggregate env steps/s of ``runs`` PPO runs with ``observation`` (train_throughput's setup)."""
+    setup = train_throughput.make_setup(observation)
+    learner = train_throughput.LEARNER
     carry = learner.start(setup, range(runs), [0.0] * runs)
     return throughput.advance_rate(learner.trainer.advance_batch, setup.config, carry, updates, repeats)
-
-
-def dqn_rate(runs: int, updates: int, repeats: int) -> float:
-    """Aggregate env steps/s of ``runs`` DQN runs, every update learning."""
-    learner = registry.get("snake-dqn")
-    setup = learner.build({}, Request(budget=100_000 * dqn.DQNConfig().steps_per_update))
-    config = setup.config
-    carry = learner.start(setup, range(runs), [0.0] * runs)
-    carry, _ = learner.trainer.advance_batch(config, carry, -(-config.learning_starts // config.steps_per_update))
-    return throughput.advance_rate(learner.trainer.advance_batch, config, carry, updates, repeats)
 
 
 def measured(rate: Callable[..., float], *arguments: object) -> str:
@@ -80,7 +70,7 @@ def main() -> None:
             rate = measured(ppo_rate, observation, runs, args.ppo_updates, args.repeats)
             table.add_row("PPO", observation, str(runs), rate)
     for runs in args.dqn_runs:
-        table.add_row("DQN", "features", str(runs), measured(dqn_rate, runs, args.dqn_updates, args.repeats))
+        table.add_row("DQN", "features", str(runs), measured(dqn_throughput.ours, runs, args.dqn_updates, args.repeats))
     console.print(table)
     console.print(f"peak host RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 

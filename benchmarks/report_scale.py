@@ -32,9 +32,9 @@ from regspeed.study import store as store_module
 KINDS = ("l1", "l2", "weight_decay", "l2_init")
 
 
-def big_spec(conditions: int, seeds: int) -> tuple[spec_module.Spec, str]:
+def big_spec(conditions: int, seeds: int, folder: Path) -> tuple[spec_module.Spec, str]:
     """The default study with ``conditions - 1`` regularized conditions (strengths spread over
-    the kinds) and ``seeds`` seeds, as a spec and its TOML text."""
+    the kinds) and ``seeds`` seeds, as a spec and its TOML text (written into ``folder``)."""
     per_kind = -(-(conditions - 1) // len(KINDS))
     lines = [line for line in spec_module.default_text().splitlines() if not line.startswith("seeds")]
     text = "\n".join(lines).split("[[regularizers]]")[0]
@@ -47,7 +47,7 @@ def big_spec(conditions: int, seeds: int) -> tuple[spec_module.Spec, str]:
             text += f'\n[[regularizers]]\nkind = "{kind}"\nstrengths = {{ low = 1e-5, high = 1e-1, num = {count} }}\n'
     evaluation = spec_module.default_text().split("[evaluation]")[1]
     text += "\n[evaluation]" + evaluation
-    path = Path(tempfile.mkdtemp()) / "big.toml"
+    path = folder / "big.toml"
     path.write_text(text)
     return spec_module.load(path), text
 
@@ -110,8 +110,8 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     rng = np.random.default_rng(0)
-    spec, text = big_spec(args.conditions, args.seeds)
     with tempfile.TemporaryDirectory() as temporary:
+        spec, text = big_spec(args.conditions, args.seeds, Path(temporary))
         folder = Path(temporary) / "study"
         with console.status("building the study..."):
             start = time.perf_counter()

@@ -165,13 +165,8 @@ def whole_study(spec_file: Path | None, quick: bool, cache: Path | None, console
         the_spec = spec_module.quick(the_spec) if quick else the_spec
         with store_module.Store.open(folder) as store:
             runs = store.runs()
-            per_update = {
-                condition["name"]: spec_module.learner_of(the_spec).steps_per_update(
-                    spec_module.setup(the_spec, regs.Regularizer())
-                )
-                for condition in store.conditions()
-            }
-        steps = sum(run.updates_done * per_update[run.condition] for run in runs)
+        per_update = spec_module.learner_of(the_spec).steps_per_update(spec_module.setup(the_spec, regs.Regularizer()))
+        steps = per_update * sum(run.updates_done for run in runs)
     table = Table(title=f"regspeed study ({the_spec.name}): {len(runs)} runs, {steps / 1e6:.1f} M env steps")
     for column in ("", "seconds", "share"):
         table.add_column(column, justify="right")
