@@ -23,6 +23,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/train_throughput.py --observation features
 	$(BIN)/python benchmarks/dqn_throughput.py
 	$(BIN)/python benchmarks/matmul_shapes.py
+	$(BIN)/python benchmarks/random_costs.py
 	$(BIN)/python benchmarks/study_throughput.py --overhead
 	$(BIN)/python benchmarks/study_throughput.py
 

@@ -51,7 +51,8 @@ def permutation(key: jax.Array, n: int, rounds: int = 2) -> jax.Array:
     """A random permutation of ``0 .. n - 1`` (int32): a shuffle by sorting random keys, as
     ``jax.random.permutation`` does, with each element's position packed into the low bits
     of its key so that XLA sorts one array of integers instead of two arrays with a
-    comparator: 10x faster on CPU, where ``jax.random.permutation`` was 13% of PPO's time.
+    comparator: 5-10x faster on CPU (``benchmarks/random_costs.py``), where
+    ``jax.random.permutation`` was 13% of PPO's time.
 
     A key's high ``32 - ceil(log2 n)`` bits are random; equal random parts keep their
     current order, which the second round's fresh bits make as random as the first
