@@ -19,6 +19,18 @@ board is a win (*terminated*, with the win bonus). Starvation (``starvation_limi
 without food) and the time limit end it as *truncated*. Terminated wins over truncated
 when both happen on the same step. Agents must bootstrap on truncation, not on
 termination; :class:`TimeStep` keeps the two apart.
+
+Levels. With ``levels > 0`` or ``obstacle_density > 0`` the world is made of *levels*: a
+level seed fixes the walls inside the board, the snake's start and the sequence of food
+draws (the n-th food of an episode is drawn from the level's n-th random word among the
+cells then free), so that a level played the same way plays out the same. Walls are body
+cells of lifetime ``WALL`` (-1): they block like the body, never age, and food is never put
+on them. ``levels = K`` draws every episode's level from the K seeds ``level_seed_offset ..
+level_seed_offset + K - 1``; ``levels = 0`` a fresh random level each episode. Held-out
+levels (``held_out_level_offset`` on) are played only by evaluations (:func:`reset_to_level`).
+Walls stand on a *pillar lattice*, every other row and column at a per-level offset, never
+touching one another, not even diagonally, so the free cells always stay connected; the
+snake starts on a line of the other parity, which holds no wall.
 """
 
 from __future__ import annotations
@@ -48,6 +60,9 @@ STRAIGHT, TURN_LEFT, TURN_RIGHT = 0, 1, 2
 OBSERVATIONS = ("grid", "features", "window")
 ACTION_MODES = ("relative", "absolute")
 MIN_SIZE, MAX_SIZE = 4, 64
+WALL = -1  # the body value of a wall cell
+MAX_OBSTACLE_DENSITY = 0.25  # every pillar-lattice cell a wall: a quarter of an even board
+LEVEL_SEEDS = 2**31  # level seeds are 0 .. 2**31 - 1
 
 
 class Cause(enum.IntEnum):
@@ -81,6 +96,16 @@ class SnakeConfig:
         shaping_gamma: discount used by the shaping term; set it to the agent's gamma.
         starvation_limit: steps without food before truncation (``None``: rows * cols).
         time_limit: steps per episode before truncation (``None``: no limit).
+        obstacle_density: the share of the board's cells that are walls, on average, from 0
+            to 0.25: each cell of the level's pillar lattice (every other row and column, a
+            quarter of the board) is a wall with probability ``4 * obstacle_density``.
+        levels: the number of training levels (level seeds ``level_seed_offset`` ..
+            ``level_seed_offset + levels - 1``, drawn uniformly per episode); 0 draws a
+            fresh random level each episode (with ``obstacle_density = 0`` too: the
+            procedural world without levels).
+        level_seed_offset: the first training level seed.
+        held_out_level_offset: the first held-out level seed; evaluations play the held-out
+            levels ``held_out_level_offset + i``, which must not be training levels.
     """
 
     rows: int = 10
@@ -97,6 +122,10 @@ class SnakeConfig:
     shaping_gamma: float = 0.99
     starvation_limit: int | None = None
     time_limit: int | None = None
+    obstacle_density: float = 0.0
+    levels: int = 0
+    level_seed_offset: int = 0
+    held_out_level_offset: int = 1_000_000_000
 
     def __post_init__(self) -> None:
         refuse_non_finite(self)
@@ -127,7 +156,46 @@ class SnakeConfig:
             raise ConfigError("shaping_gamma", f"must be in [0, 1] (got {self.shaping_gamma!r})")
         if self.shaping < 0:
             raise ConfigError("shaping", f"must be >= 0; 0 turns shaping off (got {self.shaping!r})")
+        if not 0.0 <= self.obstacle_density <= MAX_OBSTACLE_DENSITY:
+            raise ConfigError(
+                "obstacle_density",
+                f"must be in [0, {MAX_OBSTACLE_DENSITY}]: walls stand on every other row and column so that the free "
+                f"cells stay connected and the snake has room (got {self.obstacle_density!r})",
+            )
+        for name in ("levels", "level_seed_offset", "held_out_level_offset"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value < LEVEL_SEEDS:
+                raise ConfigError(name, f"must be an integer from 0 to {LEVEL_SEEDS - 1} (got {value!r})")
+        if self.level_seed_offset + self.levels > LEVEL_SEEDS:
+            raise ConfigError(
+                "levels",
+                f"level_seed_offset + levels must be at most {LEVEL_SEEDS} "
+                f"(got {self.level_seed_offset + self.levels})",
+            )
+        self.check_held_out(1)
 
+    def check_held_out(self, count: int) -> None:
+        """Refuse a held-out set of ``count`` levels that overlaps the training levels."""
+        if not self.has_levels:
+            return
+        if self.held_out_level_offset + count > LEVEL_SEEDS:
+            raise ConfigError(
+                "held_out_level_offset", f"must leave room for {count} held-out levels below {LEVEL_SEEDS} "
+                f"(got {self.held_out_level_offset})"
+            )
+        first, last = self.level_seed_offset, self.level_seed_offset + self.levels
+        start, end = self.held_out_level_offset, self.held_out_level_offset + count
+        if self.levels and start < last and first < end:
+            raise ConfigError(
+                "held_out_level_offset",
+                f"the {count} held-out levels {start} .. {end - 1} overlap the training levels {first} .. {last - 1}; "
+                f"use a held-out offset of at least {last} or below {max(first - count, 0)}",
+            )
+
+    @property
+    def has_levels(self) -> bool:
+        """Whether episodes are played on levels (walls, start and food fixed by a level seed)."""
+        return self.levels > 0 or self.obstacle_density > 0
     @property
     def num_actions(self) -> int:
         """Size of the discrete action space (3 relative, 4 absolute)."""
@@ -147,7 +215,7 @@ class SnakeConfig:
     def observation_shape(self) -> tuple[int, ...]:
         """Shape of one observation (float32)."""
         if self.observation == "grid":
-            return (3, self.rows, self.cols)
+            return (4 if self.obstacle_density > 0 else 3, self.rows, self.cols)
         if self.observation == "features":
             return (11,)
         return (3 * self.window_size**2 + 8,)
@@ -165,6 +233,7 @@ class SnakeState:
     length: jax.Array  # int32, current length = initial_length + food eaten
     steps: jax.Array  # int32, steps taken in this episode
     steps_since_food: jax.Array  # int32
+    level: jax.Array | None = None  # uint32 level seed; None in the world without levels
 
 
 @struct.dataclass
@@ -218,6 +287,25 @@ class _Start(NamedTuple):
     food: jax.Array
 
 
+def _straight_snake(
+    config: SnakeConfig, heading: jax.Array, along: jax.Array, across: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The body (lifetimes) and head of a straight snake of ``initial_length`` heading
+    ``heading``, its head ``along`` cells from the wall it faces, on line ``across`` (the
+    column of a vertical snake, the row of a horizontal one)."""
+    length = config.initial_length
+    row = jnp.select([heading == UP, heading == DOWN], [along, config.rows - 1 - along], default=across)
+    col = jnp.select([heading == LEFT, heading == RIGHT], [along, config.cols - 1 - along], default=across)
+    head = jnp.stack([row, col]).astype(jnp.int32)
+    delta = jnp.asarray(DELTAS)[heading]
+    rr, cc = _cell_rows_cols(config)
+    dr, dc = rr - row, cc - col
+    behind = -(dr * delta[0] + dc * delta[1])  # cells behind the head along the body line
+    on_line = (dr * delta[1] - dc * delta[0]) == 0
+    body = jnp.where(on_line & (behind >= 0) & (behind < length), length - behind, 0).astype(jnp.int32)
+    return body, head
+
+
 def _initial_snake(config: SnakeConfig, words: jax.Array) -> _Start:
     """A straight snake of ``initial_length`` with room for one step ahead, and its food.
 
@@ -234,16 +322,8 @@ def _initial_snake(config: SnakeConfig, words: jax.Array) -> _Start:
     n_placements = (n_along - length) * n_across
     placement = (words[1] % n_placements.astype(jnp.uint32)).astype(jnp.int32)
     along = 1 + placement // n_across  # distance of the head from the wall it faces
-    across = placement % n_across
-    row = jnp.select([heading == UP, heading == DOWN], [along, config.rows - 1 - along], default=across)
-    col = jnp.select([heading == LEFT, heading == RIGHT], [along, config.cols - 1 - along], default=across)
-    head = jnp.stack([row, col]).astype(jnp.int32)
+    body, head = _straight_snake(config, heading, along, placement % n_across)
     delta = jnp.asarray(DELTAS)[heading]
-    rr, cc = _cell_rows_cols(config)
-    dr, dc = rr - row, cc - col
-    behind = -(dr * delta[0] + dc * delta[1])  # cells behind the head along the body line
-    on_line = (dr * delta[1] - dc * delta[0]) == 0
-    body = jnp.where(on_line & (behind >= 0) & (behind < length), length - behind, 0).astype(jnp.int32)
 
     # Body cells in row-major order are first + i * stride, i < length. The k-th free cell
     # is k plus the number of body cells before it, and body cell i precedes it exactly
@@ -256,6 +336,123 @@ def _initial_snake(config: SnakeConfig, words: jax.Array) -> _Start:
     cell = k + (first + body_index * (stride - 1) <= k).sum()
     food = jnp.stack([cell // config.cols, cell % config.cols]).astype(jnp.int32)
     return _Start(body, head, heading, food)
+
+
+# ---------------------------------------------------------------------------- levels
+
+_SALT, _GOLDEN = np.uint32(0x5EED1E7E), np.uint32(0x9E3779B9)
+_PARITY, _HEADING, _PLACEMENT, _SITES = 0, 1, 2, 3  # indices of a level's random words
+_FOOD = 1 << 20  # the n-th food of an episode draws word _FOOD + n
+
+
+def _mix(x: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finaliser: a bijection of uint32 that mixes every bit."""
+    x = x ^ (x >> 16)
+    x = x * np.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * np.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def level_words(level: jax.Array, first: int | jax.Array, count: int) -> jax.Array:
+    """Random words ``first .. first + count - 1`` of a level (uint32[count]): a counter-based
+    hash of the level seed, so any word is drawn without the ones before it."""
+    base = _mix(jnp.asarray(level, jnp.uint32) * _GOLDEN + _SALT)
+    index = jnp.asarray(first, jnp.uint32) + jnp.arange(count, dtype=jnp.uint32)
+    return _mix(base + index * _GOLDEN)
+
+
+def _pillar_sites(config: SnakeConfig) -> tuple[int, int]:
+    """Rows and columns of the pillar lattice's sites (every other row and column)."""
+    return (config.rows + 1) // 2, (config.cols + 1) // 2
+
+
+def level_walls(config: SnakeConfig, level: jax.Array) -> jax.Array:
+    """The walls of a level, bool[rows * cols] row-major.
+
+    The level's two parity bits pick the pillar lattice (rows of one parity, columns of
+    one parity); each lattice cell is a wall with probability ``4 * obstacle_density``.
+    Lattice cells are two apart, so no two walls touch, even diagonally: every free cell's
+    neighbourhood around a wall is free and the free cells stay connected.
+    """
+    if config.obstacle_density == 0:
+        return jnp.zeros(config.num_cells, bool)
+    parity = level_words(level, _PARITY, 1)[0]
+    site_rows, site_cols = _pillar_sites(config)
+    words = level_words(level, _SITES, site_rows * site_cols).reshape(site_rows, site_cols)
+    probability = 4 * config.obstacle_density
+    if probability >= 1:
+        sites = jnp.ones((site_rows, site_cols), bool)
+    else:
+        sites = words < np.uint32(round(probability * 2**32))
+    per_cell = jnp.repeat(jnp.repeat(sites, 2, axis=0), 2, axis=1)[: config.rows, : config.cols].ravel()
+    rr, cc = _cell_rows_cols(config)
+    on_lattice = (rr % 2 == (parity & 1)) & (cc % 2 == ((parity >> 1) & 1))
+    return on_lattice & per_cell
+
+
+def _level_start(config: SnakeConfig, level: jax.Array) -> _Start:
+    """A level's walls (in the body, as ``WALL``), its snake and its first food.
+
+    The snake is straight, as in the world without levels, on a line of the parity that
+    holds no wall (any line when the level has no walls), with room for one step ahead.
+    """
+    words = level_words(level, 0, _SITES)
+    length = config.initial_length
+    heading = (words[_HEADING] % 4).astype(jnp.int32)
+    vertical = (heading == UP) | (heading == DOWN)
+    n_along = jnp.where(vertical, config.rows, config.cols)
+    if config.obstacle_density > 0:
+        # Lines of the parity other than the lattice's: a vertical snake's column, a
+        # horizontal snake's row. Lines 1 - p, 3 - p, ... of a board of n lines.
+        lattice = jnp.where(vertical, (words[_PARITY] >> 1) & 1, words[_PARITY] & 1).astype(jnp.int32)
+        n_lines = jnp.where(vertical, config.cols, config.rows)
+        n_across = (n_lines - (1 - lattice) + 1) // 2
+        first_line, line_step = 1 - lattice, 2
+    else:
+        n_across = jnp.where(vertical, config.cols, config.rows)
+        first_line, line_step = 0, 1
+    n_placements = (n_along - length) * n_across
+    placement = (words[_PLACEMENT] % n_placements.astype(jnp.uint32)).astype(jnp.int32)
+    across = first_line + line_step * (placement % n_across)
+    body, head = _straight_snake(config, heading, 1 + placement // n_across, across)
+    body = jnp.where(level_walls(config, level), WALL, body)
+    food = _sample_free_cell(config, body, level_words(level, _FOOD, 1)[0])
+    return _Start(body, head, heading, food)
+
+
+def _draw_level(config: SnakeConfig, word: jax.Array) -> jax.Array:
+    """A training level's seed (uint32) from a random word: one of the ``levels`` training
+    seeds, or any seed when ``levels = 0``."""
+    if config.levels:
+        return np.uint32(config.level_seed_offset) + word % np.uint32(config.levels)
+    return word >> 1
+
+
+def reset_to_level(config: SnakeConfig, level: jax.Array | int, key: jax.Array) -> SnakeState:
+    """A fresh episode on level ``level`` (a world with levels only); ``key`` draws the
+    levels of the episodes after it (with :func:`autoreset_step`)."""
+    if not config.has_levels:
+        raise ConfigError("levels", "this world has no levels: set levels > 0 or obstacle_density > 0")
+    level = jnp.asarray(level, jnp.uint32)
+    start = _level_start(config, level)
+    zero = jnp.zeros((), jnp.int32)
+    return SnakeState(
+        key=key,
+        body=start.body,
+        head=start.head,
+        heading=start.heading,
+        food=start.food,
+        length=jnp.asarray(config.initial_length, jnp.int32),
+        steps=zero,
+        steps_since_food=zero,
+        level=level,
+    )
+
+
+def walls(config: SnakeConfig, state: SnakeState) -> jax.Array:
+    """Where the walls inside the board are, bool[rows * cols] (none without levels)."""
+    return state.body < 0
 
 
 def _inclusive_cumsum(counts: jax.Array) -> jax.Array:
@@ -290,8 +487,11 @@ def _sample_free_cell(config: SnakeConfig, body: jax.Array, word: jax.Array) -> 
 
 def reset(config: SnakeConfig, key: jax.Array) -> SnakeState:
     """A fresh episode: a straight snake at a uniformly random fitting place and heading,
-    and one food uniformly among the free cells."""
+    and one food uniformly among the free cells; in a world with levels, the start of a
+    training level drawn at random."""
     key, sub = jax.random.split(key)
+    if config.has_levels:
+        return reset_to_level(config, _draw_level(config, _random_words(sub, 1)[0]), key)
     start = _initial_snake(config, _random_words(sub, 3))
     zero = jnp.zeros((), jnp.int32)
     return SnakeState(
@@ -350,8 +550,10 @@ def _move(config: SnakeConfig, state: SnakeState, action: jax.Array) -> _Outcome
     safe_target = jnp.clip(target, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
     # The tail cell (lifetime 1) leaves this step, so only lifetimes > 1 block. Food is never
     # on the body, so on a step that eats (and keeps the tail) the target is free anyway.
-    hits_body = in_bounds & (state.body[_flat(config, safe_target)] > 1)
-    died = ~in_bounds | hits_body
+    entered = state.body[_flat(config, safe_target)]
+    hits_body = in_bounds & (entered > 1)
+    hits_wall = ~in_bounds | (entered == WALL) if config.has_levels else ~in_bounds
+    died = hits_wall | hits_body
     ate = ~died & (target == state.food).all()
 
     new_length = state.length + ate.astype(jnp.int32)
@@ -359,15 +561,20 @@ def _move(config: SnakeConfig, state: SnakeState, action: jax.Array) -> _Outcome
     # written and nothing ages. Folding that into one pass saves a select over the board.
     write_at = jnp.where(died, -1, _flat(config, safe_target))
     aging = (~ate & ~died).astype(jnp.int32)
-    body = jnp.where(np.arange(config.num_cells) == write_at, new_length, jnp.maximum(state.body - aging, 0))
-    won = ~died & (new_length == config.num_cells)
+    if config.has_levels:  # walls (negative) never age
+        aged = jnp.where(state.body > 0, state.body - aging, state.body)
+        cells = config.num_cells - (state.body == WALL).sum(dtype=jnp.int32)
+    else:
+        aged, cells = jnp.maximum(state.body - aging, 0), config.num_cells
+    body = jnp.where(np.arange(config.num_cells) == write_at, new_length, aged)
+    won = ~died & (new_length == cells)
     steps = state.steps + 1
     steps_since_food = jnp.where(ate, 0, state.steps_since_food + 1)
     starved = steps_since_food >= config.effective_starvation_limit
     timed_out = steps >= config.time_limit if config.time_limit is not None else jnp.zeros((), bool)
     truncated = ~(died | won) & (starved | timed_out)
     cause = jnp.select(
-        [~in_bounds, hits_body, won, truncated & starved, truncated],
+        [hits_wall, hits_body, won, truncated & starved, truncated],
         [Cause.WALL, Cause.BODY, Cause.WON, Cause.STARVED, Cause.TIME_LIMIT],
         default=Cause.RUNNING,
     ).astype(jnp.int32)
@@ -419,10 +626,14 @@ def _moved(config: SnakeConfig, state: SnakeState, action: jax.Array) -> tuple[_
     words. :func:`step` and :func:`autoreset_step` make the same draws, so both reach the
     same state while an episode runs."""
     key, sub = jax.random.split(state.key)
-    words = _random_words(sub, 4)
+    words = _random_words(sub, 1 if config.has_levels else 4)
     outcome = _move(config, state.replace(key=key), action)
     reached = outcome.reached
-    new_food = _sample_free_cell(config, reached.body, words[0])
+    if config.has_levels:  # the level's next food word: food eaten so far
+        food_word = level_words(state.level, _FOOD + reached.length - config.initial_length, 1)[0]
+    else:
+        food_word = words[0]
+    new_food = _sample_free_cell(config, reached.body, food_word)
     reached = reached.replace(food=jnp.where(outcome.ate & ~outcome.won, new_food, reached.food))
     return outcome._replace(reached=reached), words
 
@@ -448,7 +659,12 @@ def autoreset_step(
     outcome, words = _moved(config, state, action)
     reached = outcome.reached
     done = outcome.died | outcome.won | outcome.truncated
-    start = _initial_snake(config, words[1:])
+    if config.has_levels:
+        level = _draw_level(config, words[0])
+        start = _level_start(config, level)
+        reached = reached.replace(level=jnp.where(done, level, reached.level))
+    else:
+        start = _initial_snake(config, words[1:])
     zero = jnp.zeros((), jnp.int32)
     continuing = reached.replace(
         body=jnp.where(done, start.body, reached.body),
@@ -470,13 +686,14 @@ def autoreset_step(
 def observe(config: SnakeConfig, state: SnakeState) -> jax.Array:
     """The observation selected by ``config.observation`` (float32, ``observation_shape``).
 
-    - ``grid``: channels head, body, food over the board; the body channel is the age
-      gradient, 1 at the head falling to 1/length at the tail.
-    - ``features``: the classic 11 booleans: danger straight / left / right, heading
+    - ``grid``: channels head, body, food over the board (and walls, where the world has
+      obstacles); the body channel is the age gradient, 1 at the head falling to
+      1/length at the tail.
+    - ``features``: the classic 11 booleans: danger (edge, wall or body) straight / left / right, heading
       one-hot (up, right, down, left), food left / right / up / down of the head.
     - ``window``: an egocentric ``k x k`` view rotated so the heading points up (channels
-      wall, body age, food), then food ahead / behind / left / right in the snake's frame,
-      then the heading one-hot (needed to act in absolute mode); flattened.
+      wall (the board's edge or a wall inside it), body age, food), then food ahead /
+      behind / left / right in the snake's frame, then the heading one-hot (needed to act in absolute mode); flattened.
     """
     if config.observation == "grid":
         return _grid_observation(config, state)
@@ -490,16 +707,20 @@ def _one_hot_cell(config: SnakeConfig, cell: jax.Array) -> jax.Array:
 
 
 def _grid_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
-    age = state.body.astype(jnp.float32) * (1.0 / state.length.astype(jnp.float32))
-    channels = jnp.stack([_one_hot_cell(config, state.head), age, _one_hot_cell(config, state.food)])
-    return channels.reshape(3, config.rows, config.cols)
+    body = jnp.maximum(state.body, 0) if config.has_levels else state.body
+    age = body.astype(jnp.float32) * (1.0 / state.length.astype(jnp.float32))
+    channels = [_one_hot_cell(config, state.head), age, _one_hot_cell(config, state.food)]
+    if config.obstacle_density > 0:
+        channels.append((state.body == WALL).astype(jnp.float32))
+    return jnp.stack(channels).reshape(config.observation_shape)
 
 
 def is_blocked(config: SnakeConfig, body: jax.Array, cells: jax.Array) -> jax.Array:
     """Whether moving into each of ``cells`` (int32[..., 2]) would kill the snake."""
     in_bounds = (cells >= 0).all(-1) & (cells[..., 0] < config.rows) & (cells[..., 1] < config.cols)
     safe = jnp.clip(cells, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
-    return ~in_bounds | (body[_flat(config, safe)] > 1)
+    entered = body[_flat(config, safe)]
+    return ~in_bounds | (entered > 1) | (entered == WALL)
 
 
 def _feature_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
@@ -541,8 +762,9 @@ def _window_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
     cells = state.head + jnp.asarray(_window_offsets(size))[state.heading]
     in_bounds = (cells >= 0).all(-1) & (cells[:, 0] < config.rows) & (cells[:, 1] < config.cols)
     safe = jnp.clip(cells, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
-    age = state.body[_flat(config, safe)].astype(jnp.float32) / state.length.astype(jnp.float32)
-    wall = ~in_bounds
+    seen = state.body[_flat(config, safe)]
+    wall = ~in_bounds | (seen == WALL) if config.has_levels else ~in_bounds
+    age = jnp.maximum(seen, 0).astype(jnp.float32) / state.length.astype(jnp.float32)
     body = jnp.where(in_bounds, age, 0.0)
     food = in_bounds & (cells == state.food).all(-1)
     deltas = jnp.asarray(DELTAS)
@@ -571,7 +793,7 @@ def reset_batch(config: SnakeConfig, key: jax.Array, batch_size: int) -> SnakeSt
 
 
 def board(config: SnakeConfig, state: SnakeState) -> np.ndarray:
-    """The body lifetimes of one (unbatched) state as a host array int32[rows, cols]."""
+    """The body lifetimes of one (unbatched) state as a host array int32[rows, cols] (walls: ``WALL``)."""
     return np.asarray(state.body).reshape(config.rows, config.cols)
 
 
