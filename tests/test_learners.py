@@ -13,7 +13,7 @@ import pytest
 import tiny
 from conftest import leaves_equal
 
-from regspeed.learn import checkpoint, registry
+from regspeed.learn import checkpoint, registry, snake_agents
 from regspeed.learn import driver as training
 
 LEARNERS = registry.names()
@@ -46,12 +46,30 @@ def test_advance_and_evaluate_report_every_declared_metric_per_run(name: str) ->
     learner, setup, carry = tiny.start(name, [0, 1], [0.0, 1e-2])
     carry, metrics = learner.trainer.advance_batch(setup.config, carry, CHUNK)
     evaluation = learner.trainer.evaluate_batch(setup.config, carry)
-    assert set(metrics) | set(evaluation) == {metric.name for metric in learner.metrics}
+    only_with_levels = set(snake_agents.LEVEL_METRICS) if learner.play else set()
+    assert set(metrics) | set(evaluation) == {metric.name for metric in learner.metrics} - only_with_levels
     assert all(np.shape(values) == (2, CHUNK) for values in metrics.values())
     assert all(np.shape(values) == (2,) for values in evaluation.values())
     assert int(carry.update[0]) == CHUNK
     reg_loss = np.asarray(metrics["reg_loss"])
     assert (reg_loss[0] == 0).all() and (reg_loss[1] > 0).all()  # the strength is per run
+
+
+@pytest.mark.parametrize("name", ["snake-ppo", "snake-dqn"])
+def test_a_world_with_levels_reports_the_level_metrics(name: str) -> None:
+    """Training and held-out levels are evaluated apart; eval_* are the training levels."""
+    learner = registry.get(name)
+    tables = tiny.TABLES[name][0]
+    env = tables["env"] | {"levels": 3, "obstacle_density": 0.1}
+    setup = learner.build(tables | {"env": env}, _request(name))
+    assert learner.speed_metrics_of(setup) == snake_agents.SPEED_METRICS + snake_agents.LEVEL_SPEED_METRICS
+    carry = learner.start(setup, [0, 1], np.zeros(2, np.float32))
+    carry, metrics = learner.trainer.advance_batch(setup.config, carry, CHUNK)
+    evaluation = {k: np.asarray(v) for k, v in learner.trainer.evaluate_batch(setup.config, carry).items()}
+    assert set(metrics) | set(evaluation) == {metric.name for metric in learner.metrics}
+    np.testing.assert_array_equal(evaluation["train_levels_score"], evaluation["eval_score"])
+    gap = evaluation["train_levels_score"] - evaluation["test_levels_score"]
+    np.testing.assert_allclose(evaluation["levels_gap"], gap)
 
 
 @pytest.mark.parametrize("name", LEARNERS)

@@ -31,6 +31,13 @@ def train(
     action_mode: Annotated[
         str | None, typer.Option(help="relative (turns; the default) or absolute (compass moves).")
     ] = None,
+    obstacle_density: Annotated[
+        float | None, typer.Option(help="Share of cells that are walls inside the board, 0 to 0.25 (default 0).")
+    ] = None,
+    levels: Annotated[
+        int | None, typer.Option(help="Training levels (level seeds); 0, the default, a fresh level per episode.")
+    ] = None,
+    level_seed_offset: Annotated[int | None, typer.Option(help="First training level seed (default 0).")] = None,
     reg: Annotated[
         str, typer.Option(help="Regularizer: none, l1, l2, weight_decay, l2_init, elastic, dropout.")
     ] = "none",
@@ -88,7 +95,10 @@ def train(
     regularizer = regs.Regularizer(reg, network=reg_network)
     regs.check_strength(regularizer, strength)
     given = {
-        "env": dict(rows=rows, cols=cols, observation=observation, window_size=window, action_mode=action_mode),
+        "env": dict(
+            rows=rows, cols=cols, observation=observation, window_size=window, action_mode=action_mode,
+            obstacle_density=obstacle_density, levels=levels, level_seed_offset=level_seed_offset,
+        ),
         "network": dict(hidden=_layer_sizes(hidden), activation=activation, torso=torso, shared_torso=shared_torso),
         algo: dict(num_envs=num_envs, rollout_steps=rollout_steps, learning_rate=lr),
     }
@@ -235,15 +245,18 @@ def _training_table(seeds: list[int], history: Any, updates: int, steps_per_upda
     import numpy as np
 
     table = Table(title=f"after {updates * steps_per_update:,} env steps per seed, {seconds:.0f} s")
-    for name in ("seed", "train score (last 10%)", "eval score", "eval max", "status"):
+    evaluation = history.evaluations
+    held_out = history.evaluated_at and "test_levels_score" in evaluation  # a world with levels
+    names = ["seed", "train score (last 10%)", "eval score", "eval max", *(["held-out levels"] * bool(held_out))]
+    for name in [*names, "status"]:
         table.add_column(name, justify="right")
     tail = max(1, updates // 10)
     for run, seed in enumerate(seeds):
         last_scores = history.updates["score"][run, -tail:]
         train_score = f"{np.nanmean(last_scores):.1f}" if np.isfinite(last_scores).any() else "-"
-        evaluation = history.evaluations
         eval_score = f"{evaluation['eval_score'][run, -1]:.1f}" if history.evaluated_at else "-"
         eval_max = f"{evaluation['eval_max_score'][run, -1]:.0f}" if history.evaluated_at else "-"
+        held_out_score = [f"{evaluation['test_levels_score'][run, -1]:.1f}"] if held_out else []
         status = "[red]failed[/]" if run in history.failures else "ok"
-        table.add_row(str(seed), train_score, eval_score, eval_max, status)
+        table.add_row(str(seed), train_score, eval_score, eval_max, *held_out_score, status)
     return table

@@ -188,8 +188,9 @@ class SnakeConfig:
         if self.levels and start < last and first < end:
             raise ConfigError(
                 "held_out_level_offset",
-                f"the {count} held-out levels {start} .. {end - 1} overlap the training levels {first} .. {last - 1}; "
-                f"use a held-out offset of at least {last} or below {max(first - count, 0)}",
+                f"the held-out levels {start} .. {end - 1} overlap the training levels {first} .. {last - 1}; "
+                f"use a held-out offset of at least {last}"
+                + (f" or at most {first - count}" if first >= count else ""),
             )
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -87,14 +87,68 @@ def episode_metrics(done: jax.Array, score: jax.Array, length: jax.Array, steps:
     }
 
 
+def evaluation_levels(env: snake.SnakeConfig, episodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The level seeds a greedy evaluation plays in a world with levels: the training set
+    (the first ``min(levels, episodes)`` training levels; with ``levels = 0``, ``episodes``
+    random levels, fixed by :data:`EVAL_SEED`) and the held-out set (``episodes`` seeds from
+    ``held_out_level_offset``), uint32 each."""
+    if env.levels:
+        training = env.level_seed_offset + np.arange(min(env.levels, episodes))
+    else:
+        words = np.asarray(jax.random.bits(jax.random.key(EVAL_SEED), (episodes,), jnp.uint32))
+        training = words >> 1
+    held_out = env.held_out_level_offset + np.arange(episodes)
+    return training.astype(np.uint32), held_out.astype(np.uint32)
+
+
 def greedy_evaluation(
     env: snake.SnakeConfig, episodes: int, max_steps: int, choose: Callable[[jax.Array], jax.Array]
 ) -> Metrics:
     """Play ``choose`` (observations -> actions) on ``episodes`` fixed episodes for at most
     ``max_steps`` steps. Reports the mean score, length and steps of each environment's
     first episode; an episode still running at ``max_steps`` counts with what it had
-    reached (censored)."""
-    states = snake.reset_batch(env, jax.random.key(EVAL_SEED), episodes)
+    reached (censored).
+
+    In a world with levels the fixed episodes are the training levels of
+    :func:`evaluation_levels` (``eval_*`` and ``train_levels_*``), and the held-out levels
+    are played too (``test_levels_score`` and ``test_levels_steps``); ``levels_gap`` is the
+    training levels' score minus the held-out levels' score.
+    """
+    if not env.has_levels:
+        states = snake.reset_batch(env, jax.random.key(EVAL_SEED), episodes)
+        return _evaluation_metrics(_first_episodes(env, states, max_steps, choose))
+    training, held_out = evaluation_levels(env, episodes)
+    on_training = _first_episodes(env, _level_states(env, training), max_steps, choose)
+    on_held_out = _first_episodes(env, _level_states(env, held_out), max_steps, choose)
+    metrics = _evaluation_metrics(on_training)
+    for prefix, played in (("train_levels", on_training), ("test_levels", on_held_out)):
+        metrics[f"{prefix}_score"] = played.score.mean(dtype=jnp.float32)
+        metrics[f"{prefix}_steps"] = played.steps.mean(dtype=jnp.float32)
+    metrics["levels_gap"] = metrics["train_levels_score"] - metrics["test_levels_score"]
+    return metrics
+
+
+class _Played(NamedTuple):
+    """The first episode of each evaluation environment, as far as it went."""
+
+    finished: jax.Array
+    score: jax.Array
+    length: jax.Array
+    steps: jax.Array
+
+
+def _level_states(env: snake.SnakeConfig, levels: np.ndarray) -> snake.SnakeState:
+    """Fresh episodes on the given levels, one each."""
+    keys = jax.random.split(jax.random.key(EVAL_SEED), len(levels))
+    return jax.vmap(lambda level, key: snake.reset_to_level(env, level, key))(jnp.asarray(levels), keys)
+
+
+def _first_episodes(
+    env: snake.SnakeConfig, states: snake.SnakeState, max_steps: int, choose: Callable[[jax.Array], jax.Array]
+) -> _Played:
+    """Play ``choose`` from ``states`` for ``max_steps`` steps, keeping each environment's
+    first episode."""
+    episodes = states.length.shape[0]
     observation = jax.vmap(lambda s: snake.observe(env, s))(states)
     zero = jnp.zeros(episodes, jnp.int32)
 
@@ -112,12 +166,17 @@ def greedy_evaluation(
 
     initial = (states, observation, jnp.zeros(episodes, bool), zero, zero, zero)
     (_, _, finished, score, length, steps), _ = jax.lax.scan(step, initial, None, length=max_steps)
+    return _Played(finished, score, length, steps)
+
+
+def _evaluation_metrics(played: _Played) -> Metrics:
+    """The ``eval_*`` metrics of played episodes."""
     return {
-        "eval_score": score.mean(dtype=jnp.float32),
-        "eval_max_score": score.max().astype(jnp.float32),
-        "eval_length": length.mean(dtype=jnp.float32),
-        "eval_steps": steps.mean(dtype=jnp.float32),
-        "eval_finished": finished.mean(dtype=jnp.float32),
+        "eval_score": played.score.mean(dtype=jnp.float32),
+        "eval_max_score": played.score.max().astype(jnp.float32),
+        "eval_length": played.length.mean(dtype=jnp.float32),
+        "eval_steps": played.steps.mean(dtype=jnp.float32),
+        "eval_finished": played.finished.mean(dtype=jnp.float32),
     }
 
 

@@ -104,6 +104,11 @@ class Learner:
     tables: Callable[[Setup], Tables]  # the tables of a setup, every default filled in (regularizer/budget excluded)
     bytes_per_run: Callable[[Any], int]  # a generous estimate of one run's device memory in a batch
     play: Callable[[Any, Any, jax.Array, int], tuple[Any, list[Any]]] | None = None  # games: (env, states)
+    measured: Callable[[Any], tuple[str, ...]] | None = None  # config -> the speed metrics it produces (all)
+
+    def speed_metrics_of(self, setup: Setup) -> tuple[str, ...]:
+        """The speed metrics a run of ``setup`` produces (some need a setting, e.g. levels)."""
+        return self.speed_metrics if self.measured is None else self.measured(setup.config)
 
     def __post_init__(self) -> None:
         names = [metric.name for metric in self.metrics]

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from regspeed.envs import play as play_module
 from regspeed.envs import snake
-from regspeed.errors import ConfigProblemsError
+from regspeed.errors import ConfigError, ConfigProblemsError
 from regspeed.learn import nets
 from regspeed.learn.driver import Trainer
 from regspeed.learn.learner import REGULARIZATION_METRICS, Learner, Metric, Request, Setup, finite_checks
@@ -42,11 +42,26 @@ EPISODE_METRICS = (
     Metric("eval_length", "snake length at the end of greedy evaluation", "cells"),
     Metric("eval_steps", "greedy evaluation survival", "steps"),
     Metric("eval_finished", "share of greedy evaluation episodes that ended"),
+    Metric("train_levels_score", "greedy score on training levels", "food"),
+    Metric("test_levels_score", "greedy score on held-out levels", "food"),
+    Metric("train_levels_steps", "greedy survival on training levels", "steps"),
+    Metric("test_levels_steps", "greedy survival on held-out levels", "steps"),
+    Metric("levels_gap", "generalization gap (training minus held-out levels' score)", "food", higher_is_better=False),
     *REGULARIZATION_METRICS,
 )
-"""The metrics every Snake agent reports; each agent adds its losses."""
+"""The metrics every Snake agent reports (the ``*_levels_*`` ones in a world with levels);
+each agent adds its losses."""
 
 SPEED_METRICS = ("score", "steps", "eval_score", "eval_steps")
+LEVEL_SPEED_METRICS = ("train_levels_score", "test_levels_score", "train_levels_steps", "test_levels_steps")
+LEVEL_METRICS = (*LEVEL_SPEED_METRICS, "levels_gap")
+"""Reported only in a world with levels."""
+
+
+def speed_metrics(config: Any) -> tuple[str, ...]:
+    """The learning-speed curves a configuration produces: the level ones only in a world
+    with levels."""
+    return SPEED_METRICS + (LEVEL_SPEED_METRICS if config.env.has_levels else ())
 
 
 def build(config_class: type, algo: str, default_learning_rate: float, tables: Tables, request: Request) -> Setup:
@@ -85,6 +100,10 @@ def build(config_class: type, algo: str, default_learning_rate: float, tables: T
     config, found = validated(config_class, data | {k: v for k, v in evaluation.items() if v is not None}, (algo,))
     if found:
         raise ConfigProblemsError([(_caller_path(algo, path), message) for path, message in found])
+    try:
+        config.env.check_held_out(config.eval_episodes)
+    except ConfigError as error:
+        raise ConfigProblemsError([(f"env.{error.field}", error.problem)]) from None
     updates = request.budget // config.steps_per_update
     if updates < 1:
         one_update = f"num_envs x rollout_steps = {config.steps_per_update} env steps"
@@ -184,7 +203,8 @@ def learner(
         step_unit="env steps",
         trainer=Trainer(*batched, finite_checks(metrics)),
         metrics=metrics,
-        speed_metrics=SPEED_METRICS,
+        speed_metrics=SPEED_METRICS + LEVEL_SPEED_METRICS,
+        measured=speed_metrics,
         progress_metric="score",
         build=functools.partial(build, config_class, algo, default_learning_rate),
         tables=functools.partial(tables, algo),

@@ -357,7 +357,7 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
         "plan": json.dumps(facts),
         "budget_steps": str(rows.budget_steps),  # the budget as trained: whole updates
         "step_unit": learner.step_unit,
-        "speed_metrics": json.dumps(learner.speed_metrics),
+        "speed_metrics": json.dumps(spec_module.speed_metrics(spec)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return store_module.Store.create(folder, meta, conditions, rows.batches, rows.runs)

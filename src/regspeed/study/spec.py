@@ -252,6 +252,11 @@ def setup(spec: Spec, regularizer: regs.Regularizer) -> Setup:
         raise SpecError([(_spec_path(path), message) for path, message in error.problems]) from None
 
 
+def speed_metrics(spec: Spec) -> tuple[str, ...]:
+    """The speed metrics this study's runs produce (a valid spec)."""
+    return learner_of(spec).speed_metrics_of(setup(spec, regs.Regularizer()))
+
+
 def _spec_path(path: str) -> str:
     """A learner's table path as a TOML path of the spec."""
     if path == "budget":
@@ -290,8 +295,11 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
         problems.append(("task", f"unknown task {spec.task!r}; choose one of {', '.join(registry.names())}"))
         return problems
     learner = learner_of(spec)
+    measured = learner.speed_metrics
     try:
-        problems += _memory_problems(spec, learner, setup(spec, regs.Regularizer()))
+        baseline = setup(spec, regs.Regularizer())
+        problems += _memory_problems(spec, learner, baseline)
+        measured = learner.speed_metrics_of(baseline)
     except SpecError as error:
         problems += error.problems
     seen: dict[tuple, int] = {}
@@ -340,10 +348,11 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
     if not sequential and max_seeds is not None:
         problems.append(("execution.max_seeds", "only a sequential study has one: set sequential = true or remove it"))
     for metric, threshold in spec.thresholds.items():
-        if metric not in learner.speed_metrics:
-            problems.append(
-                (f"thresholds.{metric}", f"unknown metric; {spec.task} measures {', '.join(learner.speed_metrics)}")
-            )
+        if metric in learner.speed_metrics and metric not in measured:
+            problems.append((f"thresholds.{metric}", "measured only in a world with levels: set config.env.levels "
+                             "or config.env.obstacle_density, or remove this threshold"))  # fmt: skip
+        elif metric not in learner.speed_metrics:
+            problems.append((f"thresholds.{metric}", f"unknown metric; {spec.task} measures {', '.join(measured)}"))
         elif isinstance(threshold, list) and not threshold:
             problems.append((f"thresholds.{metric}", 'give at least one threshold, or "auto"'))
     return problems
