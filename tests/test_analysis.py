@@ -538,3 +538,63 @@ def test_the_terminal_verdict_table_fits_100_columns_without_breaking_a_cell() -
     assert max(len(line) for line in lines) <= 100 and "…" not in out.getvalue()
     assert sum("weight decay (policy) 1e-2" in line for line in lines) == 1  # one line per row
     assert sum("0.98x [0.96, 1.01]" in line for line in lines) == 1
+
+
+# ------------------------------------------------------------------------------ levels: fitting vs generalization
+
+
+def _levels_data(gap_changes: dict[str, float], seeds: int = 10, noise: float = 0.05) -> object:
+    """Level curves of a baseline (gap 1.0) and conditions whose gap differs by a known amount;
+    every run's held-out score has seed noise shared across conditions (common random numbers)."""
+    from regspeed.study import results
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(100, 1001, 100)
+    shared = rng.normal(0, 0.3, size=(seeds, 1))
+    curves: dict[str, list] = {"train_levels_score": [], "test_levels_score": [], "levels_gap": []}
+    conditions, runs = [], []
+    for name, change in {"none": 0.0, **gap_changes}.items():
+        train = 3.0 + shared + rng.normal(0, noise, size=(seeds, len(steps)))
+        gap = 1.0 + change + rng.normal(0, noise, size=(seeds, len(steps)))
+        for metric, values in (("train_levels_score", train), ("test_levels_score", train - gap), ("levels_gap", gap)):
+            curves[metric].append(results.ConditionCurves(name, list(range(seeds)), steps, values))
+        conditions.append(results.Condition(name, name.split("@")[0], 0.0 if name == "none" else 0.01, {}))
+        runs += [results.Run(name, seed, "finished", 1.0, None) for seed in range(seeds)]
+    return results.StudyData(
+        name="levels", task="snake-ppo", budget_steps=1000, step_unit="env steps",
+        speed_metrics=("train_levels_score", "test_levels_score"), thresholds={}, margin=1.1, looks=(seeds,),
+        conditions=conditions, runs=runs, curves=curves, wall_seconds=1.0, versions={}, spec_toml="",
+        metric_labels={}, watchable=False, progress_metric="train_levels_score",
+    )  # fmt: skip
+
+
+def test_generalization_finds_a_known_narrower_gap_and_not_an_unchanged_one() -> None:
+    """A condition whose gap is 0.5 smaller is found narrower (Holm p < 0.05, its change's
+    interval around -0.5); one with the same gap is not; the baseline is first, uncompared."""
+    from regspeed.analysis import compare
+    from regspeed.report import text
+
+    data = _levels_data({"l2@0.01": -0.5, "l1@0.01": 0.0})
+    rows = compare.generalization(data)
+    assert [row.condition for row in rows] == ["none", "l2@0.01", "l1@0.01"]
+    base, narrower, same = rows
+    assert base.gap_change is None and base.gap.value == pytest.approx(1.0, abs=0.05)
+    assert narrower.p_holm < 0.05 and narrower.gap_change.low < -0.5 < narrower.gap_change.high
+    assert same.p_holm > 0.05 and same.gap_change.low < 0 < same.gap_change.high
+    assert narrower.test.value - base.test.value == pytest.approx(0.5, abs=0.1)
+    analysis = compare.analyze(data)
+    assert "narrowed by" in text.generalization_sentence(analysis) and "widened" not in text.generalization_sentence(
+        analysis
+    )
+    assert text.generalization_rows(analysis)[0][4] == "baseline"
+
+
+def test_generalization_is_empty_without_level_curves() -> None:
+    """A study without levels has no fitting-vs-generalization section."""
+    from regspeed.analysis import compare
+    from regspeed.report import text
+
+    data = _levels_data({"l2@0.01": 0.0})
+    without = dataclasses.replace(data, curves={k: v for k, v in data.curves.items() if k != "levels_gap"})
+    assert compare.generalization(without) == []
+    assert text.generalization_sentence(compare.analyze(without)) is None

@@ -129,6 +129,27 @@ class Opposition:
 
 
 @dataclasses.dataclass(frozen=True)
+class Generalization:
+    """Fitting vs generalization of one condition in a world with levels, at the end of
+    training (the mean over the last 10% of the budget, IQM over runs): the greedy score on
+    the training levels, on the held-out levels, and the gap between them; against the
+    baseline, the change of the gap over the seeds both share (IQM of the per-seed
+    differences, exact signed-rank p-value, Holm-corrected over the conditions)."""
+
+    condition: str
+    train: Interval
+    test: Interval
+    gap: Interval
+    gap_change: Interval | None  # None for the baseline
+    p_value: float
+    p_holm: float
+
+
+GAP_METRICS = ("train_levels_score", "test_levels_score", "levels_gap")
+"""The curves :func:`generalization` reads."""
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyAnalysis:
     """Everything the report shows."""
 
@@ -152,6 +173,7 @@ class StudyAnalysis:
     sequential: sequential.SequentialOutcome | None  # looks and decisions of a sequential study
     auto_thresholds: tuple[str, ...]  # metrics whose thresholds are "auto" (fractions of the best final IQM)
     game: bool  # the learner plays a game (a snake), rather than fitting data
+    generalization: list[Generalization] = dataclasses.field(default_factory=list)  # a world with levels: per condition
 
     def label(self, metric: str) -> str:
         """The metric in words (its name if it has none)."""
@@ -228,7 +250,58 @@ def analyze(data: StudyData) -> StudyAnalysis:
         sequential=looks,
         auto_thresholds=tuple(m for m in thresholds if wanted_thresholds.get(m) == "auto"),
         game=data.watchable,
+        generalization=generalization(data),
     )
+
+
+def generalization(data: StudyData) -> list[Generalization]:
+    """Every condition's fitting vs generalization (:class:`Generalization`), the baseline
+    first; empty unless the study recorded the level curves (a world with levels)."""
+    if any(metric not in data.curves for metric in GAP_METRICS):
+        return []
+    budget = data.budget_steps
+    finals = {}
+    for metric in GAP_METRICS:
+        curves = data.curves_of(metric)
+        finals[metric] = {
+            c.name: (np.asarray(curves[c.name].seeds), metrics.final_performance(curves[c.name].steps,
+                     curves[c.name].values, budget)) for c in data.conditions
+        }  # fmt: skip
+    base_seeds, base_gap = finals["levels_gap"][data.conditions[0].name]
+    changes, p_values = [], []
+    for condition in data.conditions[1:]:
+        seeds, gap = finals["levels_gap"][condition.name]
+        _, in_base, in_other = np.intersect1d(base_seeds, seeds, return_indices=True)
+        difference = gap[in_other] - base_gap[in_base]
+        difference = difference[np.isfinite(difference)]
+        changes.append(_iqm_interval(difference))
+        p_values.append(stats.signed_rank_p(difference) if len(difference) else 1.0)
+    adjusted = stats.holm(p_values) if p_values else np.asarray([])
+    result = []
+    for index, condition in enumerate(data.conditions):
+        values = {metric: _iqm_interval(finals[metric][condition.name][1]) for metric in GAP_METRICS}
+        compared = index > 0
+        result.append(
+            Generalization(
+                condition=condition.name,
+                train=values["train_levels_score"],
+                test=values["test_levels_score"],
+                gap=values["levels_gap"],
+                gap_change=changes[index - 1] if compared else None,
+                p_value=p_values[index - 1] if compared else float("nan"),
+                p_holm=float(adjusted[index - 1]) if compared else float("nan"),
+            )
+        )
+    return result
+
+
+def _iqm_interval(values: np.ndarray) -> Interval:
+    """IQM of the finite values with its 95% bootstrap interval."""
+    finite = np.asarray(values, float)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite):
+        return Interval(float("nan"), float("nan"), float("nan"))
+    return Interval(stats.iqm(finite), *stats.iqm_interval(finite))
 
 
 def _decided_sequentially(comparison: Comparison, looks: sequential.SequentialOutcome) -> Comparison:

@@ -30,6 +30,13 @@ DIAGNOSTICS = (  # metric, title, caption, line at zero
         "Below 0 the regularizer pulls against the task; near 0 it is orthogonal to it.",
         True,
     ),
+    (
+        "levels_gap",
+        "Generalization gap",
+        "Greedy score on the training levels minus on held-out levels, during training (IQM, 95% band). "
+        "Above 0 the agent does better on the levels it trained on: it overfits them.",
+        True,
+    ),
 )
 
 

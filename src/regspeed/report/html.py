@@ -74,6 +74,9 @@ def render(model: ReportModel) -> str:
         parts += [_figure(figure) for figure in curves]
     parts.append(f"<h2>Verdicts</h2><p>{escape(model.verdict_title)}</p>")
     parts += _table(model.verdicts)
+    if model.generalization is not None:
+        parts.append(f"<h2>Fitting vs generalization</h2><p>{escape(model.generalization_note or '')}</p>")
+        parts += _table(model.generalization)
     parts.append("<h2>Evidence</h2>")
     parts += [_figure(figure) for figure in figures_in(model, "evidence")]
     if model.animations:

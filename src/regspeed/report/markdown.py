@@ -36,6 +36,9 @@ def render(model: ReportModel) -> str:
     reached, setup, every comparison, caveats and the spec that reproduces it."""
     lines = [f"# {model.question}", "", f"## Answer ({_text(model.study)})", "", _text(model.answer), ""]
     lines += [f"## Verdicts: {_text(model.verdict_title)}", "", *_table(model.verdicts)]
+    if model.generalization is not None:
+        lines += ["", "## Fitting vs generalization", "", _text(model.generalization_note or ""), ""]
+        lines += _table(model.generalization)
     lines += ["", "## How each verdict was reached", ""] + [f"- {_text(finding)}" for finding in model.findings]
     if model.per_metric is not None:
         lines += ["", "## Each metric side by side", "", *_table(model.per_metric)]

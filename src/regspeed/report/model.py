@@ -56,6 +56,8 @@ class ReportModel:
     animations: list[Animation]
     caveats: list[str]
     spec_toml: str  # what reproduces the study
+    generalization: TextTable | None = None  # a world with levels: training vs held-out levels at the end
+    generalization_note: str | None = None  # what that table says, in a sentence
 
 
 def build(
@@ -78,6 +80,10 @@ def build(
         verdicts=TextTable(text.VERDICT_HEADER, text.verdict_rows(analysis), verdict_column=1),
         per_metric=TextTable(header, rows, verdict_column=None) if len(header) > 2 else None,
         comparisons=TextTable(text.COMPARISON_HEADER, text.comparison_rows(analysis), verdict_column=3),
+        generalization=TextTable(text.GENERALIZATION_HEADER, text.generalization_rows(analysis), verdict_column=None)
+        if analysis.generalization
+        else None,
+        generalization_note=text.generalization_sentence(analysis),
         figures=figures,
         animations=animations,
         caveats=text.caveats(analysis, gifs_left_out),

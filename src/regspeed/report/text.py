@@ -7,7 +7,7 @@ import math
 import re
 
 from regspeed.analysis import metrics
-from regspeed.analysis.compare import Comparison, Opposition, RunHealth, StudyAnalysis
+from regspeed.analysis.compare import Comparison, Interval, Opposition, RunHealth, StudyAnalysis
 from regspeed.analysis.stats import SEEDS_GRID, VERDICTS
 from regspeed.study.results import Condition, StudyData
 
@@ -333,6 +333,52 @@ def per_metric(analysis: StudyAnalysis) -> tuple[list[str], list[list[str]]]:
             cells.append(f"{comparison.verdict}: {ratio(comparison)}" if comparison else "-")
         rows.append(cells)
     return header, rows
+
+
+GENERALIZATION_HEADER = [
+    "condition", "training levels", "held-out levels", "gap [95% CI]", "gap vs baseline [95% CI]", "p (Holm)"
+]
+
+
+def _interval(interval: Interval) -> str:
+    return f"{number(interval.value, 2)} [{number(interval.low, 2)}, {number(interval.high, 2)}]"
+
+
+def generalization_rows(analysis: StudyAnalysis) -> list[list[str]]:
+    """Fitting vs generalization at the end of training, one row per condition (cells of
+    :data:`GENERALIZATION_HEADER`): final greedy scores on training and held-out levels,
+    the gap, and its change against the baseline."""
+    shown = display_names(analysis)
+    return [
+        [
+            shown.get(row.condition, row.condition),
+            number(row.train.value, 2),
+            number(row.test.value, 2),
+            _interval(row.gap),
+            "baseline" if row.gap_change is None else _interval(row.gap_change),
+            "" if row.gap_change is None else number(row.p_holm, 2),
+        ]
+        for row in analysis.generalization
+    ]
+
+
+def generalization_sentence(analysis: StudyAnalysis) -> str | None:
+    """What the gap between training and held-out levels says, in one sentence (None
+    without levels)."""
+    if not analysis.generalization:
+        return None
+    base = analysis.generalization[0]
+    changed = [row for row in analysis.generalization[1:] if row.p_holm < 0.05 and row.gap_change is not None]
+    narrower = [display_names(analysis).get(r.condition, r.condition) for r in changed if r.gap_change.value < 0]
+    wider = [display_names(analysis).get(r.condition, r.condition) for r in changed if r.gap_change.value > 0]
+    said = (
+        f"At the end of training the baseline scores {number(base.train.value, 2)} on its training levels and "
+        f"{number(base.test.value, 2)} on held-out levels (gap {number(base.gap.value, 2)})"
+    )
+    if not narrower and not wider:
+        return said + "; no regularizer changed the gap detectably (Holm-corrected signed-rank tests)."
+    parts = [f"narrowed by {_join(narrower)}" if narrower else "", f"widened by {_join(wider)}" if wider else ""]
+    return said + "; the gap was " + " and ".join(part for part in parts if part) + " (Holm-corrected)."
 
 
 def comparison_rows(analysis: StudyAnalysis) -> list[list[str]]:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 FORMATS = ("csv", "npz")
 DEFAULT_SPEED_METRICS = ("score", "steps", "eval_score", "eval_steps")  # stores that do not record theirs
-DIAGNOSTIC_METRICS = ("weight_l2", "near_zero_fraction", "grad_cosine")  # drawn by the report when recorded
+DIAGNOSTIC_METRICS = ("weight_l2", "near_zero_fraction", "grad_cosine", "levels_gap")  # drawn when recorded
 
 
 @dataclasses.dataclass(frozen=True)
