@@ -170,6 +170,18 @@ def test_every_problem_is_reported_with_its_toml_path(tmp_path: Path) -> None:
             ("regularizers[0].strengths", "0.0010000001 and 0.001 are both named l2@0.001"),
         ),
         (('kind = "l2"', 'kind = "none"'), ("regularizers[0].kind", "the baseline (none) is always included")),
+        # levels: no room for the snake, a negative count, a held-out set that overlaps the training set
+        (("rows = 6", "rows = 6\nobstacle_density = 0.3"), ("config.env.obstacle_density", "must be in [0, 0.25]")),
+        (("rows = 6", "rows = 6\nlevels = -1"), ("config.env.levels", "must be an integer from 0 to")),
+        (
+            ("rows = 6", "rows = 6\nlevels = 10\nheld_out_level_offset = 8"),
+            ("config.env.held_out_level_offset", "8 is inside the training levels 0 .. 9; use a held-out offset of"),
+        ),
+        (
+            ("rows = 6", "rows = 6\nlevels = 10\nlevel_seed_offset = 3\nheld_out_level_offset = 0"),
+            ("config.env.held_out_level_offset", "the held-out levels 0 .. 3 overlap the training levels 3 .. 12"),
+        ),
+        (("score = [1, 2]", "test_levels_score = [1]"), ("thresholds.test_levels_score", "measured only in a world")),
         (
             ("strengths = [1e-3, 1e-2]", "strengths = {low = 1e-2, high = 1e-3, num = 2}"),
             ("regularizers[0].strengths", "low must be <= high"),
