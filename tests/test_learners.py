@@ -59,9 +59,7 @@ def test_advance_and_evaluate_report_every_declared_metric_per_run(name: str) ->
 def test_a_world_with_levels_reports_the_level_metrics(name: str) -> None:
     """Training and held-out levels are evaluated apart; eval_* are the training levels."""
     learner = registry.get(name)
-    tables = tiny.TABLES[name][0]
-    env = tables["env"] | {"levels": 3, "obstacle_density": 0.1}
-    setup = learner.build(tables | {"env": env}, _request(name))
+    setup = tiny.setup(name, env=tiny.LEVELS)
     assert learner.speed_metrics_of(setup) == snake_agents.SPEED_METRICS + snake_agents.LEVEL_SPEED_METRICS
     carry = learner.start(setup, [0, 1], np.zeros(2, np.float32))
     carry, metrics = learner.trainer.advance_batch(setup.config, carry, CHUNK)
@@ -87,15 +85,26 @@ def test_same_seed_same_numbers(name: str) -> None:
 def test_resumed_from_a_checkpoint_equals_uninterrupted(name: str, tmp_path: Path) -> None:
     """Half the budget, checkpoint, reload into a template, the rest == straight through,
     bit for bit, with the same history (per-update metrics and evaluations)."""
-    learner, setup, carry = tiny.start(name, [5, 6], [1e-3, 0.0])
+    _resume_equals_uninterrupted(name, tmp_path, {})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["snake-ppo", "snake-dqn"])
+def test_a_world_with_levels_resumes_bit_identical(name: str, tmp_path: Path) -> None:
+    """The same with levels and walls: the level seed is part of the carry."""
+    _resume_equals_uninterrupted(name, tmp_path, {"env": tiny.LEVELS})
+
+
+def _resume_equals_uninterrupted(name: str, tmp_path: Path, options: dict) -> None:
+    learner, setup, carry = tiny.start(name, [5, 6], [1e-3, 0.0], **options)
     total = learner.total_updates(setup)
     half = total // 2
     straight, straight_history = training.train(learner.trainer, setup.config, carry, total, CHUNK, eval_every=2)
     first, history = training.train(
-        learner.trainer, setup.config, tiny.start(name, [5, 6], [1e-3, 0.0])[2], half, CHUNK, eval_every=2
+        learner.trainer, setup.config, tiny.start(name, [5, 6], [1e-3, 0.0], **options)[2], half, CHUNK, eval_every=2
     )
     path = checkpoint.save(tmp_path / "carry.npz", first)
-    restored = checkpoint.load(path, tiny.start(name, [0, 0], [0.0, 0.0])[2])
+    restored = checkpoint.load(path, tiny.start(name, [0, 0], [0.0, 0.0], **options)[2])
     assert leaves_equal(restored, first)
     resumed, history = training.train(
         learner.trainer, setup.config, restored, total, CHUNK, eval_every=2, history=history

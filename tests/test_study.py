@@ -517,3 +517,27 @@ def test_a_diverging_run_is_stored_as_failed_and_its_batch_mate_finishes(tmp_pat
         assert len(weights.get(failed.run_id, ([],))[0]) < 4  # nothing after it failed
     summary = CliRunner().invoke(app, ["status", str(tmp_path)])
     assert "weight_decay@1e+30 seed 0 failed: policy_loss became nan at update 1" in summary.output
+
+
+@pytest.mark.slow
+def test_a_study_with_levels_answers_on_held_out_levels_and_reports_the_gap(tmp_path: Path) -> None:
+    """Levels end to end: the store records the level curves, the held-out threshold is the
+    primary comparison, the report has the fitting-vs-generalization table, and `watch`
+    draws the level's walls."""
+    levels_spec = TINY_SPEC.replace('observation = "features"', 'observation = "features"\nlevels = 3\n'
+                                    "obstacle_density = 0.2").replace("strengths = [1e-3, 1e-2]", "strengths = [1e-2]")
+    levels_spec = levels_spec.replace("score = [1, 2]", "test_levels_score = [0.5]\ntrain_levels_score = [0.5]")
+    folder = tmp_path / "levels"
+    runner.run(spec_module.parse(levels_spec), folder, levels_spec)
+    with store_module.Store.open(folder) as store:
+        assert {"test_levels_score", "train_levels_score", "levels_gap"} <= set(store.metric_names())
+        assert results.speed_metrics(store)[4:6] == ("test_levels_score", "train_levels_score")
+    written = report.write(folder)
+    summary = (folder / "summary.md").read_text()
+    assert "## Fitting vs generalization" in summary and "| l2@0.01 |" in summary.split("## Fitting")[1]
+    assert "held-out levels" in summary and written.analysis.primary["l2@0.01"].metric == "test_levels_score"
+    options = ["--condition", "none", "--seed", "0", "--max-steps", "5", "--delay", "0"]
+    shown = CliRunner().invoke(app, ["watch", str(folder), *options])
+    assert shown.exit_code == 0, shown.output
+    board = shown.output.split("\n")
+    assert any("#" in line.strip("#") for line in board if line.startswith("#")), shown.output  # a wall inside

@@ -38,9 +38,17 @@ TABLES: dict[str, tuple[dict, int]] = {  # learner -> (tables, budget in its ste
 EVALUATION = {"eval_episodes": 4, "eval_max_steps": 30}
 
 
-def setup(name: str, regularizer: regs.Regularizer | None = None, budget: int | None = None) -> Setup:
-    """The tiny setup of learner ``name`` (regularizer ``l2`` unless given)."""
+LEVELS = {"levels": 3, "obstacle_density": 0.1}  # a Snake world with levels and walls
+
+
+def setup(
+    name: str, regularizer: regs.Regularizer | None = None, budget: int | None = None, env: dict | None = None
+) -> Setup:
+    """The tiny setup of learner ``name`` (regularizer ``l2`` unless given; ``env`` entries
+    added to a Snake agent's env table)."""
     tables, tiny_budget = TABLES[name]
+    if env:
+        tables = tables | {"env": tables["env"] | env}
     request = Request(budget or tiny_budget, regularizer or regs.Regularizer("l2"), **EVALUATION)
     return registry.get(name).build(tables, request)
 
