@@ -265,6 +265,16 @@ class _StudyProgress:
             self.progress.remove_task(task)
 
 
+STATUS_METRICS = 4  # columns of speed metrics that fit 100 characters
+
+
+def _status_metrics(speed_metrics: tuple[str, ...], thresholds: dict) -> list[str]:
+    """The speed metrics the progress table shows: those with thresholds first, then the
+    others, as many as fit."""
+    ordered = [m for m in speed_metrics if m in thresholds] + [m for m in speed_metrics if m not in thresholds]
+    return ordered[:STATUS_METRICS]
+
+
 def _print_summary(folder: Path, with_creation: bool = False) -> None:
     """The progress table (and, for ``status``, when the study was created), from one opening
     of the store: everything is read (and checked) before anything is printed."""
@@ -282,14 +292,15 @@ def _print_summary(folder: Path, with_creation: bool = False) -> None:
     table.add_column("condition", no_wrap=True)
     table.add_column("runs done", justify="right", no_wrap=True)
     table.add_column("failed", justify="right")
-    for name in data.speed_metrics:  # headers wrap between words (eval / score), numbers never
+    shown = _status_metrics(data.speed_metrics, data.thresholds)
+    for name in shown:  # headers wrap between words (eval / score), numbers never
         table.add_column(name.replace("_", " "), justify="right", min_width=6)
     for row in rows:
         table.add_row(
             terminal_text(row.condition),
             f"{row.finished + row.failed}/{row.runs}" + ("" if row.progress >= 1 else f" ({row.progress:.0%})"),
             str(row.failed) if not row.failed else f"[red]{row.failed}[/]",
-            *(_number(row.final[metric]) for metric in data.speed_metrics),
+            *(_number(row.final[metric]) for metric in shown),
         )
     console.print(table)
     failed = [run for run in data.runs if run.status == "failed"]
