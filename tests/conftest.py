@@ -73,6 +73,23 @@ def _rollout(config: snake.SnakeConfig, key: jax.Array, actions: jax.Array):
 rollout = jax.jit(_rollout, static_argnums=0)
 
 
+def _level_rollout(config: snake.SnakeConfig, level: jax.Array, key: jax.Array, actions: jax.Array):
+    """:func:`rollout` from the start of level ``level`` (a world with levels); ``key`` draws
+    the levels of the episodes after the first."""
+    state = snake.reset_to_level(config, level, key)
+
+    def body(state, action):
+        next_state, timestep = snake.autoreset_step(config, state, action)
+        return next_state, (state, timestep)
+
+    last, (states, timesteps) = jax.lax.scan(body, state, actions)
+    states = jax.tree.map(lambda xs, x: jax.numpy.concatenate([xs, x[None]]), states, last)
+    return states, timesteps
+
+
+level_rollout = jax.jit(_level_rollout, static_argnums=0)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def batched_rollout(config: snake.SnakeConfig, keys: jax.Array, actions: jax.Array):
     """:func:`rollout` vmapped over a batch of keys and action sequences."""

@@ -28,6 +28,13 @@ def play(
     action_mode: Annotated[str, typer.Option(help="relative or absolute.")] = "relative",
     starvation_limit: Annotated[int | None, typer.Option(help="Steps without food before truncation.")] = None,
     time_limit: Annotated[int | None, typer.Option(help="Steps per episode before truncation.")] = None,
+    obstacle_density: Annotated[
+        float, typer.Option(help="Share of the cells that are walls, 0 to 0.25 (walls never touch).")
+    ] = 0.0,
+    levels: Annotated[
+        int, typer.Option(help="Levels played (seeds from --level-seed-offset); 0: a new level each episode.")
+    ] = 0,
+    level_seed_offset: Annotated[int, typer.Option(help="The first level seed played with --levels.")] = 0,
     envs: Annotated[int, typer.Option(help="Environments played in parallel.")] = 1024,
     steps: Annotated[int, typer.Option(help="Steps per environment.")] = 1000,
     seed: SeedOption = 0,
@@ -37,7 +44,8 @@ def play(
     """Play Snake with a policy that needs no training and summarise the episodes.
 
     These are the floors a learning agent is read against: the random policy, and a greedy
-    one that walks to the food while avoiding immediate death.
+    one that walks to the food while avoiding immediate death. With --obstacle-density or
+    --levels the boards have walls inside them (--show and --gif draw them).
     """
     from regspeed.envs import play as play_module
     from regspeed.envs import render, snake
@@ -49,6 +57,10 @@ def play(
         action_mode=action_mode,
         starvation_limit=starvation_limit,
         time_limit=time_limit,
+        obstacle_density=obstacle_density,
+        levels=levels,
+        level_seed_offset=level_seed_offset,
+        held_out_level_offset=held_out_offset_clear_of(level_seed_offset, levels),
     )
     check_play_size(envs, steps)
     check_seed(seed, "seed")
@@ -80,6 +92,20 @@ def play(
     if gif is not None:
         render.save_gif(config, episode, gif)
         console.print(f"wrote {gif} ({len(episode)} frames)")
+
+
+def held_out_offset_clear_of(level_seed_offset: int, levels: int) -> int:
+    """A held-out level offset that does not overlap the training levels ``level_seed_offset ..
+    + levels - 1``: play never plays held-out levels, so it never refuses their offset (the
+    default where it is clear, else just after the training levels, else 0). Bad offsets and
+    counts are left for :class:`~regspeed.envs.snake.SnakeConfig` to name."""
+    from regspeed.envs import snake
+
+    default = snake.SnakeConfig.held_out_level_offset
+    end = level_seed_offset + levels
+    if levels <= 0 or not default < end or default + 1 <= level_seed_offset:
+        return default
+    return end if end < snake.LEVEL_SEEDS else 0
 
 
 def check_play_size(envs: int, steps: int) -> None:

@@ -1,8 +1,11 @@
 """Gymnasium adapters over the JAX Snake world.
 
 - :class:`SnakeEnv`, a ``gymnasium.Env`` registered as ``regspeed/Snake-v0`` (every
-  :class:`~regspeed.envs.snake.SnakeConfig` field is a keyword argument; render modes
-  ``ansi`` and ``rgb_array``). It passes ``gymnasium.utils.env_checker.check_env``, so
+  :class:`~regspeed.envs.snake.SnakeConfig` field is a keyword argument, the level ones
+  included: ``gymnasium.make("regspeed/Snake-v0", levels=5, obstacle_density=0.1,
+  level_seed_offset=3)`` plays five levels with walls inside the board, which the ``grid``
+  observation shows in a fourth channel and both renderings draw; render modes ``ansi``
+  and ``rgb_array``). It passes ``gymnasium.utils.env_checker.check_env``, so
   Stable-Baselines3 and CleanRL-style scripts train on it unchanged.
 - :class:`SnakeVectorEnv`, a ``gymnasium.vector.VectorEnv`` that steps the whole batch in
   one compiled call, with same-step auto-reset (``info["final_obs"]`` holds the

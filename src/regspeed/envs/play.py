@@ -1,7 +1,8 @@
 """Reference policies and batched play: the floor a learning agent must beat.
 
 Two policies that need no training: ``random`` (uniform actions) and ``greedy`` (move
-towards the food among the moves that do not die at once, else straight on). Playing
+towards the food among the moves that do not die at once, into the board's edge, a wall
+inside it or the body; else straight on). Playing
 either over a batch of environments gives per-episode statistics comparable with a
 trainer's, so a learning curve can be read against them.
 """
@@ -27,7 +28,8 @@ def random_action(config: snake.SnakeConfig, state: snake.SnakeState, key: jax.A
 
 
 def greedy_action(config: snake.SnakeConfig, state: snake.SnakeState, key: jax.Array) -> jax.Array:
-    """The action whose next cell is safe and closest to the food (ties: random)."""
+    """The action whose next cell is safe (not the edge, a wall or the body) and closest to
+    the food (ties: random)."""
     actions = jnp.arange(config.num_actions)
     headings = jax.vmap(lambda a: snake.next_heading(config, state.heading, a))(actions)
     targets = state.head + jnp.asarray(snake.DELTAS)[headings]

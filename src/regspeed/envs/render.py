@@ -27,11 +27,13 @@ BODY_FAR = np.array([30, 95, 60], np.uint8)
 
 
 def to_text(config: SnakeConfig, state: SnakeState) -> str:
-    """The board as text: ``#`` walls, ``o`` body, ``^>v<`` the head, ``*`` food."""
+    """The board as text: ``#`` walls (the border and any inside the board), ``o`` body,
+    ``^>v<`` the head, ``*`` food."""
     body = board(config, state)
     rows, cols = body.shape
     chars = np.full((rows, cols), ".", dtype="<U1")
     chars[body > 0] = "o"
+    chars[body < 0] = "#"
     food_row, food_col = (int(v) for v in np.asarray(state.food))
     chars[food_row, food_col] = "*"
     head_row, head_col = (int(v) for v in np.asarray(state.head))
@@ -45,7 +47,7 @@ def to_rgb(config: SnakeConfig, state: SnakeState, cell_pixels: int = 16) -> np.
     """The board as an RGB image, uint8[(rows + 2) * cell_pixels, (cols + 2) * cell_pixels, 3].
 
     The body fades from bright at the neck to dark at the tail, so the direction of travel
-    is visible in a still frame.
+    is visible in a still frame; walls inside the board have the border's colour.
     """
     body = board(config, state)
     rows, cols = body.shape
@@ -55,6 +57,7 @@ def to_rgb(config: SnakeConfig, state: SnakeState, cell_pixels: int = 16) -> np.
     fraction = (body / length)[..., None]  # 1 at the head, 1/length at the tail
     shade = (BODY_FAR + fraction * (BODY_NEAR.astype(float) - BODY_FAR)).astype(np.uint8)
     cells[1:-1, 1:-1][body > 0] = shade[body > 0]
+    cells[1:-1, 1:-1][body < 0] = WALL
     food_row, food_col = (int(v) for v in np.asarray(state.food))
     cells[food_row + 1, food_col + 1] = FOOD
     head_row, head_col = (int(v) for v in np.asarray(state.head))
@@ -90,8 +93,17 @@ def save_gif(
 
 
 def describe(config: SnakeConfig) -> str:
-    """A one-line description of a configuration, for titles and logs."""
-    return (
+    """A one-line description of a configuration, for titles and logs (its obstacles and
+    levels too, where the world has them)."""
+    text = (
         f"Snake {config.rows}x{config.cols}, start length {config.initial_length}, "
         f"{config.action_mode} actions, {config.observation} observations"
     )
+    if config.obstacle_density > 0:
+        text += f", obstacle density {config.obstacle_density:g}"
+    if config.levels:
+        first, last = config.level_seed_offset, config.level_seed_offset + config.levels - 1
+        text += f", {config.levels} level{'s' if config.levels > 1 else ''} (seeds {first}..{last})"
+    elif config.has_levels:
+        text += ", a new level each episode"
+    return text
