@@ -541,3 +541,76 @@ def test_a_study_with_levels_answers_on_held_out_levels_and_reports_the_gap(tmp_
     assert shown.exit_code == 0, shown.output
     board = shown.output.split("\n")
     assert any("#" in line.strip("#") for line in board if line.startswith("#")), shown.output  # a wall inside
+
+
+# ------------------------------------------------------------------------------- factors
+
+FACTOR_SPEC = TINY_SPEC.replace("budget = 15_360", "budget = { board = { 5 = 7_680, 6 = 15_360 } }") + """
+[factors]
+board = [5, 6]
+network.hidden = [[8], [16]]
+"""
+
+
+def test_factors_expand_to_cells_each_a_study_of_its_own() -> None:
+    """The grid of cells, first factor slowest; each cell's spec has the values applied and
+    its budget from the table; the conditions are the same in every cell."""
+    cells = spec_module.cells(spec_module.parse(FACTOR_SPEC))
+    assert [cell.label for cell in cells] == [
+        "board=5, network.hidden=[8]", "board=5, network.hidden=[16]",
+        "board=6, network.hidden=[8]", "board=6, network.hidden=[16]",
+    ]  # fmt: skip
+    first = cells[0].spec
+    assert (first.config["env"]["rows"], first.config["env"]["cols"], first.config["network"]["hidden"]) == (5, 5, [8])
+    assert [cell.spec.budget for cell in cells] == [7_680, 7_680, 15_360, 15_360]
+    assert not first.factors and cells[3].values == {"board": 6, "network.hidden": [16]}
+    assert spec_module.cells(tiny_spec())[0].label == "all"
+    per_cell = FACTOR_SPEC.replace("budget = { board = { 5 = 7_680, 6 = 15_360 } }", "budget = { per_cell = 512 }")
+    assert [cell.spec.budget for cell in spec_module.cells(spec_module.parse(per_cell))] == [12_800] * 2 + [18_432] * 2
+    assert spec_module.quick(spec_module.parse(FACTOR_SPEC)).budget == {"board": {"5": 640, "6": 1_280}}
+
+
+def test_algorithm_as_a_factor_picks_the_task_and_its_table() -> None:
+    text = FACTOR_SPEC.replace("[factors]", '[config.dqn]\nnum_envs = 4\n[factors]\nalgorithm = ["ppo", "dqn"]')
+    cells = spec_module.cells(spec_module.parse(text))
+    assert [cell.spec.task for cell in cells] == ["snake-ppo"] * 4 + ["snake-dqn"] * 4  # the first factor slowest
+    assert "dqn" not in cells[0].spec.config and "ppo" not in cells[-1].spec.config
+
+
+@pytest.mark.parametrize(
+    ("change", "problems"),
+    [
+        (("board = [5, 6]", "board = [5, 3]"), [
+            ("budget.board", "has no budget for 3"), ("budget.board.6", "is not a value of the factor"),
+            ("factors.board[1]", "must be an integer between 4 and 64 (got 3)"),
+        ]),
+        (("board = [5, 6]", "board = [5, 6]\nenv.colour = [1, 2]"), [
+            ("factors.env.colour", "names no field of the task's configuration; check its spelling"),
+        ]),
+        (("hidden = [[8], [16]]", "hidden = []"), [("factors.network.hidden", "give at least one value")]),
+        (("hidden = [[8], [16]]", "hidden = [8]"), [
+            ("factors.network.hidden[0]", "must be a list (got 8)"),
+        ]),
+        (("hidden = [[8], [16]]", "hidden = [[8], [8]]"), [("factors.network.hidden", "lists [8] twice")]),
+        (("hidden = [[8], [16]]", "hidden = 8"), [("factors.network.hidden", "must be a list of values")]),
+        (("5 = 7_680", "5 = 100"), [
+            ("budget", "in cell board=5, network.hidden=[8]: must be at least one update"),
+            ("budget", "in cell board=5, network.hidden=[16]: must be at least one update"),
+        ]),
+        (("board = [5, 6]", 'board = [5, 6]\nalgorithm = ["ppo", "dqn"]\nppo.epochs = [1, 2]'), [
+            ("factors.ppo.epochs", "sets one algorithm's table while algorithm is a factor too"),
+        ]),
+        (("chunk_updates = 4", "chunk_updates = 4\nsequential = true\nmax_seeds = 4"), [
+            ("execution.sequential", "a study with factors runs a fixed number of seeds per cell"),
+        ]),
+    ],
+)
+def test_factor_problems_name_the_factor_and_the_value(change: tuple[str, str], problems: list) -> None:
+    """Each problem once, at the factor (and the value's index) that causes it."""
+    assert change[0] in FACTOR_SPEC
+    with pytest.raises(spec_module.SpecError) as caught:
+        spec_module.parse(FACTOR_SPEC.replace(*change))
+    found = caught.value.problems
+    assert len(found) == len(problems), found
+    for (path, message), (want_path, want_start) in zip(found, problems, strict=True):
+        assert path == want_path and message.startswith(want_start), found

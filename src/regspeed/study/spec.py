@@ -11,14 +11,16 @@ Validation reports every problem at once, one line each, with the TOML path of t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import math
 import os
 import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pydantic
@@ -115,6 +117,7 @@ class Execution(_Strict):
 
 
 Threshold = Literal["auto"] | list[float]
+Budget = Annotated[int, Field(ge=1, le=10**12)]
 
 
 class Spec(_Strict):
@@ -124,8 +127,9 @@ class Spec(_Strict):
     task: str
     seeds: int = Field(ge=1, le=10_000)
     first_seed: int = Field(0, ge=0, le=2**31 - 10_001)  # seeds become 32-bit PRNG keys
-    budget: int = Field(ge=1, le=10**12)
+    budget: Budget | dict[str, Any]  # a table: per cell of a study with factors (see budget_of)
     config: dict[str, Any] = Field(default_factory=dict)
+    factors: dict[str, Any] = Field(default_factory=dict)  # name (a TOML path) -> values; see cells()
     regularizers: list[RegularizerSpec] = Field(default_factory=list)
     evaluation: Evaluation = Field(default_factory=Evaluation)
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
@@ -204,15 +208,218 @@ def parse(text: str, source: str = "spec") -> Spec:
 
 
 def validate(raw: dict[str, Any], source: str = "spec") -> Spec:
-    """Validate a spec given as a dict (as TOML parses it)."""
+    """Validate a spec given as a dict (as TOML parses it); a spec with factors, every cell."""
     try:
         spec = Spec.model_validate(raw)
     except pydantic.ValidationError as error:
         raise SpecError(describe_validation_error(error), source) from None
-    problems = _semantic_problems(spec)
+    problems = _factor_problems(spec) if spec.factors else _semantic_problems(spec)
     if problems:
         raise SpecError(problems, source)
     return spec
+
+
+# ---------------------------------------------------------------------------- factors
+
+SHORT_FACTORS = {"levels": "env.levels"}  # factor names that stand for a config path
+ALGORITHMS = ("ppo", "dqn")  # the `algorithm` factor: task snake-<algorithm>, its own [config.<algorithm>] table
+
+
+@dataclasses.dataclass(frozen=True)
+class Factor:
+    """A factor of a study: a name (``board``, ``algorithm``, ``levels`` or a path into
+    ``config`` such as ``network.hidden``) and the values its cells take, in spec order."""
+
+    name: str
+    values: tuple[Any, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One combination of factor values: its index, the values, a label (``board=6,
+    algorithm=ppo``; ``all`` for a study without factors) and its own study (a spec without
+    factors, the values applied and the budget resolved)."""
+
+    index: int
+    values: dict[str, Any]
+    label: str
+    spec: Spec
+
+
+def factors(spec: Spec) -> list[Factor]:
+    """The spec's factors, in spec order (nested TOML tables flattened to dotted names)."""
+    return [Factor(name, tuple(values)) for name, values in _flat_factors(spec.factors) if isinstance(values, list)]
+
+
+def _flat_factors(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    found = []
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        found += _flat_factors(value, f"{name}.") if isinstance(value, dict) else [(name, value)]
+    return found
+
+
+def cells(spec: Spec) -> list[Cell]:
+    """Every combination of the factors' values (the first factor varying slowest), each
+    with its own spec; a study without factors is one cell, ``all``. The spec must be valid."""
+    if not spec.factors:
+        return [Cell(0, {}, "all", spec)]
+    return [Cell(index, values, cell_label(values), validate(_cell_raw(spec, values))) for index, values in
+            enumerate(_combinations(factors(spec)))]  # fmt: skip
+
+
+def _combinations(found: list[Factor]) -> list[dict[str, Any]]:
+    combos: list[dict[str, Any]] = [{}]
+    for factor in found:
+        combos = [combo | {factor.name: value} for combo in combos for value in factor.values]
+    return combos
+
+
+def cell_label(values: dict[str, Any]) -> str:
+    """``board=6, network.hidden=[64,64]``: a cell's factor values in words."""
+    return ", ".join(f"{name}={value_text(value)}" for name, value in values.items())
+
+
+def value_text(value: Any) -> str:
+    """A factor value as a label and a budget table's key write it (``6``, ``ppo``, ``[64,64]``)."""
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else str(value)
+
+
+def _config_path(name: str) -> tuple[str, ...]:
+    """The path in ``config`` a factor sets (``board``: rows; ``algorithm``: none)."""
+    return tuple(SHORT_FACTORS.get(name, name).split("."))
+
+
+def _cell_raw(spec: Spec, values: dict[str, Any], unresolved_budget: int | None = None) -> dict[str, Any]:
+    """The cell's spec as plain data: the base spec with the factors' values applied and the
+    budget resolved (``unresolved_budget`` where it cannot be: validation says why)."""
+    raw = copy.deepcopy(spec.model_dump(mode="python", exclude={"factors"}))
+    config = raw["config"]
+    for name, value in values.items():
+        if name == "board":
+            env = config.setdefault("env", {})
+            env["rows"] = env["cols"] = value
+        elif name == "algorithm":
+            raw["task"] = f"snake-{value}"
+            for other in ALGORITHMS:
+                if other != value:
+                    config.pop(other, None)
+        else:
+            *tables_path, field = _config_path(name)
+            table = config
+            for part in tables_path:
+                table = table.setdefault(part, {})
+                if not isinstance(table, dict):
+                    break
+            else:
+                table[field] = value
+    budget = budget_of(spec, values, config)
+    raw["budget"] = unresolved_budget if budget is None else budget
+    return raw
+
+
+def budget_of(spec: Spec, values: dict[str, Any], config: dict[str, Any]) -> Any:
+    """A cell's budget: the spec's number; ``{ per_cell = n }``: n for each cell of its
+    board (rows x cols, 10 x 10 unless set); ``{ <factor> = { <value> = n, ... } }``: the
+    entry of the cell's value of that factor (None where missing; validation says so)."""
+    budget = spec.budget
+    if not isinstance(budget, dict):
+        return budget
+    if set(budget) == {"per_cell"}:
+        env = config.get("env", {})
+        rows, cols = env.get("rows", 10), env.get("cols", 10)
+        per_cell = budget["per_cell"]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (rows, cols, per_cell)):
+            return per_cell * rows * cols
+        return None
+    if len(budget) == 1:
+        (factor, table), = budget.items()
+        if isinstance(table, dict) and factor in values:
+            return table.get(value_text(values[factor]))
+    return None
+
+
+def _factor_problems(spec: Spec) -> list[tuple[str, str]]:
+    """Every problem of a spec with factors: the factors themselves, the budget table, then
+    each cell's own (a value a field rejects is reported at ``factors.<name>[index]``; other
+    problems of a cell name the cell). One line per problem, repeats across cells merged."""
+    found = _flat_factors(spec.factors)
+    problems = [(f"factors.{name}", "must be a list of values, e.g. [6, 10]") for name, values in found
+                if not isinstance(values, list)]  # fmt: skip
+    problems += [(f"factors.{name}", "give at least one value") for name, values in found if values == []]
+    for name, values in found:
+        if isinstance(values, list):
+            repeated = [v for i, v in enumerate(values) if v in values[:i]]
+            problems += [(f"factors.{name}", f"lists {v!r} twice") for v in repeated[:1]]
+    names = [name for name, _ in found]
+    if "algorithm" in names:
+        if not spec.task.startswith("snake-"):
+            problems.append(("factors.algorithm", f"needs a snake task (got task {spec.task!r})"))
+        for name in names:
+            if name.split(".")[0] in ALGORITHMS:
+                problems.append((f"factors.{name}", "sets one algorithm's table while algorithm is a factor too; "
+                                 f"set it in [config.{name.split('.')[0]}] instead"))  # fmt: skip
+    if spec.execution.sequential:
+        problems.append(("execution.sequential", "a study with factors runs a fixed number of seeds per cell; "
+                         "remove sequential (or the factors)"))  # fmt: skip
+    if problems:
+        return problems
+    return _budget_problems(spec, names) + _cell_problems(spec)
+
+
+def _budget_problems(spec: Spec, names: list[str]) -> list[tuple[str, str]]:
+    budget = spec.budget
+    if not isinstance(budget, dict):
+        return []
+    if set(budget) == {"per_cell"}:
+        value = budget["per_cell"]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return [("budget.per_cell", f"must be a positive integer: env steps per board cell (got {value!r})")]
+        return []
+    if len(budget) != 1 or next(iter(budget)) not in names:
+        return [("budget", "must be a number, { per_cell = n }, or a table by one factor such as "
+                 f"{{ board = {{ 6 = 200_000, 10 = 600_000 }} }} (factors: {', '.join(names)})")]  # fmt: skip
+    (factor, table), = budget.items()
+    values = next(factor_.values for factor_ in factors(spec) if factor_.name == factor)
+    keys = [value_text(value) for value in values]
+    if not isinstance(table, dict):
+        return [(f"budget.{factor}", f"must be a table of each value's budget, e.g. {{ {keys[0]} = 600_000 }}")]
+    problems = [(f"budget.{factor}", f"has no budget for {key}") for key in keys if key not in table]
+    problems += [(f"budget.{factor}.{key}", "is not a value of the factor") for key in table if key not in keys]
+    for key, value in table.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**12:
+            problems.append((f"budget.{factor}.{key}", f"must be an integer from 1 to 10^12 (got {value!r})"))
+    return problems
+
+
+def _cell_problems(spec: Spec) -> list[tuple[str, str]]:
+    """Each cell validated as a study of its own, its problems placed on the factor values."""
+    found = factors(spec)
+    merged: dict[tuple[str, str], None] = {}
+    for values in _combinations(found):
+        try:  # a budget the table lacks is said once by _budget_problems: the cell's other problems still count
+            validate(_cell_raw(spec, values, unresolved_budget=10**12))
+        except SpecError as error:
+            for path, message in error.problems:
+                merged.setdefault(_placed(path, message, values, found), None)
+    return list(merged)
+
+
+def _placed(path: str, message: str, values: dict[str, Any], found: list[Factor]) -> tuple[str, str]:
+    """A cell's problem at the factor value that caused it, else at its path in the cell."""
+    for factor in found:
+        index = factor.values.index(values[factor.name])
+        if factor.name == "algorithm":
+            paths = {"task"}
+        elif factor.name == "board":
+            paths = {"config.env.rows", "config.env.cols"}
+        else:
+            paths = {"config." + ".".join(_config_path(factor.name))}
+        if path in paths:
+            if message.startswith("unknown key"):
+                return f"factors.{factor.name}", "names no field of the task's configuration; check its spelling"
+            return f"factors.{factor.name}[{index}]", message
+    return path, f"in cell {cell_label(values)}: {message}"
 
 
 def quick(spec: Spec) -> Spec:
@@ -221,11 +428,16 @@ def quick(spec: Spec) -> Spec:
     evaluation = spec.evaluation.model_copy(update={"every_updates": max(1, spec.evaluation.every_updates // 5)})
     seeds = min(spec.seeds, 3)
     looks = len(spec.looks())
+    budget = spec.budget
+    if isinstance(budget, dict):  # a table by factor, or per board cell: every entry scaled
+        budget = {k: {v: n // 12 for v, n in t.items()} if isinstance(t, dict) else t // 12 for k, t in budget.items()}
+    else:
+        budget //= 12
     execution = spec.execution.model_copy(update={"max_seeds": seeds * looks if looks > 1 else None})
     smaller = {
         "name": f"{spec.name}-quick",
         "seeds": seeds,
-        "budget": spec.budget // 12,
+        "budget": budget,
         "evaluation": evaluation,
         "execution": execution if spec.execution.sequential else spec.execution,
     }
@@ -418,6 +630,8 @@ def normalized(spec: Spec) -> dict[str, Any]:
     """The spec as plain data, with the task's configuration fully resolved (defaults
     filled in), so that two specs meaning the same study compare equal."""
     data = spec.model_dump(mode="json")
+    if spec.factors:  # compared as written: every cell follows from it
+        return data
     data["config"] = learner_of(spec).tables(setup(spec, regs.Regularizer()))
     return data
 
