@@ -618,6 +618,9 @@ def describe_validation_error(error: pydantic.ValidationError, prefix: tuple[Any
     union or per list element)."""
     merged: dict[str, str] = {}
     for path, message in tables.describe_validation_error(error, prefix):
+        if path == "budget" and message.startswith("must be a table"):
+            continue  # a budget that is not a number: the number's problem says it (a table is for factors)
+        path = "budget" if path == "budget.constrained-int" else path
         threshold = re.fullmatch(r"(thresholds\.[^.\[]+)(\[\d+\])?", path)
         if threshold and (threshold[1] in merged or threshold[2]):
             merged[threshold[1]] = 'must be "auto" or a list of finite numbers'
