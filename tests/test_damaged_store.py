@@ -2,7 +2,7 @@
 progress of an unfinished batch, which restarts from scratch), never the curves; a damaged
 ``study.sqlite`` is refused as damaged (SQLite's quick_check, and a SHA-256 per stored block
 of curves) instead of being computed from; stores of formats 2 (no checksums) and 3 (long
-form) still read, and are rewritten as format 4 when they resume (tests/test_store_format.py
+form) still read, and are rewritten as the current format when they resume (tests/test_store_format.py
 has every kind of damage to a block, and the formats in detail)."""
 
 from __future__ import annotations
@@ -162,12 +162,12 @@ def test_a_format_2_store_reads_and_is_rewritten_with_checksums_when_it_resumes(
         assert not store.checksummed
         read = results.load(store, ("score",)).curves_of("score")["none"]
     np.testing.assert_array_equal(read.values, written.values)
-    with store_module.Store.open(folder, writable=True) as store:  # a resumed format-2 study: format 4 from now on
+    with store_module.Store.open(folder, writable=True) as store:  # a resumed format-2 study: the current format
         store.restart_batch(0)
         curves = {"score": (np.array([0, 1]), np.array([10, 10]), np.array([1.0, 2.0]))}
         store.record_chunk(0, 1, curves, [0, 1], {}, "batch-0000-update-0000001.npz", 1.0, finished=False)
     with store_module.Store.open(folder) as store:
-        assert store.meta()["format_version"] == "4" and store.checksummed
+        assert store.meta()["format_version"] == str(store_module.FORMAT_VERSION) and store.checksummed
         assert store.curve("score")[1][1].tolist() == [1.0]
 
 
@@ -283,7 +283,7 @@ def _unfinish_batch_zero(study: Path, format_version: int) -> str:
 def test_an_unfinished_batch_with_an_unreadable_checkpoint_restarts_from_scratch(
     study: Path, tiny_study: Path, intact: dict[str, object], how: str, format_version: int
 ) -> None:
-    if format_version < 4:  # as an earlier regspeed left it: it resumes as format 4
+    if format_version < 4:  # as an earlier regspeed left it: it resumes as the current format
         to_long_form(study, format_version)
     name = _unfinish_batch_zero(study, format_version)
     CHECKPOINT_DAMAGE[how](study / "checkpoints" / name)
@@ -297,7 +297,7 @@ def test_an_unfinished_batch_with_an_unreadable_checkpoint_restarts_from_scratch
     assert invoke("export", study).exit_code == 0
     assert (study / "curves.csv").read_bytes() == intact["csv"]
     with store_module.Store.open(study) as store:
-        assert store.meta()["format_version"] == "4" and store.checksummed
+        assert store.meta()["format_version"] == str(store_module.FORMAT_VERSION) and store.checksummed
     if format_version > 2:  # format 2 did not know its chunks: each batch's curves were one block per metric
         assert block_rows(study) == block_rows(tiny_study)
 

@@ -1,10 +1,11 @@
-"""The store's format 4: curves as compact blocks (one row per chunk of a batch and metric).
+"""The store's curves as compact blocks (format 4 on: one row per chunk of a batch and metric).
 
 Values read back bit for bit as written (float32 when they are, float64 otherwise; steps
 however irregular; runs that stop mid-batch; chunks without values); every kind of damage
 to a block is refused as "damaged"; stores of formats 2 and 3 read as before and are
-rewritten as format 4, in one transaction, when a study resumes them; the CSV export is
-byte for byte what Python's ``csv`` and ``format`` write."""
+rewritten as the current format, in one transaction, when a study resumes them; the CSV
+export is byte for byte what Python's ``csv`` and ``format`` write. Cells (format 5):
+tests/test_store_cells.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import contextlib
 import csv
 import io
 import json
+import re
 import shutil
 import sqlite3
 import zlib
@@ -134,7 +136,7 @@ def test_curves_read_back_bit_for_bit(tmp_path: Path, interleaved: bool) -> None
     folder = synthetic_store(tmp_path, interleaved)
     wanted = expected_curves(folder)
     with Store.open(folder) as store:
-        assert store.meta()["format_version"] == "4" and store.checksummed
+        assert store.meta()["format_version"] == str(store_module.FORMAT_VERSION) and store.checksummed
         assert store.metric_names() == sorted(wanted)
         for name, by_run in wanted.items():
             read = store.curve(name)
@@ -313,12 +315,48 @@ def test_a_damaged_block_is_refused_as_damaged(tmp_path: Path, how: str) -> None
                 store.curve(damaged)
 
 
-# ------------------------------------------------------------------------ formats 2 and 3
+# ------------------------------------------------------------------------ formats 2, 3 and 4
+
+FORMAT_4_TABLES = {  # as regspeed wrote them before cells (format 5)
+    "conditions": """CREATE TABLE {table} (
+    condition_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    strength REAL NOT NULL,
+    regularizer TEXT NOT NULL
+)""",
+    "batches": """CREATE TABLE {table} (
+    batch_id INTEGER PRIMARY KEY,
+    condition_ids TEXT NOT NULL,
+    total_updates INTEGER NOT NULL,
+    updates_done INTEGER NOT NULL DEFAULT 0,
+    checkpoint TEXT,
+    wall_seconds REAL NOT NULL DEFAULT 0
+)""",
+}
+
+
+def to_format_4(folder: Path) -> None:
+    """Rewrite a store of one cell (format 5) as regspeed wrote format 4: no ``cells``, and
+    ``conditions`` and ``batches`` without a ``cell`` (a condition's name unique)."""
+    statements = ["DROP TABLE cells"]
+    for table, create in FORMAT_4_TABLES.items():
+        columns = ", ".join(name for name in re.findall(r"^    (\w+) ", create, re.MULTILINE))
+        statements += [
+            create.format(table=f"{table}_4"),
+            f"INSERT INTO {table}_4 SELECT {columns} FROM {table}",
+            f"DROP TABLE {table}",
+            f"ALTER TABLE {table}_4 RENAME TO {table}",
+        ]
+    sql(folder, *statements, "UPDATE meta SET value = '4' WHERE key = 'format_version'")
 
 
 def to_long_form(folder: Path, version: int) -> None:
-    """Rewrite a format-4 store as an earlier regspeed wrote it: ``curves`` (SQLite stores
-    -0.0 as 0) and, for format 3, a ``chunks`` row and checksum per block."""
+    """Rewrite a store of one cell as an earlier regspeed wrote it: format 4's tables
+    (:func:`to_format_4`), ``curves`` (SQLite stores -0.0 as 0) and, for format 3, a
+    ``chunks`` row and checksum per block."""
+    if "cells" in tables(folder):
+        to_format_4(folder)
     rows, chunks = [], []
     with Store.open(folder) as store, store.connection:
         for name, metric_id in sorted(store._metric_ids.items()):
@@ -372,7 +410,7 @@ def test_an_earlier_format_reads_as_before_and_is_rewritten_when_resumed(tmp_pat
     assert curves_of(folder, writable=True) == wanted  # rewritten, in one transaction
     assert {"curves", "chunks"} & tables(folder) == set() and "blocks" in tables(folder)
     with Store.open(folder) as store:
-        assert store.meta()["format_version"] == "4" and store.checksummed
+        assert store.meta()["format_version"] == str(store_module.FORMAT_VERSION) and store.checksummed
     keys = [row[:3] for row in block_rows(folder)]
     if version == 3:  # the chunks as written
         assert keys == [row[:3] for row in block_rows(written)]
@@ -409,6 +447,7 @@ def test_a_damaged_earlier_store_is_refused_and_left_as_it_was(
 
 def test_a_store_of_format_4_without_its_blocks_is_refused(tmp_path: Path) -> None:
     synthetic_store(tmp_path)
+    to_format_4(tmp_path)
     sql(tmp_path, "DROP TABLE blocks")
     with pytest.raises(ConfigError, match=r"not a regspeed study store \(it has no blocks table\)"):
         Store.open(tmp_path)

@@ -3,8 +3,14 @@
 Tables:
 
 - ``meta``: the spec (TOML text and normalized JSON), software versions, the machine.
-- ``conditions``: one row per condition (name, regularizer, strength).
-- ``batches``: runs that share compiled code, with their progress and current checkpoint.
+- ``cells`` (format 5): the study's cells, the combinations of its factors (board size 6,
+  algorithm ppo, ...): a label and the cell's own validated spec (JSON). A study without
+  factors has one, ``all`` (:data:`ONE_CELL`), of the study's spec.
+- ``conditions``: one row per condition of a cell (name, regularizer, strength): the same
+  names recur in every cell, a name is unique within its cell. Condition ids run cell by
+  cell, and order the runs.
+- ``batches``: runs of one cell that share compiled code, with their progress and current
+  checkpoint; their conditions by name (of the batch's cell).
 - ``runs``: one row per (condition, seed): batch, status, timings, error.
 - ``metrics``: metric names; ``blocks`` (format 4): the curves, one row per chunk of a batch
   and metric holding its runs' finite values as arrays (:func:`encode_block`): run ids,
@@ -13,10 +19,11 @@ Tables:
   SHA-256 of the metric's name, the key and every byte (:func:`block_digest`) that reading
   verifies. About 4 bytes per value, read as arrays (:meth:`Store.curve_arrays`).
 
-Formats 2 and 3 kept curves long form (``curves``: one row per value; format 3 also
-``chunks``: a SHA-256 per chunk of a batch and metric, :func:`chunk_digest`). They are still
-read (verified as before), and a study that resumes one rewrites it in place as format 4, in
-one transaction (:meth:`Store.open` with ``writable``).
+Format 4 had no cells (``conditions.name`` unique, no ``cell`` columns); formats 2 and 3 also
+kept curves long form (``curves``: one row per value; format 3 also ``chunks``: a SHA-256 per
+chunk of a batch and metric, :func:`chunk_digest`). They are still read, as one cell (verified
+as before), and a study that resumes one rewrites it in place as format 5, in one transaction
+(:meth:`Store.open` with ``writable``).
 
 Every chunk of a batch is one transaction (:meth:`Store.record_chunk`), written after the
 chunk's checkpoint file, which is named by its update count: whatever happens, the store
@@ -63,28 +70,44 @@ from regspeed.study import files
 from regspeed.study.files import CHECKPOINTS as CHECKPOINTS  # the folder's names, for this module's users
 from regspeed.study.files import DATABASE, LOCK
 
-FORMAT_VERSION = 4  # 4: curves as blocks, a SHA-256 each; 2 and 3 (long form) are read, and rewritten on resume
-READABLE_FORMATS = ("2", "3", "4")
+FORMAT_VERSION = 5  # 5: cells; 4: curves as blocks, a SHA-256 each; earlier ones are read, and rewritten on resume
+READABLE_FORMATS = ("2", "3", "4", "5")
+LONG_FORM_FORMATS = ("2", "3")  # curves a row per value
 TABLES = frozenset({"meta", "conditions", "batches", "runs", "metrics"})  # every format's
-CURVE_TABLES = {"2": ("curves",), "3": ("curves", "chunks"), "4": ("blocks",)}  # each format's curves
+# each format's own tables
+FORMAT_TABLES = {"2": ("curves",), "3": ("curves", "chunks"), "4": ("blocks",), "5": ("blocks", "cells")}
 SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's files beside the database
+ONE_CELL = "all"  # the label of the one cell of a study without factors, and of every store before format 5
 
-SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE conditions (
+CELLS = """
+CREATE TABLE cells (cell_id INTEGER PRIMARY KEY, label TEXT NOT NULL UNIQUE, spec_json TEXT NOT NULL);
+"""
+CONDITIONS = """
+CREATE TABLE {table} (
     condition_id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    cell INTEGER NOT NULL DEFAULT 0 REFERENCES cells,
+    name TEXT NOT NULL,
     kind TEXT NOT NULL,
     strength REAL NOT NULL,
-    regularizer TEXT NOT NULL
+    regularizer TEXT NOT NULL,
+    UNIQUE (cell, name)
 );
+"""  # a template: format 4's is rebuilt as this one under another name (:meth:`Store._add_cells`)
+SCHEMA = (
+    """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+    + CELLS
+    + CONDITIONS.format(table="conditions")
+    + """
 CREATE TABLE batches (
     batch_id INTEGER PRIMARY KEY,
-    condition_ids TEXT NOT NULL,
+    condition_ids TEXT NOT NULL,  -- a JSON list of the names of conditions of its cell
     total_updates INTEGER NOT NULL,
     updates_done INTEGER NOT NULL DEFAULT 0,
     checkpoint TEXT,
-    wall_seconds REAL NOT NULL DEFAULT 0
+    wall_seconds REAL NOT NULL DEFAULT 0,
+    cell INTEGER NOT NULL DEFAULT 0  -- last: where format 4's gains it (ALTER TABLE ... ADD COLUMN)
 );
 CREATE TABLE runs (
     run_id INTEGER PRIMARY KEY,
@@ -103,6 +126,7 @@ CREATE TABLE runs (
 );
 CREATE TABLE metrics (metric_id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 """
+)
 BLOCKS = """
 CREATE TABLE blocks (
     metric_id INTEGER NOT NULL,
@@ -144,12 +168,14 @@ ROW = np.dtype([("run", "<i8"), ("step", "<i8"), ("value", "<f8")])  # a curve r
 
 @dataclasses.dataclass(frozen=True)
 class PlannedRun:
-    """A run as planned: its condition, seed, batch and position within the batch."""
+    """A run as planned: its condition (a name of its cell's), seed, batch (of its cell) and
+    position within the batch, and its cell."""
 
     condition: str
     seed: int
     batch: int
     position: int
+    cell: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +191,7 @@ class RunRow:
     updates_done: int
     wall_seconds: float
     error: str | None
+    cell: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +204,16 @@ class BatchRow:
     updates_done: int
     checkpoint: str | None
     wall_seconds: float
+    cell: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CellRow:
+    """A cell as stored: a combination of the study's factors, with its own validated spec."""
+
+    cell_id: int
+    label: str
+    spec_json: str
 
 
 class UnreadableCheckpointError(ConfigError):
@@ -591,7 +628,7 @@ def refuse_unless_study(connection: sqlite3.Connection, path: Path) -> None:
             f"{path} has store format {meta['format_version']!r}, this regspeed reads "
             f"{', '.join(READABLE_FORMATS[:-1])} and {READABLE_FORMATS[-1]}",
         )
-    if missing := sorted(set(CURVE_TABLES[meta["format_version"]]) - tables):
+    if missing := sorted(set(FORMAT_TABLES[meta["format_version"]]) - tables):
         raise _not_a_study(path, missing)
     if "spec_json" not in meta:
         raise ConfigError("study", f"{path} is incomplete: its meta has no spec_json; it cannot be read")
@@ -616,19 +653,68 @@ def refuse_if_damaged(connection: sqlite3.Connection, folder: Path) -> None:
         raise files.damaged(folder, f"SQLite's check of {DATABASE} failed ({printable(found[0])[:160]})")
 
 
+# (name, kind, strength, regularizer JSON[, cell]), as Store.create takes a condition
+PlannedCondition = tuple[str, str, float, str] | tuple[str, str, float, str, int]
+PlannedBatch = tuple[list[str], int] | tuple[list[str], int, int]  # (condition names, total updates[, cell])
+
+
+def _with_cell(row: tuple, width: int) -> tuple:
+    """A planned row of ``width`` fields and an optional cell, with its cell (0 if left out) last."""
+    if len(row) not in (width, width + 1):
+        raise ValueError(f"{row!r} has {len(row)} fields, not {width} and an optional cell")
+    return tuple(row) if len(row) > width else (*row, 0)
+
+
+def _check_cells(cells: list[tuple[str, str]], conditions: list[tuple]) -> None:
+    """Refuse cells whose spec is not a JSON object, and conditions (with their cells, last) of
+    a cell the study does not have or not given cell by cell (so that condition ids, which order
+    the runs, are cell-major)."""
+    for label, spec_json in cells:
+        if not isinstance(_json_or_none(spec_json), dict):
+            raise ValueError(f"the spec of cell {label!r} is not a JSON object")
+    condition_cells = [row[-1] for row in conditions]
+    if unknown := sorted(set(condition_cells) - set(range(len(cells)))):
+        raise ValueError(f"conditions of cells {unknown}, which the study does not have (it has {len(cells)})")
+    if condition_cells != sorted(condition_cells):
+        raise ValueError("conditions are given cell by cell")
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+
+
 def _insert_plan(
-    connection: sqlite3.Connection, first: int, batches: list[tuple[list[str], int]], runs: list[PlannedRun]
+    connection: sqlite3.Connection, first: int, batches: list[PlannedBatch], runs: list[PlannedRun]
 ) -> None:
     """Insert planned batches, numbered from ``first``, and their runs (pending), inside the
-    caller's transaction."""
+    caller's transaction. A batch's conditions are conditions of its cell; a run is of one of
+    the new batches, of its cell, and of one of its conditions."""
+    cells = {cell for (cell,) in connection.execute("SELECT cell_id FROM cells")}
+    ids = {
+        (cell, name): id_ for cell, name, id_ in connection.execute("SELECT cell, name, condition_id FROM conditions")
+    }
+    planned = {}
+    for index, batch in enumerate(batches, start=first):
+        names, total, cell = _with_cell(batch, 2)
+        if cell not in cells:
+            raise ValueError(f"batch {index} is of cell {cell}, which the study does not have")
+        if unknown := [name for name in names if (cell, name) not in ids]:
+            raise ValueError(f"batch {index} names conditions {unknown} that its cell {cell} does not have")
+        planned[index] = (list(names), total, cell)
+    for run in runs:
+        names, _, cell = planned.get(run.batch, ([], 0, None))
+        if cell != run.cell or run.condition not in names:
+            raise ValueError(f"{run} is not of a new batch of its cell and condition")
     connection.executemany(
-        "INSERT INTO batches (batch_id, condition_ids, total_updates) VALUES (?, ?, ?)",
-        [(index, json.dumps(names), total) for index, (names, total) in enumerate(batches, start=first)],
+        "INSERT INTO batches (batch_id, condition_ids, total_updates, cell) VALUES (?, ?, ?, ?)",
+        [(index, json.dumps(names), total, cell) for index, (names, total, cell) in planned.items()],
     )
-    ids = dict(connection.execute("SELECT name, condition_id FROM conditions"))
     connection.executemany(
         "INSERT INTO runs (condition_id, seed, batch_id, position) VALUES (?, ?, ?, ?)",
-        [(ids[run.condition], run.seed, run.batch, run.position) for run in runs],
+        [(ids[(run.cell, run.condition)], run.seed, run.batch, run.position) for run in runs],
     )
 
 
@@ -643,6 +729,7 @@ class Store:
         (version,) = connection.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
         self.format_version = str(version)
         self.checksummed = version != "2"  # format 2 has no chunks table: its curves are read unverified
+        self._has_cells = int(version) >= 5  # before: one cell, which the tables do not name
         self._intact = False  # refuse_if_damaged passed
 
     # ------------------------------------------------------------------ creation, opening
@@ -652,30 +739,37 @@ class Store:
         cls,
         folder: Path,
         meta: dict[str, str],
-        conditions: list[tuple[str, str, float, str]],
-        batches: list[tuple[list[str], int]],
+        conditions: list[PlannedCondition],
+        batches: list[PlannedBatch],
         runs: list[PlannedRun],
+        cells: list[tuple[str, str]] | None = None,
     ) -> Store:
-        """Write a new store (atomically). ``conditions``: (name, kind, strength, regularizer
-        JSON); ``batches``: (condition names, total updates), numbered from 0."""
+        """Write a new store (atomically). ``cells``: (label, spec JSON), numbered from 0; by
+        default one, :data:`ONE_CELL`, of the study's spec (``meta["spec_json"]``).
+        ``conditions``: (name, kind, strength, regularizer JSON[, cell]), cell by cell, a name
+        once per cell; ``batches``: (condition names, total updates[, cell]), numbered from 0;
+        a cell left out is 0. ``runs`` name their batches and their conditions within their cell."""
+        cell_rows = [(ONE_CELL, meta["spec_json"])] if cells is None else [tuple(cell) for cell in cells]
+        condition_rows = [_with_cell(row, 4) for row in conditions]
+        _check_cells(cell_rows, condition_rows)
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / DATABASE
         partial = folder / (DATABASE + files.PARTIAL)
         files.remove_leftover(partial.with_name(partial.name + "-journal"), "study")
         os.close(files.create_new(partial, "study"))  # an empty file is an empty database
         try:
-            connection = sqlite3.connect(partial)
-            with connection:
+            with contextlib.closing(sqlite3.connect(partial)) as connection, connection:
                 connection.executescript(SCHEMA + BLOCKS)
                 connection.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
                     sorted((meta | {"format_version": str(FORMAT_VERSION)}).items()),
                 )
+                connection.executemany("INSERT INTO cells VALUES (?, ?, ?)", [(i, *c) for i, c in enumerate(cell_rows)])
                 connection.executemany(
-                    "INSERT INTO conditions (name, kind, strength, regularizer) VALUES (?, ?, ?, ?)", conditions
+                    "INSERT INTO conditions (name, kind, strength, regularizer, cell) VALUES (?, ?, ?, ?, ?)",
+                    condition_rows,
                 )
                 _insert_plan(connection, 0, batches, runs)
-            connection.close()
             os.replace(partial, final)
         finally:
             partial.unlink(missing_ok=True)
@@ -691,7 +785,7 @@ class Store:
         opens it again at once), to be an undamaged file (:func:`refuse_if_damaged`); it is
         reopened for writing only then: a missing, foreign, empty, damaged or incomplete file
         is a clear error and is left as it was. A store of an earlier format opened for
-        writing is rewritten as this one first (:meth:`_rewrite_as_blocks`).
+        writing is rewritten as this one first, in one transaction (:meth:`_migrate`).
         """
         path = folder / DATABASE
         _refuse_links(folder)
@@ -718,7 +812,7 @@ class Store:
             raise
         if writable and store.format_version != str(FORMAT_VERSION):
             try:
-                store._rewrite_as_blocks()
+                store._migrate()
             except BaseException as error:
                 store.close()
                 if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError):
@@ -742,34 +836,49 @@ class Store:
         """Spec, versions and other study-level facts."""
         return dict(self.connection.execute("SELECT key, value FROM meta"))
 
+    def cells(self) -> list[CellRow]:
+        """The study's cells by id; a store before format 5 has one, :data:`ONE_CELL`, of the
+        study's spec."""
+        if not self._has_cells:
+            (spec_json,) = self.connection.execute("SELECT value FROM meta WHERE key = 'spec_json'").fetchone()
+            return [CellRow(0, ONE_CELL, spec_json)]
+        rows = self.connection.execute("SELECT cell_id, label, spec_json FROM cells ORDER BY cell_id").fetchall()
+        return [CellRow(*row) for row in rows]
+
     def conditions(self) -> list[dict[str, Any]]:
-        """Conditions in study order: name, kind, strength, regularizer (dict)."""
+        """Conditions in study order (cell by cell): name, kind, strength, regularizer (dict), cell."""
         rows = self.connection.execute(
-            "SELECT name, kind, strength, regularizer FROM conditions ORDER BY condition_id"
+            f"SELECT name, kind, strength, regularizer, {self._cell('conditions')} FROM conditions "
+            "ORDER BY condition_id"
         ).fetchall()
         return [
-            {"name": name, "kind": kind, "strength": strength, "regularizer": json.loads(regularizer)}
-            for name, kind, strength, regularizer in rows
+            {"name": name, "kind": kind, "strength": strength, "regularizer": json.loads(regularizer), "cell": cell}
+            for name, kind, strength, regularizer, cell in rows
         ]
 
     def runs(self) -> list[RunRow]:
-        """All runs, ordered by condition then seed."""
+        """All runs, ordered by cell, condition (in study order) and seed."""
         rows = self.connection.execute(
-            """SELECT run_id, conditions.name, seed, batch_id, position, status, updates_done, wall_seconds, error
-               FROM runs JOIN conditions USING (condition_id) ORDER BY condition_id, seed"""
+            f"""SELECT run_id, conditions.name, seed, batch_id, position, status, updates_done, wall_seconds, error,
+                       {self._cell("conditions")}
+                FROM runs JOIN conditions USING (condition_id) ORDER BY condition_id, seed"""
         ).fetchall()
         return [RunRow(*row) for row in rows]
 
     def batches(self) -> list[BatchRow]:
         """All batches in plan order; a checkpoint name that is not one of ours is a damaged study."""
         rows = self.connection.execute(
-            "SELECT batch_id, condition_ids, total_updates, updates_done, checkpoint, wall_seconds FROM batches "
-            "ORDER BY batch_id"
+            "SELECT batch_id, condition_ids, total_updates, updates_done, checkpoint, wall_seconds, "
+            f"{self._cell('batches')} FROM batches ORDER BY batch_id"
         ).fetchall()
         for row in rows:
             if row[4] is not None:
                 files.checkpoint_path(self.folder, row[4])  # refuses a name leading anywhere but our checkpoints
-        return [BatchRow(b, json.loads(c), t, u, ck, w) for b, c, t, u, ck, w in rows]
+        return [BatchRow(b, json.loads(c), t, u, ck, w, cell) for b, c, t, u, ck, w, cell in rows]
+
+    def _cell(self, table: str) -> str:
+        """The SQL of the cell of a row of ``table``: its column, or 0 before format 5 (one cell)."""
+        return f"{table}.cell" if self._has_cells else "0"
 
     def metric_names(self) -> list[str]:
         """Metrics that have values."""
@@ -795,7 +904,7 @@ class Store:
         if metric_id is None:
             empty = np.zeros(0, np.int64)
             return CurveArrays(empty, np.zeros(1, np.int64), empty, np.zeros(0), empty)
-        if self.format_version != "4":
+        if self.format_version in LONG_FORM_FORMATS:
             rows = self._long_form_rows(metric, metric_id)
             run_ids, steps = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
             firsts = np.flatnonzero(np.diff(run_ids, prepend=-1))
@@ -846,45 +955,72 @@ class Store:
         ).fetchall()
         return dict(self.connection.execute("SELECT run_id, batch_id FROM runs")), chunks
 
+    def _migrate(self) -> None:
+        """One transaction: a store of an earlier format rewritten as this one (formats 2 and 3:
+        :meth:`_rewrite_as_blocks`, then as format 4: :meth:`_add_cells`). Whatever stops it
+        (damage found, a full disk, a crash) leaves the store as it was."""
+        with self.connection:
+            self.connection.execute("BEGIN")
+            if self.format_version in LONG_FORM_FORMATS:
+                self._rewrite_as_blocks()
+            self._add_cells()
+            self.connection.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+        self.format_version, self.checksummed, self._has_cells = str(FORMAT_VERSION), True, True
+
+    def _add_cells(self) -> None:
+        """Format 4's tables as format 5's, inside the caller's transaction: one cell (0,
+        :data:`ONE_CELL`, the study's spec) that every condition and batch is of; ``conditions``
+        rebuilt (a name unique within its cell), its condition ids kept."""
+        execute = self.connection.execute
+        (spec_json,) = execute("SELECT value FROM meta WHERE key = 'spec_json'").fetchone()
+        execute(CELLS)
+        execute("INSERT INTO cells VALUES (0, ?, ?)", (ONE_CELL, spec_json))
+        execute(CONDITIONS.format(table="conditions_new"))
+        execute(
+            "INSERT INTO conditions_new (condition_id, cell, name, kind, strength, regularizer) "
+            "SELECT condition_id, 0, name, kind, strength, regularizer FROM conditions"
+        )
+        # SQLite's way to change a table's constraints: the new one is renamed once the old is
+        # dropped (renaming the old one first would make ``runs`` reference it by its new name)
+        execute("DROP TABLE conditions")
+        execute("ALTER TABLE conditions_new RENAME TO conditions")
+        execute("ALTER TABLE batches ADD COLUMN cell INTEGER NOT NULL DEFAULT 0")
+
     def _rewrite_as_blocks(self) -> None:
-        """One transaction: a store of format 2 or 3 (long form) rewritten as format 4, its
-        curves read (format 3: verified against their checksums) and written as blocks, one
-        per chunk of a batch and metric (format 2, which does not know its chunks: one per
-        batch and metric, at the batch's progress), the long-form tables dropped."""
+        """A store of format 2 or 3 (long form) rewritten as format 4, inside the caller's
+        transaction: its curves read (format 3: verified against their checksums) and written
+        as blocks, one per chunk of a batch and metric (format 2, which does not know its
+        chunks: one per batch and metric, at the batch's progress), the long-form tables dropped."""
         batch_of_run = dict(self.connection.execute("SELECT run_id, batch_id FROM runs"))
         progress = dict(self.connection.execute("SELECT batch_id, updates_done FROM batches"))
         lookup = np.full(max(batch_of_run, default=0) + 1, -1, np.int64)
         lookup[list(batch_of_run)] = list(batch_of_run.values())
-        with self.connection:
-            self.connection.execute("BEGIN")
-            self.connection.execute(BLOCKS)
-            for name, metric_id in sorted(self._metric_ids.items()):
-                rows = self._long_form_rows(name, metric_id)
-                run_ids, steps, values = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64), rows[:, 2]
-                batches = lookup[np.clip(run_ids, 0, len(lookup) - 1)]
-                if ((run_ids >= len(lookup)) | (batches < 0)).any():
-                    raise files.damaged(self.folder, f"its {name} curves name a run it does not have")
-                if self.format_version == "3":
-                    ends = self._chunk_ends(metric_id, batches, steps)
-                else:
-                    ends = np.asarray([progress[batch] for batch in batches.tolist()], np.int64)
-                order = np.lexsort((steps, run_ids, ends, batches))
-                keys = np.stack([batches[order], ends[order]], axis=1)
-                cuts = np.flatnonzero((np.diff(keys, axis=0) != 0).any(axis=1)) + 1
-                for part in np.split(order, cuts) if len(order) else []:
-                    self._insert_block(
-                        name,
-                        metric_id,
-                        int(batches[part[0]]),
-                        int(ends[part[0]]),
-                        run_ids[part],
-                        steps[part],
-                        values[part],
-                    )
-            self.connection.execute("DROP TABLE curves")
-            self.connection.execute("DROP TABLE IF EXISTS chunks")
-            self.connection.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
-        self.format_version, self.checksummed = str(FORMAT_VERSION), True
+        self.connection.execute(BLOCKS)
+        for name, metric_id in sorted(self._metric_ids.items()):
+            rows = self._long_form_rows(name, metric_id)
+            run_ids, steps, values = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64), rows[:, 2]
+            batches = lookup[np.clip(run_ids, 0, len(lookup) - 1)]
+            if ((run_ids >= len(lookup)) | (batches < 0)).any():
+                raise files.damaged(self.folder, f"its {name} curves name a run it does not have")
+            if self.format_version == "3":
+                ends = self._chunk_ends(metric_id, batches, steps)
+            else:
+                ends = np.asarray([progress[batch] for batch in batches.tolist()], np.int64)
+            order = np.lexsort((steps, run_ids, ends, batches))
+            keys = np.stack([batches[order], ends[order]], axis=1)
+            cuts = np.flatnonzero((np.diff(keys, axis=0) != 0).any(axis=1)) + 1
+            for part in np.split(order, cuts) if len(order) else []:
+                self._insert_block(
+                    name,
+                    metric_id,
+                    int(batches[part[0]]),
+                    int(ends[part[0]]),
+                    run_ids[part],
+                    steps[part],
+                    values[part],
+                )
+        self.connection.execute("DROP TABLE curves")
+        self.connection.execute("DROP TABLE IF EXISTS chunks")
 
     def _chunk_ends(self, metric_id: int, batches: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """Format 3: the end (updates done) of the chunk that wrote each row (its batch's chunk
@@ -900,10 +1036,12 @@ class Store:
 
     # ------------------------------------------------------------------------ writing
 
-    def add_wave(self, batches: list[tuple[list[str], int]], runs: list[PlannedRun], meta: dict[str, str]) -> None:
+    def add_wave(self, batches: list[PlannedBatch], runs: list[PlannedRun], meta: dict[str, str]) -> None:
         """One transaction: a sequential study's next wave. ``batches`` (condition names, total
-        updates) are numbered on from the stored ones, ``runs`` name those numbers, and the
-        ``meta`` facts given (the plan's) replace their stored values."""
+        updates[, cell], as :meth:`create` takes them) are numbered on from the stored ones,
+        ``runs`` name those numbers, and the ``meta`` facts given (the plan's) replace their
+        stored values."""
+        self._refuse_unless_current()
         (first,) = self.connection.execute("SELECT COALESCE(MAX(batch_id) + 1, 0) FROM batches").fetchone()
         outside = sorted({run.batch for run in runs} - set(range(first, first + len(batches))))
         if outside:
