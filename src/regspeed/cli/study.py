@@ -23,6 +23,27 @@ SpecArgument = Annotated[
     Path | None, typer.Argument(help="Study spec (TOML). Default: the embedded default study (`regspeed spec`).")
 ]
 StudyFolder = Annotated[Path, typer.Argument(help="A study's folder, e.g. runs/default.")]
+CellOption = Annotated[
+    str | None, typer.Option(help="A study with factors: the cell, by number (0, 1, ...) or label (board=6).")
+]
+
+
+def cell_index(store: Any, cell: str | None) -> int:
+    """The cell a ``--cell`` option names, by number or label (None: the first)."""
+    if cell is None:
+        return 0
+    labels = [row.label for row in store.cells()]
+    if cell in labels:
+        return labels.index(cell)
+    if cell.isdigit() and int(cell) < len(labels):
+        return int(cell)
+    raise ConfigError("cell", f"no cell {cell!r}; choose one of: {_cells_hint(store)}")
+
+
+def _cells_hint(store: Any) -> str:
+    labels = [row.label for row in store.cells()]
+    shown = "; ".join(f"{index} ({label})" for index, label in enumerate(labels[:6]))
+    return shown + (f"; and {len(labels) - 6} more" if len(labels) > 6 else "")
 
 
 @app.command()
@@ -138,6 +159,7 @@ def watch(
     max_steps: Annotated[int, typer.Option(help="Steps at most.")] = 500,
     gif: Annotated[Path | None, typer.Option(help="Write the episode as an animated GIF instead.")] = None,
     delay: Annotated[float, typer.Option(help="Seconds between frames in the terminal.")] = 0.08,
+    cell: CellOption = None,
 ) -> None:
     """Watch a trained agent of a study play one episode (greedy policy), in the terminal or as a GIF."""
     from regspeed.analysis import progress
@@ -152,12 +174,13 @@ def watch(
     check_seed(episode_seed, "episode_seed")
     check_gif(gif)
     with store_module.Store.open(folder) as store:
+        index = cell_index(store, cell)
         if seed is None:
-            best_by = results.learner_facts(store).progress_metric
-            seed = progress.best_seed(results.load(store, (best_by,)), condition, best_by)
+            best_by = results.load(store, (), index).progress_metric
+            seed = progress.best_seed(results.load(store, (best_by,), index), condition, best_by)
         chosen = seed
         with console.status(f"loading {condition} seed {chosen}..."):
-            env, states = results.episode(store, condition, chosen, episode_seed, max_steps)
+            env, states = results.episode(store, condition, chosen, episode_seed, max_steps, index)
     summary = f"{condition} seed {chosen}: {len(states)} steps, score {int(states[-1].length) - env.initial_length}"
     if gif is not None:
         render.save_gif(env, states, gif)
@@ -232,9 +255,12 @@ class _StudyProgress:
         title = "study" if len(looks) == 1 else f"study, look {look}/{len(looks)}"
         self.progress.update(self.study, description=title, total=max(1, self.total), completed=self._completed())
         count = len(batches)
+        cells = {row.cell_id: row.label for row in store.cells()}
+        cell_of = {batch.batch_id: batch.cell for batch in batches}
         for job in jobs:
             names = sorted({store_name for store_name in self._conditions(store, job.batch_id)})
-            label = printable(f"batch {job.batch_id + 1}/{count}: {', '.join(names)}")
+            where = f" ({cells[cell_of[job.batch_id]]})" if len(cells) > 1 else ""
+            label = printable(f"batch {job.batch_id + 1}/{count}{where}: {', '.join(names)}")
             task = self.progress.add_task(
                 escape(label if len(label) < 60 else label[:57] + "..."), total=1.0, detail="waiting", start=False
             )
@@ -284,11 +310,19 @@ def _print_summary(folder: Path, with_creation: bool = False) -> None:
 
     with store_module.Store.open(folder) as store:
         created = store.meta().get("created", "?")
-        data = results.load(store, results.speed_metrics(store))
+        labels = results.cells(store)
+        every = [results.load(store, results.speed_metrics(store) if len(labels) == 1 else None, cell)
+                 for cell in range(len(labels))]  # fmt: skip
     if with_creation:
         console.print(terminal_text(f"{folder}: study created {created}"), highlight=False)
-    rows = progress.table(data)
-    table = Table(title=terminal_text(f"{folder}: IQM over seeds of the last 10% of the budget"), box=box.SIMPLE_HEAD)
+    for data in every:
+        where = f"{folder}" if len(every) == 1 else f"{folder}, cell {data.cell}"
+        _print_progress_table(data, where, progress.table(data))
+
+
+def _print_progress_table(data: Any, where: str, rows: list) -> None:
+    """One cell's progress rows as a table, then its failed runs."""
+    table = Table(title=terminal_text(f"{where}: IQM over seeds of the last 10% of the budget"), box=box.SIMPLE_HEAD)
     table.add_column("condition", no_wrap=True)
     table.add_column("runs done", justify="right", no_wrap=True)
     table.add_column("failed", justify="right")
@@ -329,9 +363,11 @@ def export(
     ] = "csv",
     metric: Annotated[str, typer.Option(help="npz: the metric to export.")] = "score",
     out: Annotated[Path | None, typer.Option(help="Output file (default: DIR/curves.csv or DIR/<metric>.npz).")] = None,
+    cell: CellOption = None,
 ) -> None:
-    """Export a study's curves: CSV (condition, seed, metric, step, value) or NPZ shaped as
-    rliable expects (per condition: runs x tasks x points; the step axis under 'steps')."""
+    """Export a study's curves: CSV (condition, seed, metric, step, value; a study with
+    factors: cell first) or NPZ shaped as rliable expects (per condition: runs x tasks x
+    points; the step axis under 'steps'; one cell of a study with factors)."""
     from regspeed.study import results
     from regspeed.study import store as store_module
 
@@ -341,5 +377,8 @@ def export(
         raise ConfigError("out", f"folder {out.parent} does not exist; create it or choose another path")
     target = out if out is not None else folder / ("curves.csv" if format == "csv" else f"{metric}.npz")
     with store_module.Store.open(folder) as store:
-        results.export(store, target, format, metric)
+        index = cell_index(store, cell)
+        if format == "npz" and cell is None and len(store.cells()) > 1:
+            raise ConfigError("cell", f"an npz holds one cell's runs: choose one with --cell ({_cells_hint(store)})")
+        results.export(store, target, format, metric, index)
     console.print(f"wrote {target}")

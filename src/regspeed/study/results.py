@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from regspeed.errors import ConfigError
 from regspeed.study import files
-from regspeed.study.store import CurveArrays, RunRow, Store, UnreadableCheckpointError, read_checkpoint
+from regspeed.study.store import CellRow, CurveArrays, RunRow, Store, UnreadableCheckpointError, read_checkpoint
 
 if TYPE_CHECKING:
     import pandas
@@ -92,6 +92,7 @@ class StudyData:
     metric_labels: dict[str, str]  # metric name -> human words
     watchable: bool  # a game whose trained runs can be watched (``episode``) and turned into GIFs
     progress_metric: str  # what the learner's progress is shown by (and a game's best run chosen by)
+    cell: str = "all"  # the label of the cell (a combination of factor values) this data is of
 
     def label(self, metric: str) -> str:
         """The metric in words (its name if it has none)."""
@@ -111,43 +112,52 @@ class LearnerFacts:
     progress_metric: str
 
 
-def learner_facts(store: Store) -> LearnerFacts:
-    """The declarations of the study's learner (an unknown task: labels by name, not watchable,
-    progress by its first speed metric)."""
+def learner_facts(store: Store, task: str | None = None) -> LearnerFacts:
+    """The declarations of the study's learner (or of ``task``'s: a cell's; an unknown task:
+    labels by name, not watchable, progress by its first speed metric)."""
     from regspeed.learn import registry
 
     meta = store.meta()
-    learner = registry.LEARNERS.get(json.loads(meta["spec_json"]).get("task", ""))
+    learner = registry.LEARNERS.get(task or json.loads(meta["spec_json"]).get("task", ""))
     if learner is None:
         return LearnerFacts({}, False, _speed_metrics(meta)[0])
     return LearnerFacts(learner.labels(), learner.play is not None, learner.progress_metric)
 
 
-def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
-    """Read a study once: its facts, runs and the curves of ``metrics`` that were recorded
-    (default: the speed metrics and the report's diagnostic curves)."""
+def cells(store: Store) -> list[str]:
+    """The labels of a study's cells, in order (``["all"]`` for a study without factors)."""
+    return [cell.label for cell in store.cells()]
+
+
+def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) -> StudyData:
+    """Read one cell of a study once (a study without factors has one, 0): its facts, runs
+    and the curves of ``metrics`` that were recorded (default: its speed metrics and the
+    report's diagnostic curves)."""
     from regspeed.study import spec as spec_module
 
     meta = store.meta()
-    spec = json.loads(meta["spec_json"])
+    cell_row = _cell_row(store, cell)
+    several = len(store.cells()) > 1
+    spec = json.loads(cell_row.spec_json if several else meta["spec_json"])
     filled = spec_module.with_added_defaults(spec)
-    runs = store.runs()
-    conditions = store.conditions()
-    batches = store.batches()
-    speed_metrics = _speed_metrics(meta)
+    runs = [run for run in store.runs() if run.cell == cell]
+    conditions = [condition for condition in store.conditions() if condition["cell"] == cell]
+    batches = [batch for batch in store.batches() if batch.cell == cell]
+    speed_metrics = _cell_speed_metrics(spec) if several else _speed_metrics(meta)
     wanted = (*speed_metrics, *DIAGNOSTIC_METRICS) if metrics is None else metrics
     recorded = set(store.metric_names())
-    curves_by_metric = {
-        metric: _curves(store.curve_arrays(metric), runs, conditions)
-        for metric in dict.fromkeys(wanted)
-        if metric in recorded
-    }
+    curves_by_metric = {}
+    for metric in dict.fromkeys(wanted):
+        if metric in recorded:
+            arrays = store.curve_arrays(metric)
+            curves_by_metric[metric] = _curves(_of_runs(arrays, runs) if several else arrays, runs, conditions)
     totals = {batch.batch_id: batch.total_updates for batch in batches}
-    facts = learner_facts(store)
+    facts = learner_facts(store, spec.get("task"))
+    budget = _cell_budget_steps(spec) if several else int(meta.get("budget_steps") or 0)
     return StudyData(
         name=spec.get("name", "study"),
         task=spec.get("task", ""),
-        budget_steps=int(meta.get("budget_steps") or 0) or _largest_step(curves_by_metric),
+        budget_steps=budget or _largest_step(curves_by_metric),
         step_unit=meta.get("step_unit", "env steps"),
         speed_metrics=speed_metrics,
         thresholds=dict(spec.get("thresholds") or {}),
@@ -167,7 +177,43 @@ def load(store: Store, metrics: tuple[str, ...] | None = None) -> StudyData:
         metric_labels=facts.metric_labels,
         watchable=facts.watchable,
         progress_metric=facts.progress_metric,
+        cell=cell_row.label,
     )
+
+
+def _cell_row(store: Store, cell: int) -> CellRow:
+    found = {row.cell_id: row for row in store.cells()}
+    if cell not in found:
+        raise ConfigError("cell", f"the study has cells 0 .. {len(found) - 1} (got {cell})")
+    return found[cell]
+
+
+def _cell_speed_metrics(spec: dict[str, Any]) -> tuple[str, ...]:
+    """The speed metrics of a cell's runs (its stored spec, validated again)."""
+    from regspeed.study import spec as spec_module
+
+    return spec_module.speed_metrics(spec_module.validate(spec_module.with_added_defaults(spec)))
+
+
+def _cell_budget_steps(spec: dict[str, Any]) -> int:
+    """A cell's budget as trained: whole updates, in its step unit."""
+    from regspeed.learn import regularizers as regs
+    from regspeed.study import spec as spec_module
+
+    validated = spec_module.validate(spec_module.with_added_defaults(spec))
+    learner = spec_module.learner_of(validated)
+    setup = spec_module.setup(validated, regs.Regularizer())
+    return learner.total_updates(setup) * learner.steps_per_update(setup)
+
+
+def _of_runs(arrays: CurveArrays, runs: list[RunRow]) -> CurveArrays:
+    """The arrays of ``runs`` only (one cell's), in the same layout."""
+    keep = np.isin(arrays.runs, np.asarray([run.run_id for run in runs], np.int64))
+    counts = np.diff(arrays.offsets)
+    values_kept = np.repeat(keep, counts)
+    offsets = np.concatenate([[0], np.cumsum(counts[keep])]).astype(arrays.offsets.dtype)
+    steps = arrays.steps[values_kept]
+    return CurveArrays(arrays.runs[keep], offsets, steps, arrays.values[values_kept], np.unique(steps))
 
 
 def speed_metrics(store: Store) -> tuple[str, ...]:
@@ -184,9 +230,13 @@ def _largest_step(curves_by_metric: dict[str, list[ConditionCurves]]) -> int:
     return max((int(c.steps[-1]) for per in curves_by_metric.values() for c in per if len(c.steps)), default=1)
 
 
-def curves(store: Store, metric: str) -> list[ConditionCurves]:
-    """Per condition (study order), the metric's curves of all runs on a common step axis."""
-    return _curves(store.curve_arrays(metric), store.runs(), store.conditions())
+def curves(store: Store, metric: str, cell: int = 0) -> list[ConditionCurves]:
+    """Per condition (study order) of a cell, the metric's curves of its runs on a common step axis."""
+    _cell_row(store, cell)
+    runs = [run for run in store.runs() if run.cell == cell]
+    conditions = [condition for condition in store.conditions() if condition["cell"] == cell]
+    arrays = store.curve_arrays(metric)
+    return _curves(_of_runs(arrays, runs) if len(store.cells()) > 1 else arrays, runs, conditions)
 
 
 def _curves(arrays: CurveArrays, runs: list[RunRow], conditions: list[dict]) -> list[ConditionCurves]:
@@ -211,11 +261,12 @@ def _curves(arrays: CurveArrays, runs: list[RunRow], conditions: list[dict]) -> 
     return result
 
 
-def export(store: Store, path: Path, format: str, metric: str = "score") -> Path:
-    """Write the curves to ``path``: ``csv`` (long form, every metric) or ``npz`` (one metric,
-    rliable-shaped ``[runs, 1, points]`` per condition, plus its ``steps`` axis). The file is
-    replaced atomically and never written through a symbolic link (one at ``path`` is refused);
-    it is streamed into a temporary file, so a store found damaged midway leaves ``path`` as it was."""
+def export(store: Store, path: Path, format: str, metric: str = "score", cell: int = 0) -> Path:
+    """Write the curves to ``path``: ``csv`` (long form, every metric; a study with factors
+    has a first column ``cell``) or ``npz`` (one metric of cell ``cell``, rliable-shaped
+    ``[runs, 1, points]`` per condition, plus its ``steps`` axis). The file is replaced
+    atomically and never written through a symbolic link (one at ``path`` is refused); it is
+    streamed into a temporary file, so a store found damaged midway leaves ``path`` as it was."""
     if format not in FORMATS:
         raise ConfigError("format", f"must be one of {', '.join(FORMATS)} (got {format!r})")
     files.refuse_link(path, "out")
@@ -225,7 +276,7 @@ def export(store: Store, path: Path, format: str, metric: str = "score") -> Path
         return path
     if metric not in store.metric_names():
         raise ConfigError("metric", f"no values of {metric!r}; choose one of {', '.join(store.metric_names())}")
-    per_condition = curves(store, metric)
+    per_condition = curves(store, metric, cell)
     arrays = {curve.condition: curve.values[:, None, :] for curve in per_condition}
     if "steps" in arrays:
         raise ConfigError("metric", "a condition is named 'steps', which the npz format reserves")
@@ -244,9 +295,11 @@ def _export_csv(store: Store, path: Path) -> None:
     """Every metric's values as CSV lines (:class:`CsvLines`), by metric, run and step, a piece
     at a time: the pieces formatted by :data:`CSV_THREADS` threads (NumPy works without
     Python's lock), written in order as they come, the next metric read meanwhile."""
-    names = {run.run_id: (run.condition, run.seed) for run in store.runs()}
+    labels = {cell.cell_id: cell.label for cell in store.cells()}
+    several = len(labels) > 1  # a study with factors: each line names its cell first
+    names = {run.run_id: ((labels[run.cell],) if several else ()) + (run.condition, run.seed) for run in store.runs()}
     with files.replacing(path, "out") as file, ThreadPoolExecutor(CSV_THREADS) as pool:
-        file.write(_csv_row(["condition", "seed", "metric", "step", "value"]))
+        file.write(_csv_row([*(["cell"] if several else []), "condition", "seed", "metric", "step", "value"]))
         pending: collections.deque = collections.deque()
         for name in store.metric_names():
             arrays = store.curve_arrays(name)
@@ -484,24 +537,23 @@ def _at(buffer: bytearray, dtype: str) -> np.ndarray:
     return np.ndarray(shape=(len(buffer) - width + 1,), dtype=dtype, buffer=buffer, strides=(1,))
 
 
-def _condition_names(store: Store) -> list[str]:
-    return [c["name"] for c in store.conditions()]
-
-
-def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_steps: int = 500) -> tuple:
-    """One greedy episode of a trained run, from its batch's latest checkpoint:
-    ``(env config, states)``. A checkpoint that is missing, unreadable or not of this batch
-    is :class:`UnreadableCheckpointError`."""
+def episode(
+    store: Store, condition: str, seed: int, episode_seed: int = 0, max_steps: int = 500, cell: int = 0
+) -> tuple:
+    """One greedy episode of a trained run (of cell ``cell``), from its batch's latest
+    checkpoint: ``(env config, states)``. A checkpoint that is missing, unreadable or not of
+    this batch is :class:`UnreadableCheckpointError`."""
     import jax
 
     from regspeed.learn import checkpoint
     from regspeed.learn.regularizers import Regularizer
     from regspeed.study import spec as spec_module
 
-    names = _condition_names(store)
+    cell_row = _cell_row(store, cell)
+    names = [c["name"] for c in store.conditions() if c["cell"] == cell]
     if condition not in names:
         raise ConfigError("condition", f"no condition {condition!r}; choose one of {', '.join(names)}")
-    runs = store.runs()
+    runs = [r for r in store.runs() if r.cell == cell]
     run = next((r for r in runs if r.condition == condition and r.seed == seed), None)
     if run is None:
         seeds = sorted(r.seed for r in runs if r.condition == condition)
@@ -509,11 +561,14 @@ def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_
     batch = next(b for b in store.batches() if b.batch_id == run.batch)
     if batch.checkpoint is None:
         raise ConfigError("condition", f"{condition} seed {seed} has not trained yet; run the study first")
-    spec = spec_module.validate(json.loads(store.meta()["spec_json"]))
+    stored = cell_row.spec_json if len(store.cells()) > 1 else store.meta()["spec_json"]
+    spec = spec_module.validate(json.loads(stored))
     learner = spec_module.learner_of(spec)
     if learner.play is None:
         raise ConfigError("study", f"{spec.task} is not a game: there is nothing to watch")
-    regularizer = Regularizer(**next(c["regularizer"] for c in store.conditions() if c["name"] == condition))
+    regularizer = Regularizer(
+        **next(c["regularizer"] for c in store.conditions() if c["name"] == condition and c["cell"] == cell)
+    )
     setup = spec_module.setup(spec, regularizer)
     arrays = read_checkpoint(store.folder, batch.checkpoint)
     runs_in_batch = sum(r.batch == run.batch for r in runs)
@@ -528,7 +583,7 @@ def episode(store: Store, condition: str, seed: int, episode_seed: int = 0, max_
 
 # ---------------------------------------------------------------------------- DataFrames (the `pandas` extra)
 
-CELL = "all"  # a study's one factor combination (studies have a single cell; factors will add more)
+CELL = "all"  # the one cell of a study without factors
 FRAME_COLUMNS = ("cell", "condition", "seed", "metric", "step", "value")
 
 
@@ -549,10 +604,9 @@ def to_pandas(source: Store | Path | str, metrics: Sequence[str] | None = None) 
 
     ``source`` is an open :class:`Store` or a study folder (opened read-only and closed again).
     ``metrics`` restricts the rows to those metrics (default: every recorded one); a metric with
-    no values is a :class:`ConfigError`. ``cell`` is the study's factor combination: a study has
-    a single cell today, so it is always :data:`CELL` (``"all"``); it is there so that code
-    written now keeps working when studies get factors. Needs pandas (``pip install
-    'regspeed[pandas]'``)."""
+    no values is a :class:`ConfigError`. ``cell`` is the label of the run's cell (its factor
+    values, ``board=6, algorithm=ppo``; :data:`CELL`, ``"all"``, in a study without factors).
+    Needs pandas (``pip install 'regspeed[pandas]'``)."""
     pd = pandas_module()
     if isinstance(source, Store):
         return _points_frame(pd, source, metrics)
@@ -567,7 +621,8 @@ def _points_frame(pd: ModuleType, store: Store, metrics: Sequence[str] | None) -
     unknown = [metric for metric in wanted if metric not in recorded]
     if unknown:
         raise ConfigError("metric", f"no values of {unknown[0]!r}; choose among {', '.join(recorded)}")
-    runs = store.runs()  # by condition (study order), then seed
+    runs = store.runs()  # by cell, condition (study order), then seed
+    labels = {cell.cell_id: cell.label for cell in store.cells()}
     position = {run.run_id: index for index, run in enumerate(runs)}
     every = [store.curve_arrays(metric) for metric in wanted]
     # a segment: one run's values of one metric (steps ascending), ordered by run (study order), then metric
@@ -583,7 +638,7 @@ def _points_frame(pd: ModuleType, store: Store, metrics: Sequence[str] | None) -
     steps = np.concatenate([arrays.steps for arrays in every] or [np.zeros(0, np.int64)])[gather]
     values = np.concatenate([arrays.values for arrays in every] or [np.zeros(0)])[gather]
     columns = {
-        "cell": np.full(len(steps), CELL, dtype=object),
+        "cell": np.asarray([labels[run.cell] for run in runs] or [CELL], dtype=object)[run_index],
         "condition": np.asarray([run.condition for run in runs] or [""], dtype=object)[run_index],
         "seed": np.asarray([run.seed for run in runs] or [0], dtype=np.int64)[run_index],
         "metric": np.asarray(wanted or [""], dtype=object)[metric_index],

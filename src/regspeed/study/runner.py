@@ -159,13 +159,13 @@ class _PlanRows:
     """A plan as the store holds it: batches (condition names, total updates), their runs
     (which name the batches' numbers), and the budget as trained (whole updates, in steps)."""
 
-    batches: list[tuple[list[str], int]]
+    batches: list[store_module.PlannedBatch]
     runs: list[store_module.PlannedRun]
     budget_steps: int
 
 
-def _plan_rows(spec: Spec, the_plan: Plan, first_batch: int = 0) -> _PlanRows:
-    """The store's rows of ``the_plan``, its batches numbered on from ``first_batch``."""
+def _plan_rows(spec: Spec, the_plan: Plan, first_batch: int = 0, cell: int = 0) -> _PlanRows:
+    """The store's rows of ``the_plan`` (of cell ``cell``), its batches numbered on from ``first_batch``."""
     learner = spec_module.learner_of(spec)
     planned = []
     batch_rows = []
@@ -174,9 +174,9 @@ def _plan_rows(spec: Spec, the_plan: Plan, first_batch: int = 0) -> _PlanRows:
         setup = spec_module.setup(spec, batch.regularizer)
         total = learner.total_updates(setup)
         budget_steps = max(budget_steps, total * learner.steps_per_update(setup))
-        batch_rows.append((list(dict.fromkeys(run.condition for run in batch.runs)), total))
+        batch_rows.append((list(dict.fromkeys(run.condition for run in batch.runs)), total, cell))
         planned += [
-            store_module.PlannedRun(run.condition, run.seed, batch_id, position)
+            store_module.PlannedRun(run.condition, run.seed, batch_id, position, cell)
             for position, run in enumerate(batch.runs)
         ]
     return _PlanRows(batch_rows, planned, budget_steps)
@@ -342,25 +342,33 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
                 "run it in another folder (--out) or restore the spec",
             )
         return store_module.Store.open(folder, writable=True, check=False)  # checked just above, under the lock
-    learner = spec_module.learner_of(spec)
-    the_plan = plan(spec)
-    conditions = [
-        (c.name, c.regularizer.kind, c.strength, json.dumps(dataclasses.asdict(c.regularizer)))
-        for c in spec_module.conditions(spec)
-    ]
-    rows = _plan_rows(spec, the_plan)
-    facts = {"memory_cap_gb": the_plan.memory_cap_gb, "largest_batch_estimate_gb": the_plan.largest_batch_estimate_gb}
+    cells = spec_module.cells(spec)
+    conditions, batches, runs, cell_rows = [], [], [], []
+    largest = budget_steps = 0.0
+    for cell in cells:  # each cell planned as a study of its own, batches numbered on
+        the_plan = plan(cell.spec)
+        conditions += [
+            (c.name, c.regularizer.kind, c.strength, json.dumps(dataclasses.asdict(c.regularizer)), cell.index)
+            for c in spec_module.conditions(cell.spec)
+        ]
+        rows = _plan_rows(cell.spec, the_plan, first_batch=len(batches), cell=cell.index)
+        batches += rows.batches
+        runs += rows.runs
+        cell_rows.append((cell.label, json.dumps(spec_module.normalized(cell.spec))))
+        largest = max(largest, the_plan.largest_batch_estimate_gb)
+        budget_steps = max(budget_steps, rows.budget_steps)
+    facts = {"memory_cap_gb": spec.execution.memory_cap_gb, "largest_batch_estimate_gb": largest}
     meta = {
         "spec_toml": spec_text,
         "spec_json": json.dumps(normalized),
         "versions": json.dumps(software_versions()),
         "plan": json.dumps(facts),
-        "budget_steps": str(rows.budget_steps),  # the budget as trained: whole updates
-        "step_unit": learner.step_unit,
-        "speed_metrics": json.dumps(spec_module.speed_metrics(spec)),
+        "budget_steps": str(int(budget_steps)),  # the budget as trained: whole updates (the largest cell's)
+        "step_unit": spec_module.learner_of(cells[0].spec).step_unit,
+        "speed_metrics": json.dumps(spec_module.speed_metrics(cells[0].spec)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    return store_module.Store.create(folder, meta, conditions, rows.batches, rows.runs)
+    return store_module.Store.create(folder, meta, conditions, batches, runs, cell_rows)
 
 
 NextWave = Callable[[store_module.Store], list[str]]  # a sequential study: the conditions that need more seeds
@@ -437,7 +445,9 @@ def _jobs(
     """The unfinished batches, each from its last checkpoint (or from scratch, see
     :func:`_resume_point`; a batch restarting from scratch has its runs' event files on
     ``board`` removed first)."""
-    conditions = {c["name"]: c for c in store.conditions()}
+    conditions = {(c["cell"], c["name"]): c for c in store.conditions()}
+    cell_specs = [cell.spec.model_dump(mode="json") for cell in spec_module.cells(spec)]
+    labels = _run_labels(store)
     runs_by_batch: dict[int, list[store_module.RunRow]] = {}
     for run in store.runs():
         runs_by_batch.setdefault(run.batch, []).append(run)
@@ -447,18 +457,30 @@ def _jobs(
         if batch.updates_done >= batch.total_updates:
             continue  # finished: its checkpoint is not needed (it may be gone)
         runs = sorted(runs_by_batch[batch.batch_id], key=lambda run: run.position)
-        start = _resume_point(store, batch, len(batches), warn, functools.partial(_forget_live, board, runs))
+        forget = functools.partial(_forget_live, board, [labels[run.run_id] for run in runs])
+        start = _resume_point(store, batch, len(batches), warn, forget)
         jobs.append(
             BatchJob(
                 batch_id=batch.batch_id,
-                spec=spec.model_dump(mode="json"),
-                regularizer=conditions[runs[0].condition]["regularizer"],
+                spec=cell_specs[batch.cell],
+                regularizer=conditions[batch.cell, runs[0].condition]["regularizer"],
                 seeds=[run.seed for run in runs],
-                strengths=[conditions[run.condition]["strength"] for run in runs],
+                strengths=[conditions[batch.cell, run.condition]["strength"] for run in runs],
                 start=start,
             )
         )
     return jobs
+
+
+def _run_labels(store: store_module.Store) -> dict[int, tuple[str, ...]]:
+    """run id -> its folder on the live board: ``(<condition>, seed-<s>)``, below its cell's
+    label in a study with factors."""
+    cells = {cell.cell_id: cell.label for cell in store.cells()}
+    several = len(cells) > 1
+    return {
+        run.run_id: ((live.folder_name(cells[run.cell]),) if several else ()) + live.run_folder(run.seed, run.condition)
+        for run in store.runs()
+    }
 
 
 def _resume_point(
@@ -662,9 +684,10 @@ def _live_folders(store: store_module.Store, alive: dict[int, np.ndarray]) -> di
     """batch -> position -> run folder on the board (:func:`live.run_folder`), for the runs
     still alive in the batches given."""
     folders: dict[int, dict[int, tuple[str, ...]]] = {batch_id: {} for batch_id in alive}
+    labels = _run_labels(store)
     for run in store.runs():
         if run.batch in alive and alive[run.batch][run.position]:
-            folders[run.batch][run.position] = live.run_folder(run.seed, run.condition)
+            folders[run.batch][run.position] = labels[run.run_id]
     return folders
 
 
@@ -678,11 +701,11 @@ def _show_live(
         board.close(folders.values())
 
 
-def _forget_live(board: live.Board | None, runs: list[store_module.RunRow]) -> None:
-    """Remove the event files of ``runs`` (their batch restarts from scratch)."""
+def _forget_live(board: live.Board | None, run_folders: list[tuple[str, ...]]) -> None:
+    """Remove the event files of runs (their batch restarts from scratch)."""
     if board is not None:
-        for run in runs:
-            board.forget(live.run_folder(run.seed, run.condition))
+        for parts in run_folders:
+            board.forget(parts)
 
 
 def _alive(store: store_module.Store, batch_id: int) -> np.ndarray:
