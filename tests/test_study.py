@@ -614,3 +614,28 @@ def test_factor_problems_name_the_factor_and_the_value(change: tuple[str, str], 
     assert len(found) == len(problems), found
     for (path, message), (want_path, want_start) in zip(found, problems, strict=True):
         assert path == want_path and message.startswith(want_start), found
+
+
+TWO_CELLS = TINY_SPEC.replace("budget = 15_360", "budget = { per_cell = 256 }").replace(
+    "strengths = [1e-3, 1e-2]", "strengths = [1e-2]"
+) + "\n[factors]\nboard = [5, 6]\n"
+
+
+@pytest.mark.slow
+def test_a_study_with_factors_killed_mid_batch_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """Cells in one store: killed inside the first cell's first batch, resumed, it equals the
+    uninterrupted study (runs, batches, curves, cells); each cell reads as a study of its own."""
+    spec_path = tmp_path / "cells.toml"
+    spec_path.write_text(TWO_CELLS)
+    reference = tmp_path / "reference"
+    runner.run(spec_module.parse(TWO_CELLS), reference, TWO_CELLS)
+    folder = tmp_path / "killed"
+    assert kill_mid_batch(spec_path, folder) > 0
+    runner.run(spec_module.parse(TWO_CELLS), folder, TWO_CELLS)
+    assert store_contents(folder) == store_contents(reference)
+    with store_module.Store.open(folder) as store, store_module.Store.open(reference) as other:
+        assert store.cells() == other.cells() and [cell.label for cell in store.cells()] == ["board=5", "board=6"]
+        per_cell = [results.load(store, cell=index) for index in (0, 1)]
+    assert [data.budget_steps for data in per_cell] == [25 * 256 // 128 * 128, 36 * 256 // 128 * 128]
+    assert [len(data.runs) for data in per_cell] == [4, 4] and per_cell[1].cell == "board=6"
+    assert {run.condition for run in per_cell[0].runs} == {"none", "l2@0.01"}
