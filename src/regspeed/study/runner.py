@@ -249,7 +249,7 @@ def _ray_outcomes(jobs: list[BatchJob], chunk_updates: int, options: dict[str, A
         if (options.get("address") or os.environ.get("RAY_ADDRESS") or "local") == "local":
             _start_loopback_ray(ray)
         else:  # joins a cluster the user started (--address, or Ray's RAY_ADDRESS): it listens where they chose
-            ray.init(address=options.get("address"), include_dashboard=False, log_to_driver=False)
+            _join_ray(ray, options.get("address") or os.environ.get("RAY_ADDRESS", ""))
     remote = ray.remote(_execute_batch_list).options(
         num_returns="streaming", num_cpus=options.get("cpus_per_batch", 1), num_gpus=options.get("gpus_per_batch", 0)
     )
@@ -278,6 +278,23 @@ def _ray_outcomes(jobs: list[BatchJob], chunk_updates: int, options: dict[str, A
             raise item
         else:
             yield item
+
+
+def _join_ray(ray: Any, address: str) -> None:
+    """Connect to a running Ray cluster. A cluster on this machine's loopback address is
+    reached there: Ray on Linux would otherwise replace the loopback address by the machine's
+    external one (see :func:`_start_loopback_ray`) and fail to reach a cluster that listens
+    on loopback only."""
+    from ray._private import ray_constants
+
+    host = address.rsplit(":", 1)[0].strip("[]")
+    cluster_switch = ray_constants.ENABLE_RAY_CLUSTER
+    if host in ("127.0.0.1", "localhost", "::1"):
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_switch
 
 
 def _start_loopback_ray(ray: Any) -> None:
