@@ -177,6 +177,17 @@ def _study(runs: dict[str, tuple[np.ndarray, list[Run]]], cosine: dict[str, floa
     )
 
 
+def named_study(times: dict[str, np.ndarray]) -> StudyData:
+    """A study as data whose conditions are named as a spec names them (``none``,
+    ``l2@0.001``: kind and strength from the name), each run's score reaching 1 at its time."""
+    data = _study({name: (_rising(t), _finished(name, len(t))) for name, t in times.items()}, {})
+    named = [
+        dataclasses.replace(c, kind=c.name.split("@")[0], strength=float(c.name.split("@")[1]) if "@" in c.name else 0)
+        for c in data.conditions
+    ]
+    return dataclasses.replace(data, conditions=named)
+
+
 def _finished(condition: str, count: int) -> list[Run]:
     return [Run(condition, seed, "finished", 1.0, None) for seed in range(count)]
 
@@ -307,9 +318,21 @@ def test_report_in_headless_chromium_shows_every_figure_without_console_errors(
     """At 1280 x 800: the answer and the summary figure are visible without scrolling,
     nothing overflows horizontally, every image decodes, no console errors; a screenshot is
     kept (pytest's temporary folder) for the record."""
+    page = reported_study / "report.html"
+    common, result = check_layout_in_chromium(page, tmp_path)
+    console_errors = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
+    assert not console_errors, console_errors
+    screenshot = tmp_path / "report-1280x800.png"
+    subprocess.run([*common, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, timeout=120)
+    assert screenshot.stat().st_size > 10_000
+
+
+def check_layout_in_chromium(page: Path, tmp_path: Path) -> tuple[list[str], subprocess.CompletedProcess]:
+    """Open a report in headless Chromium at 1280 x 800 and check that the answer and the
+    first figure are visible without scrolling, nothing overflows horizontally and every
+    image decodes; the browser's command line and its run (for its console output)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     assert browser, "make test installs Debian's chromium; run `make test`"
-    page = reported_study / "report.html"
     # The page measures itself once loaded and writes the outcome into its title.
     probe = tmp_path / "probe.html"
     probe.write_text(
@@ -338,11 +361,7 @@ def test_report_in_headless_chromium_shows_every_figure_without_console_errors(
     # the viewport of a 1280 x 800 headless window is a little shorter (713 px here): stricter
     assert int(found["answer"]) < int(found["figure"]) <= int(found["height"]) <= 800, title
     assert found["overflow"] == "0", title
-    console_errors = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
-    assert not console_errors, console_errors
-    screenshot = tmp_path / "report-1280x800.png"
-    subprocess.run([*common, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, timeout=120)
-    assert screenshot.stat().st_size > 10_000
+    return common, result
 
 
 @pytest.mark.slow
@@ -486,12 +505,7 @@ def test_the_answer_reads_as_plain_sentences_with_people_names() -> None:
         "l1@0.001": never,
         "l2@0.001": base / 2,
     }
-    data = _study({name: (_rising(times), _finished(name, 12)) for name, times in runs.items()}, {})
-    named = [
-        dataclasses.replace(c, kind=c.name.split("@")[0], strength=float(c.name.split("@")[1]) if "@" in c.name else 0)
-        for c in data.conditions
-    ]
-    analysis = compare.analyze(dataclasses.replace(data, conditions=named))
+    analysis = compare.analyze(named_study(runs))
     assert [text.people_name(c) for c in analysis.conditions] == [
         "baseline",
         "L1 1e-5",

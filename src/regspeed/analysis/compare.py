@@ -193,7 +193,7 @@ def analyze(data: StudyData) -> StudyAnalysis:
     times: list[TimeToThresholdData] = []
     ratios: list[stats.PairedRatios] = []  # of the primary comparisons, for the power model
     baseline = conditions[0].name
-    primary_metric = next((m for m in data.speed_metrics if m in data.curves and m in wanted_thresholds), None)
+    primary_metric = answer_metric(data)
     for metric in [m for m in data.speed_metrics if m in data.curves]:
         curves = data.curves_of(metric)
         summaries[metric] = [_summary(c, curves[c.name], budget, incomplete) for c in conditions]
@@ -252,6 +252,23 @@ def analyze(data: StudyData) -> StudyAnalysis:
         game=data.watchable,
         generalization=generalization(data),
     )
+
+
+def answer_metric(data: StudyData) -> str | None:
+    """The metric of the study's answer (its primary comparisons): the first speed metric
+    recorded that has thresholds (none set: "auto" on the first speed metric)."""
+    wanted_thresholds = data.thresholds or {data.speed_metrics[0]: "auto"}
+    return next((m for m in data.speed_metrics if m in data.curves and m in wanted_thresholds), None)
+
+
+def answer_only(data: StudyData) -> StudyData:
+    """The study without the curves of its other speed metrics (kept: the answer's metric, the
+    diagnostics and the level curves): :func:`analyze` of it gives the same primary
+    comparisons, power and health, without the exploratory families (what a study with
+    factors reports of each cell)."""
+    kept = answer_metric(data)
+    curves = {m: c for m, c in data.curves.items() if m == kept or m not in data.speed_metrics or m in GAP_METRICS}
+    return dataclasses.replace(data, curves=curves)
 
 
 def generalization(data: StudyData) -> list[Generalization]:

@@ -11,12 +11,14 @@ import numpy as np
 
 from regspeed.analysis import progress
 from regspeed.analysis.compare import StudyAnalysis
+from regspeed.analysis.factors import MapAnalysis
 from regspeed.envs import render
 from regspeed.errors import ConfigError
 from regspeed.report import plots, text
-from regspeed.report.model import Animation, Figure
+from regspeed.report.model import Animation, Figure, MapGrid
 from regspeed.study import results
 from regspeed.study.results import StudyData
+from regspeed.study.spec import Factor
 from regspeed.study.store import Store, UnreadableCheckpointError
 
 SMOOTHED_CAPTION = "IQM over runs (smoothed with a trailing mean over 5% of the points) with a 95% bootstrap band."
@@ -48,9 +50,7 @@ def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
     forest = plots.speedup_forest(analysis, text.display_names(analysis))
     if forest is not None:
         made.append(Figure("The answer in one picture", _forest_caption(analysis), plots.to_png(forest), "summary"))
-    for metric in analysis.summaries:
-        curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, smooth=not metric.startswith("eval"))
-        made.append(Figure(f"Learning curves: {data.label(metric)}", SMOOTHED_CAPTION, plots.to_png(curve), "curves"))
+    made += [learning_curves(data, analysis, metric) for metric in analysis.summaries]
     km = plots.kaplan_meier(analysis)
     if km is not None:
         first = next(iter(analysis.primary.values()))
@@ -62,7 +62,7 @@ def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
                 plots.to_png(km),
             )
         )
-    primary_metric = next(iter(analysis.primary.values())).metric if analysis.primary else None
+    primary_metric = _primary_metric(analysis)
     if primary_metric in analysis.summaries:
         made.append(
             Figure(
@@ -84,6 +84,69 @@ def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
             curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, True, zero)
             made.append(Figure(title, caption, plots.to_png(curve)))
     return made
+
+
+def learning_curves(data: StudyData, analysis: StudyAnalysis, metric: str) -> Figure:
+    """The learning curves of one metric, one panel per regularizer kind."""
+    curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, smooth=not metric.startswith("eval"))
+    return Figure(f"Learning curves: {data.label(metric)}", SMOOTHED_CAPTION, plots.to_png(curve), "curves")
+
+
+def map_figures(
+    data: list[StudyData], answer_map: MapAnalysis, grid: MapGrid
+) -> tuple[list[Figure], list[list[Figure]]]:
+    """The figures of a study with factors: the verdict map (``summary``) and the speed-up
+    against each factor with more than one value (``factors``); and each cell's key learning
+    curves (its primary metric's), nothing more, so that the report stays small at any size."""
+    names = text.map_names(answer_map)
+    made = [
+        Figure(
+            "The answer map",
+            _map_caption(answer_map, grid),
+            plots.to_png(plots.verdict_map(grid, answer_map.margin)),
+            "summary",
+        )
+    ]
+    for factor in answer_map.varying:
+        figure = plots.effect_by_factor(answer_map, factor, names)
+        if figure is not None:
+            made.append(Figure(f"The speed-up against {factor.name}", _factor_caption(answer_map, factor),
+                               plots.to_png(figure), "factors"))  # fmt: skip
+    per_cell = []
+    for cell_data, cell in zip(data, answer_map.cells, strict=True):
+        analysis = cell.analysis
+        metric = _primary_metric(analysis) or next(iter(analysis.summaries), None)
+        per_cell.append([learning_curves(cell_data, analysis, metric)] if metric in analysis.summaries else [])
+    return made, per_cell
+
+
+def _primary_metric(analysis: StudyAnalysis) -> str | None:
+    """The metric of the study's answer (None without primary comparisons)."""
+    return next(iter(analysis.primary.values())).metric if analysis.primary else None
+
+
+def _map_caption(answer_map: MapAnalysis, grid: MapGrid) -> str:
+    """What the verdict map shows, in words."""
+    rows, columns = ("cells", "conditions") if grid.cells_as_rows else ("conditions", "cells")
+    return (
+        f"Each condition's primary comparison in each cell ({rows} as rows, {columns} as columns): the cell's "
+        "verdict (Holm-corrected within the cell) as colour, the speed-up over the cell's own baseline (> 1 is "
+        f"faster) and its 95% interval; 'equivalent' is within {answer_map.margin:g}x, light grey is "
+        f"inconclusive. A thick border and {text.MAP_MARK} mark the verdicts that also hold after Holm's "
+        "correction over the whole map."
+    )
+
+
+def _factor_caption(answer_map: MapAnalysis, factor: Factor) -> str:
+    """What a figure of the speed-up against a factor shows, in words."""
+    others = [other.name for other in answer_map.varying if other.name != factor.name]
+    panels = f"one panel per combination of the other factors ({', '.join(others)})" if others else "one panel"
+    return (
+        f"The primary speed-up of each regularized condition over its cell's baseline (> 1 is faster), with its "
+        f"95% interval, against {factor.name}; {panels}. A filled marker is a decisive verdict in its cell, an "
+        f"open one inconclusive; the shaded band is 'within {answer_map.margin:g}x'. A condition that never "
+        "reached the threshold in a cell (or that alone reached it) has no point there."
+    )
 
 
 def _forest_caption(analysis: StudyAnalysis) -> str:

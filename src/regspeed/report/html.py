@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 
-from regspeed.report.model import Figure, ReportModel, TextTable, figures_in
+from regspeed.report.model import Figure, MapModel, ReportModel, TextTable, figures_in
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1em auto; padding: 0 1em; color: #222; }
@@ -56,17 +56,39 @@ def _folded(summary: str, body: list[str]) -> list[str]:
     return [f"<details><summary>{html.escape(summary)}</summary>", *body, "</details>"]
 
 
-def render(model: ReportModel) -> str:
-    """The HTML page of the report: the answer and its picture first, then the learning
-    curves, the verdicts and the evidence; the details folded."""
+def _top(model: ReportModel | MapModel) -> list[str]:
+    """The page's head, the question and the answer."""
     escape = html.escape
-    parts = [
+    return [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>regspeed report: {escape(model.study)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(model.question)}</h1>",
         f"<p class='answer' id='answer'>{escape(model.answer)}</p>",
     ]
+
+
+def _items(lines: list[str]) -> list[str]:
+    """A bulleted list."""
+    return ["<ul>", *[f"<li>{html.escape(line)}</li>" for line in lines], "</ul>"]
+
+
+def _end(model: ReportModel | MapModel) -> list[str]:
+    """The caveats, the spec that reproduces the study (folded) and the page's end."""
+    escape = html.escape
+    parts = ["<h2>Caveats</h2><ul>", *[f"<li>{escape(note)}</li>" for note in model.caveats], "</ul>"]
+    reproduce = [
+        "<p>Save this spec as <code>spec.toml</code> and run <code>regspeed study spec.toml</code>:</p>",
+        f"<pre>{escape(model.spec_toml)}</pre>",
+    ]
+    return [*parts, *_folded("Reproduce", reproduce), "</body></html>"]
+
+
+def render(model: ReportModel) -> str:
+    """The HTML page of the report: the answer and its picture first, then the learning
+    curves, the verdicts and the evidence; the details folded."""
+    escape = html.escape
+    parts = _top(model)
     parts += [_figure(figure, "h2") for figure in figures_in(model, "summary")]
     curves = figures_in(model, "curves")
     if curves:
@@ -91,8 +113,7 @@ def render(model: ReportModel) -> str:
                 f"<figcaption>{escape(animation.title)}: {escape(animation.caption)}</figcaption></figure>"
             )
         parts.append("</div>")
-    details = ["<ul>", *[f"<li>{escape(finding)}</li>" for finding in model.findings], "</ul>"]
-    parts += _folded("How each verdict was reached", details)
+    parts += _folded("How each verdict was reached", _items(model.findings))
     if model.per_metric is not None:
         side = [
             "<p>Time to each metric's middle threshold against the baseline (for supervised tasks: "
@@ -101,14 +122,29 @@ def render(model: ReportModel) -> str:
         ]
         parts += _folded("Each metric side by side", side)
     parts += _folded("Every comparison (every metric and threshold)", _table(model.comparisons))
-    parts += _folded("Setup", ["<ul>", *[f"<li>{escape(line)}</li>" for line in model.setup], "</ul>"])
-    parts.append("<h2>Caveats</h2><ul>")
-    parts += [f"<li>{escape(note)}</li>" for note in model.caveats]
-    parts.append("</ul>")
-    reproduce = [
-        "<p>Save this spec as <code>spec.toml</code> and run <code>regspeed study spec.toml</code>:</p>",
-        f"<pre>{escape(model.spec_toml)}</pre>",
-    ]
-    parts += _folded("Reproduce", reproduce)
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    parts += _folded("Setup", _items(model.setup))
+    return "\n".join(parts + _end(model))
+
+
+def render_map(model: MapModel) -> str:
+    """The HTML page of a study with factors: the answer across the map and the verdict map
+    first, the multiple comparisons stated, the speed-up against each factor, then one folded
+    section per cell (its answer, verdicts, key learning curves, setup and own caveats)."""
+    escape = html.escape
+    parts = _top(model)
+    parts += [_figure(figure, "h2") for figure in figures_in(model, "summary")]
+    parts.append(f"<p>{escape(model.family)}</p>")
+    parts += _folded("The answer map as a table", [f"<p>{escape(model.title)}</p>", *_table(model.table)])
+    against = figures_in(model, "factors")
+    if against:
+        parts.append("<h2>The speed-up against each factor</h2>")
+        parts += [_figure(figure) for figure in against]
+    parts.append(f"<h2>Cells</h2><p>Each cell is a study of its own; {len(model.cells)} cells, in order.</p>")
+    for cell in model.cells:
+        report = cell.report
+        body = [f"<p>{escape(report.answer)}</p>", f"<p>{escape(report.verdict_title)}</p>", *_table(report.verdicts)]
+        body += [_figure(figure, "h4") for figure in figures_in(report, "curves")]
+        body += _items(report.setup + cell.notes)
+        parts += _folded(cell.summary, body)
+    parts += _folded("Setup", _items(model.setup))
+    return "\n".join(parts + _end(model))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 
-from regspeed.report.model import ReportModel, TextTable
+from regspeed.report.model import MapModel, ReportModel, TextTable
 from regspeed.safe_text import printable
 
 
@@ -34,18 +34,35 @@ def _code_block(code: str, language: str) -> list[str]:
 def render(model: ReportModel) -> str:
     """The Markdown text of the report: the answer first, then the verdicts, how each was
     reached, setup, every comparison, caveats and the spec that reproduces it."""
-    lines = [f"# {model.question}", "", f"## Answer ({_text(model.study)})", "", _text(model.answer), ""]
+    lines = _top(model)
     lines += [f"## Verdicts: {_text(model.verdict_title)}", "", *_table(model.verdicts)]
     if model.generalization is not None:
         lines += ["", "## Fitting vs generalization", "", _text(model.generalization_note or ""), ""]
         lines += _table(model.generalization)
-    lines += ["", "## How each verdict was reached", ""] + [f"- {_text(finding)}" for finding in model.findings]
+    lines += ["", "## How each verdict was reached", "", *_bullets(model.findings)]
     if model.per_metric is not None:
         lines += ["", "## Each metric side by side", "", *_table(model.per_metric)]
-    lines += ["", "## Setup", ""] + [f"- {_text(line)}" for line in model.setup]
+    lines += ["", "## Setup", "", *_bullets(model.setup)]
     lines += ["", "## All comparisons", "", *_table(model.comparisons)]
-    lines += ["", "## Caveats", ""] + [f"- {_text(note)}" for note in model.caveats]
-    lines += [
+    return "\n".join(lines + _end(model))
+
+
+def _top(model: ReportModel | MapModel) -> list[str]:
+    """The question and the answer."""
+    return [f"# {model.question}", "", f"## Answer ({_text(model.study)})", "", _text(model.answer), ""]
+
+
+def _bullets(items: list[str]) -> list[str]:
+    return [f"- {_text(item)}" for item in items]
+
+
+def _end(model: ReportModel | MapModel) -> list[str]:
+    """The caveats and the spec that reproduces the study."""
+    return [
+        "",
+        "## Caveats",
+        "",
+        *_bullets(model.caveats),
         "",
         "## Reproduce",
         "",
@@ -54,4 +71,17 @@ def render(model: ReportModel) -> str:
         *_code_block(model.spec_toml, "toml"),
         "",
     ]
-    return "\n".join(lines)
+
+
+def render_map(model: MapModel) -> str:
+    """The Markdown text of a study with factors: the answer across the map, the verdict map
+    as a table, the multiple comparisons stated, then each cell's answer and verdict table,
+    the setup, caveats and the spec."""
+    lines = _top(model)
+    lines += [f"## The answer map: {_text(model.title)}", "", *_table(model.table), ""]
+    lines += ["## Multiple comparisons", "", _text(model.family), "", "## Cells"]
+    for cell in model.cells:
+        report = cell.report
+        lines += ["", f"### {_text(cell.summary)}", "", _text(report.answer), "", *_table(report.verdicts)]
+    lines += ["", "## Setup", "", *_bullets(model.setup)]
+    return "\n".join(lines + _end(model))

@@ -8,7 +8,9 @@ strong).
 from __future__ import annotations
 
 import io
+import itertools
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import matplotlib.lines
@@ -21,13 +23,24 @@ from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
 from regspeed.analysis import metrics, stats
-from regspeed.analysis.compare import StudyAnalysis
+from regspeed.analysis.compare import Comparison, StudyAnalysis
+from regspeed.analysis.factors import DECISIVE, MapAnalysis, MapComparison
+from regspeed.report import text
 from regspeed.safe_text import printable
 from regspeed.study.results import ConditionCurves
+from regspeed.study.spec import Factor, cell_label, value_text
+
+if TYPE_CHECKING:
+    from regspeed.report.model import MapGrid, MapTile
 
 BASELINE_COLOUR = "0.25"
 COLOUR_MAPS = {"l1": "Blues", "l2": "Oranges", "weight_decay": "Greens", "l2_init": "Purples", "elastic": "Reds"}
 BAND_RESAMPLES = 500
+
+
+def _plain(label: str) -> str:
+    """Text from a study as a figure shows it: printable, ``$`` not starting mathtext."""
+    return printable(label).replace("$", r"\$")
 
 
 def to_png(figure: Figure) -> bytes:
@@ -45,11 +58,29 @@ def iqm_band(values: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
     if runs < 2:
         return centre, centre, centre
     index = np.random.default_rng(seed).integers(0, runs, (BAND_RESAMPLES, runs))
-    draws = scipy_stats.trim_mean(values[index], 0.25, axis=1)
+    if np.isnan(values).any():  # scipy's NaN-propagating path (a partial study)
+        draws = scipy_stats.trim_mean(values[index], 0.25, axis=1)
+    else:
+        draws = _trimmed_means(values, index)
+    if not np.isnan(draws).any():  # the same numbers as nanquantile's, without its loop over the points
+        low, high = np.quantile(draws, [0.025, 0.975], axis=0)
+        return centre, low, high
     with warnings.catch_warnings():  # points where no run has a value yet (a partial study) stay NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanquantile(draws, [0.025, 0.975], axis=0)
     return centre, low, high
+
+
+def _trimmed_means(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``scipy.stats.trim_mean(values[index], 0.25, axis=1)`` for finite ``values``, 5-10x
+    faster: the resampled runs of a point lie contiguous and are sorted (scipy partitions them
+    at two ranks, which costs more than sorting a row of runs), then the middle half is
+    averaged. Equal to scipy's within rounding (the middle half is added in another order)."""
+    runs = values.shape[0]
+    low = int(0.25 * runs)
+    drawn = np.ascontiguousarray(values.T)[:, index]  # points x resamples x runs
+    drawn.sort(axis=-1)
+    return drawn[..., low : runs - low].mean(axis=-1).T
 
 
 def _kinds(analysis: StudyAnalysis) -> list[str]:
@@ -67,10 +98,19 @@ def _panels(count: int, height: float = 3.2) -> tuple[Figure, list]:
     return figure, list(axes[0])
 
 
-def _curve(axis: plt.Axes, curve: ConditionCurves, colour: object, label: str, smooth: bool) -> None:
-    values = metrics.smooth(curve.values, metrics.smoothing_window(len(curve.steps))) if smooth else curve.values
-    centre, low, high = iqm_band(values)
-    axis.plot(curve.steps, centre, color=colour, label=printable(label), linewidth=1.6)
+def _curve(
+    axis: plt.Axes, curve: ConditionCurves, colour: object, label: str, smooth: bool, bands: dict | None = None
+) -> None:
+    """A condition's IQM curve with its band (kept in ``bands`` by condition: the baseline is
+    drawn in every panel, its band computed once)."""
+    band = None if bands is None else bands.get(curve.condition)
+    if band is None:
+        values = metrics.smooth(curve.values, metrics.smoothing_window(len(curve.steps))) if smooth else curve.values
+        band = iqm_band(values)
+        if bands is not None:
+            bands[curve.condition] = band
+    centre, low, high = band
+    axis.plot(curve.steps, centre, color=colour, label=_plain(label), linewidth=1.6)
     axis.fill_between(curve.steps, low, high, color=colour, alpha=0.18, linewidth=0)
 
 
@@ -85,15 +125,16 @@ def curves_by_kind(
     kinds = _kinds(analysis)
     figure, axes = _panels(len(kinds))
     baseline = analysis.conditions[0].name
+    bands: dict = {}
     for axis, kind in zip(axes, kinds, strict=False):
         if baseline in curves:
-            _curve(axis, curves[baseline], BASELINE_COLOUR, "baseline", smooth)
+            _curve(axis, curves[baseline], BASELINE_COLOUR, "baseline", smooth, bands)
         for name, colour in _colours(analysis, kind).items():
             if name in curves:
                 _curve(axis, curves[name], colour, name, smooth)
         if zero_line:
             axis.axhline(0.0, color="0.6", linewidth=0.8)
-        axis.set_title(printable(kind))
+        axis.set_title(_plain(kind))
         axis.set_xlabel(analysis.step_unit)
         axis.legend(fontsize=7, frameon=False)
         axis.grid(alpha=0.25)
@@ -118,9 +159,9 @@ def kaplan_meier(analysis: StudyAnalysis) -> Figure | None:
             curve = stats.kaplan_meier(times.steps, times.reached)
             steps = np.concatenate([curve.steps, [analysis.budget_steps]])
             levels = np.concatenate([curve.not_reached, curve.not_reached[-1:]])
-            label = printable(f"{name} ({times.reached.sum()}/{len(times.steps)})")
+            label = _plain(f"{name} ({times.reached.sum()}/{len(times.steps)})")
             axis.step(steps, levels, where="post", color=colour, label=label)
-        axis.set_title(printable(kind))
+        axis.set_title(_plain(kind))
         axis.set_xlabel(analysis.step_unit)
         axis.set_ylim(-0.03, 1.03)
         axis.legend(fontsize=7, frameon=False)
@@ -171,7 +212,7 @@ def _errorbars(axis: plt.Axes, x: np.ndarray, intervals: list, colour: object, l
         color=colour,
         marker="o",
         capsize=3,
-        label=printable(label),
+        label=_plain(label),
     )
 
 
@@ -188,7 +229,7 @@ def final_intervals(analysis: StudyAnalysis, metric: str) -> Figure:
         if np.isfinite(interval.low):
             axis.plot([interval.low, interval.high], [row, row], color=colour, linewidth=4, alpha=0.6)
         axis.plot([interval.value], [row], "o", color=colour)
-    axis.set_yticks(range(len(rows)), [printable(s.condition) + ("" if s.complete else " (incomplete)") for s in rows])
+    axis.set_yticks(range(len(rows)), [_plain(s.condition) + ("" if s.complete else " (incomplete)") for s in rows])
     axis.invert_yaxis()
     axis.set_xlabel(f"final {metric}: IQM over runs, 95% CI")
     axis.grid(alpha=0.25, axis="x")
@@ -199,6 +240,23 @@ def final_intervals(analysis: StudyAnalysis, metric: str) -> Figure:
 VERDICT_COLOURS = {"faster": "#1a7f37", "slower": "#c62828", "equivalent": "#1f5fa8", "inconclusive": "#777777"}
 
 
+def _speedup_limits(comparisons: list[Comparison], margin: float) -> tuple[float, float]:
+    """A log axis of speed-ups that holds every estimate and interval end and the equivalence band."""
+    values = [c.speedup.value for c in comparisons if c.reached and _positive(c.speedup.value)]
+    ends = [v for c in comparisons for v in (c.speedup.low, c.speedup.high) if _positive(v)]
+    return min([1 / (margin * 1.6), *values, *ends]) / 1.15, max([margin * 1.6, *values, *ends]) * 1.15
+
+
+def _positive(value: float) -> bool:
+    """A finite value above 0 (one a log axis can show)."""
+    return bool(np.isfinite(value) and value > 0)
+
+
+def _speedup_ticks(low: float, high: float) -> list[float]:
+    """Round speed-ups between ``low`` and ``high``, for a log axis."""
+    return [t for t in (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2, 3, 4, 6, 10) if low < t < high]
+
+
 def speedup_forest(analysis: StudyAnalysis, names: dict[str, str]) -> Figure | None:
     """The answer in one picture: each condition's speed-up to the primary threshold with its
     95% interval (log axis), coloured by its verdict, the equivalence band shaded and 1x
@@ -207,10 +265,7 @@ def speedup_forest(analysis: StudyAnalysis, names: dict[str, str]) -> Figure | N
     rows = [analysis.primary[c.name] for c in analysis.conditions[1:] if c.name in analysis.primary]
     if not rows:
         return None
-    values = [c.speedup.value for c in rows if c.reached and np.isfinite(c.speedup.value) and c.speedup.value > 0]
-    ends = [v for c in rows for v in (c.speedup.low, c.speedup.high) if np.isfinite(v) and v > 0]
-    left = min([1 / (analysis.margin * 1.6), *values, *ends]) / 1.15
-    right = max([analysis.margin * 1.6, *values, *ends]) * 1.15
+    left, right = _speedup_limits(rows, analysis.margin)
     figure, axis = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.1))
     axis.axvspan(1 / analysis.margin, analysis.margin, color=VERDICT_COLOURS["equivalent"], alpha=0.12, lw=0)
     axis.axvline(1.0, color=BASELINE_COLOUR, linewidth=1)
@@ -231,10 +286,10 @@ def speedup_forest(analysis: StudyAnalysis, names: dict[str, str]) -> Figure | N
         axis.plot([interval.value], [row], "o", color=colour)
     axis.set_xscale("log")
     axis.set_xlim(left, right)
-    ticks = [t for t in (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2, 3, 4, 6, 10) if left < t < right]
+    ticks = _speedup_ticks(left, right)
     axis.set_xticks(ticks, [f"{t:g}x" for t in ticks])
     axis.minorticks_off()
-    axis.set_yticks(range(len(rows)), [printable(names.get(c.condition, c.condition)) for c in rows])
+    axis.set_yticks(range(len(rows)), [_plain(names.get(c.condition, c.condition)) for c in rows])
     axis.set_ylim(len(rows) - 0.5, -0.5)
     axis.set_xlabel("speed-up: baseline's time / condition's time (> 1 is faster), 95% interval")
     handles = [
@@ -248,3 +303,187 @@ def speedup_forest(analysis: StudyAnalysis, names: dict[str, str]) -> Figure | N
     axis.grid(alpha=0.25, axis="x")
     figure.tight_layout()
     return figure
+
+
+# ---------------------------------------------------------------------------- the answer map (a study with factors)
+
+UNDECIDED_FILL = "#e6e6e6"  # an inconclusive tile: light, so that the decisive ones stand out
+TILE_INCHES = (1.05, 0.62)  # width, height
+LINES_PER_PANEL = 8  # more conditions than this: a row of panels per regularizer kind
+
+
+def verdict_map(grid: MapGrid, margin: float) -> Figure:
+    """The answer map in one picture: a tile per cell and condition, coloured by the cell's
+    verdict (the forest's colours; inconclusive light grey), with the verdict, the speed-up
+    and its 95% interval written in it; a thick border and ``*`` where the verdict holds
+    after the map-wide correction."""
+    rows, columns = len(grid.rows), len(grid.columns)
+    heads = [_plain(label).replace(", ", "\n") for label in grid.columns]
+    head_lines = max((head.count("\n") + 1 for head in heads), default=1)
+    label_inches = min(3.2, 0.075 * max((len(label) for label in grid.rows), default=4) + 0.3)
+    width = label_inches + TILE_INCHES[0] * columns + 0.3
+    height = TILE_INCHES[1] * rows + 0.2 * head_lines + 0.9
+    figure = plt.figure(figsize=(width, height))
+    axis = figure.add_axes(
+        (label_inches / width, 0.55 / height, TILE_INCHES[0] * columns / width, TILE_INCHES[1] * rows / height)
+    )
+    for row, tiles in enumerate(grid.tiles):
+        for column, tile in enumerate(tiles):
+            _draw_tile(axis, row, column, tile)
+    axis.set_xlim(0, columns)
+    axis.set_ylim(rows, 0)
+    axis.xaxis.tick_top()
+    axis.set_xticks(np.arange(columns) + 0.5, heads, fontsize=8)
+    axis.set_yticks(np.arange(rows) + 0.5, [_plain(label) for label in grid.rows], fontsize=8)
+    axis.tick_params(length=0)
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+    shown = {tile.verdict for tiles in grid.tiles for tile in tiles}
+    handles = [
+        matplotlib.patches.Patch(
+            facecolor=UNDECIDED_FILL if verdict == "inconclusive" else colour,
+            label=f"equivalent (within {margin:g}x)" if verdict == "equivalent" else verdict,
+        )
+        for verdict, colour in VERDICT_COLOURS.items()
+        if verdict in shown
+    ]
+    if any(tile.across_map for tiles in grid.tiles for tile in tiles):
+        across = f"{text.MAP_MARK} holds across the map"
+        handles.append(matplotlib.patches.Patch(facecolor="white", edgecolor="black", linewidth=2, label=across))
+    figure.legend(handles=handles, loc="lower left", ncol=len(handles), fontsize=8, frameon=False,
+                  bbox_to_anchor=(label_inches / width, 0.0))  # fmt: skip
+    return figure
+
+
+def _draw_tile(axis: plt.Axes, row: int, column: int, tile: MapTile) -> None:
+    """One tile of :func:`verdict_map`."""
+    decided = tile.verdict in DECISIVE
+    fill = VERDICT_COLOURS[tile.verdict] if decided else UNDECIDED_FILL if tile.verdict else "white"
+    edge, width = ("black", 2.5) if tile.across_map else ("white", 1.5)
+    inset = 0.04 if tile.across_map else 0.0
+    axis.add_patch(
+        matplotlib.patches.Rectangle(
+            (column + inset, row + inset), 1 - 2 * inset, 1 - 2 * inset, facecolor=fill, edgecolor=edge, linewidth=width
+        )
+    )
+    lines = [tile.marked, tile.speedup, tile.interval] if tile.interval else [tile.marked, *_wrapped(tile.speedup)]
+    axis.text(
+        column + 0.5, row + 0.5, "\n".join(line for line in lines if line), ha="center", va="center",
+        fontsize=7, color="white" if decided else "#222222", linespacing=1.15, parse_math=False,
+    )  # fmt: skip
+
+
+def _wrapped(words: str, width: int = 14) -> list[str]:
+    """Words in lines of at most about ``width`` characters."""
+    lines: list[str] = []
+    for word in words.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def effect_by_factor(answer_map: MapAnalysis, factor: Factor, names: dict[str, str]) -> Figure | None:
+    """The primary speed-up (95% interval, log axis) against one factor's values, a line per
+    regularized condition (coloured as in the learning curves); one panel per combination of
+    the other factors, and per regularizer kind as well when there are many conditions.
+    Numeric values on a numeric axis, others as categories. A filled marker is a decisive
+    verdict in its cell, an open one inconclusive. None without a speed-up to show."""
+    others = [other for other in answer_map.varying if other.name != factor.name]
+    combinations = [dict(zip([o.name for o in others], values, strict=True))
+                    for values in itertools.product(*[o.values for o in others])]  # fmt: skip
+    first = answer_map.cells[0].analysis
+    kinds = list(dict.fromkeys(c.kind for c in answer_map.conditions))
+    colours = {name: colour for kind in kinds for name, colour in _colours(first, kind).items()}
+    groups = (
+        [[c for c in answer_map.conditions if c.kind == kind] for kind in kinds]
+        if len(answer_map.conditions) > LINES_PER_PANEL
+        else [list(answer_map.conditions)]
+    )
+    shown = [f for f in answer_map.comparisons if f.comparison.reached and _positive(f.comparison.speedup.value)]
+    if not shown or not answer_map.conditions:
+        return None
+    low, high = _speedup_limits([f.comparison for f in shown], answer_map.margin)
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in factor.values)
+    positions = [float(v) for v in factor.values] if numeric else list(range(len(factor.values)))
+    spacing = min(np.diff(sorted(positions)), default=1.0) or 1.0
+    per_row = min(4, len(combinations))
+    rows_per_group = -(-len(combinations) // per_row)
+    figure, axes = plt.subplots(
+        len(groups) * rows_per_group, per_row, figsize=(3.8 * per_row, 2.9 * len(groups) * rows_per_group),
+        squeeze=False, sharey=True,
+    )  # fmt: skip
+    for axis in axes.flat:
+        axis.set_visible(False)
+    drawn = 0
+    for group_index, group in enumerate(groups):
+        for index, combination in enumerate(combinations):
+            axis = axes[group_index * rows_per_group + index // per_row, index % per_row]
+            axis.set_visible(True)
+            for offset, condition in enumerate(group):
+                dodge = (offset - (len(group) - 1) / 2) * 0.3 * spacing / max(1, len(group))
+                points = [
+                    (position + dodge, found)
+                    for position, value in zip(positions, factor.values, strict=True)
+                    if (found := _found_at(answer_map, combination | {factor.name: value}, condition.name)) is not None
+                ]
+                drawn += _speedup_line(axis, points, colours.get(condition.name, BASELINE_COLOUR), names, low, high)
+            _factor_axes(axis, factor, positions, (low, high), answer_map.margin)
+            axis.set_title(_plain(cell_label(combination)) if combination else "every cell", fontsize=9)
+            if index % per_row == 0:
+                axis.set_ylabel("speed-up (> 1 is faster)")
+            if index == 0 and axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0, -0.3), ncol=2)
+    if not drawn:  # no cell's values are known (labels that name no combination of the factors)
+        plt.close(figure)
+        return None
+    figure.tight_layout()
+    return figure
+
+
+def _factor_axes(
+    axis: plt.Axes, factor: Factor, positions: list[float], limits: tuple[float, float], margin: float
+) -> None:
+    """A panel of :func:`effect_by_factor`: the factor's values across, speed-ups up (log), the
+    equivalence band shaded and 1x marked."""
+    spacing = min(np.diff(sorted(positions)), default=1.0) or 1.0
+    axis.axhspan(1 / margin, margin, color=VERDICT_COLOURS["equivalent"], alpha=0.12, lw=0)
+    axis.axhline(1.0, color=BASELINE_COLOUR, linewidth=1)
+    axis.set_yscale("log")
+    axis.set_ylim(*limits)
+    ticks = _speedup_ticks(*limits)
+    axis.set_yticks(ticks, [f"{t:g}x" for t in ticks])
+    axis.minorticks_off()
+    axis.set_xticks(positions, [_plain(value_text(v)) for v in factor.values])
+    axis.set_xlim(min(positions) - 0.5 * spacing, max(positions) + 0.5 * spacing)
+    axis.set_xlabel(_plain(factor.name))
+    axis.grid(alpha=0.25)
+
+
+def _found_at(answer_map: MapAnalysis, values: dict[str, Any], condition: str) -> MapComparison | None:
+    """The primary comparison of ``condition`` in the cell with these factor values."""
+    cell = next((c for c in answer_map.cells if all(c.values.get(k) == v for k, v in values.items())), None)
+    return None if cell is None else answer_map.comparison(cell.index, condition)
+
+
+def _speedup_line(
+    axis: plt.Axes, points: list[tuple[float, MapComparison]], colour: object, names: dict[str, str], low: float,
+    high: float,
+) -> int:  # fmt: skip
+    """One condition's speed-ups against a factor: a line through the estimates, each with its
+    interval (cut at the axis), filled where its cell's verdict is decisive; how many points."""
+    kept = [(x, f.comparison) for x, f in points if f.comparison.reached and _positive(f.comparison.speedup.value)]
+    if not kept:
+        return 0
+    name = kept[0][1].condition
+    xs = [x for x, _ in kept]
+    axis.plot(xs, [c.speedup.value for _, c in kept], color=colour, linewidth=1.2, label=_plain(names.get(name, name)))
+    for x, comparison in kept:
+        interval = comparison.speedup
+        bottom = interval.low if _positive(interval.low) else low
+        top = interval.high if _positive(interval.high) else high
+        axis.plot([x, x], [bottom, top], color=colour, linewidth=2.5, alpha=0.5, solid_capstyle="butt")
+        face = colour if comparison.verdict in DECISIVE else "white"
+        axis.plot([x], [interval.value], "o", color=colour, markerfacecolor=face, markersize=5)
+    return len(kept)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 import re
 
-from regspeed.analysis import metrics
+from regspeed.analysis import factors, metrics
 from regspeed.analysis.compare import Comparison, Interval, Opposition, RunHealth, StudyAnalysis
-from regspeed.analysis.stats import SEEDS_GRID, VERDICTS
+from regspeed.analysis.factors import CellAnalysis, MapAnalysis
+from regspeed.analysis.stats import ALPHA, SEEDS_GRID, VERDICTS
 from regspeed.study.results import Condition, StudyData
+from regspeed.study.spec import value_text
 
 QUESTION = "Does L1/L2 regularization make a neural network learn faster?"
 VERDICT_HEADER = ["condition", "verdict", "speed-up [95% CI]", "p (Holm)", "reached", "final [95% CI]", "P(AUC better)"]
@@ -43,16 +45,25 @@ def steps(value: float) -> str:
 
 def ratio(comparison: Comparison) -> str:
     """The speed-up with its interval, or why there is none."""
+    speedup, interval = speedup_parts(comparison)
+    return f"{speedup} {interval}" if interval else speedup
+
+
+NEVER_REACHED, ONLY_THIS = "never reached", "only this condition reached it"
+
+
+def speedup_parts(comparison: Comparison) -> tuple[str, str]:
+    """The speed-up (``1.2x``) and its interval (``[1.1, 1.3]``), or why there is none (no interval)."""
     interval = comparison.speedup
     if comparison.reached == 0:
-        return "never reached"
+        return NEVER_REACHED, ""
     if math.isinf(interval.value) or comparison.baseline_reached == 0:
-        return "only this condition reached it"
+        return ONLY_THIS, ""
 
     def bound(value: float) -> str:
         return "inf" if math.isinf(value) else number(value, 2)
 
-    return f"{number(interval.value, 2)}x [{bound(interval.low)}, {bound(interval.high)}]"
+    return f"{number(interval.value, 2)}x", f"[{bound(interval.low)}, {bound(interval.high)}]"
 
 
 KIND_WORDS = {
@@ -125,16 +136,19 @@ def _strengths_phrase(kind: str, chosen: list[float], tried: list[float]) -> str
 
 def _verdict_phrase(analysis: StudyAnalysis, verdict: str) -> str | None:
     """The conditions with ``verdict``, grouped by regularizer: ``L1 from 1e-4 and L2 1e-2``."""
+    compared = [condition for condition in analysis.conditions[1:] if condition.name in analysis.primary]
+    return _conditions_phrase(compared, {c.name for c in compared if analysis.primary[c.name].verdict == verdict})
+
+
+def _conditions_phrase(compared: list[Condition], chosen: set[str]) -> str | None:
+    """The ``chosen`` ones of the ``compared`` conditions, grouped by regularizer (None if none)."""
     groups: dict[str, tuple[list[float], list[float]]] = {}
-    for condition in analysis.conditions[1:]:
-        comparison = analysis.primary.get(condition.name)
-        if comparison is None:
-            continue
-        chosen, tried = groups.setdefault(kind_words(condition), ([], []))
+    for condition in compared:
+        chosen_strengths, tried = groups.setdefault(kind_words(condition), ([], []))
         tried.append(condition.strength)
-        if comparison.verdict == verdict:
-            chosen.append(condition.strength)
-    if len(groups) > 1 and all(chosen == tried for chosen, tried in groups.values()):
+        if condition.name in chosen:
+            chosen_strengths.append(condition.strength)
+    if len(groups) > 1 and all(picked == tried for picked, tried in groups.values()):
         return "every regularizer tried"
     phrases = [_strengths_phrase(k, sorted(c), sorted(t)) for k, (c, t) in groups.items() if c]
     return _join(phrases) if phrases else None
@@ -143,14 +157,19 @@ def _verdict_phrase(analysis: StudyAnalysis, verdict: str) -> str | None:
 def threshold_words(analysis: StudyAnalysis) -> str:
     """What the primary comparisons measure, in words."""
     first = next(iter(analysis.primary.values()))
-    levels = analysis.thresholds.get(first.metric, [])
-    where = ""
-    if first.metric in analysis.auto_thresholds and levels:
-        fraction = metrics.AUTO_LEVELS[levels.index(first.threshold)] if first.threshold in levels else None
-        if fraction in LEVEL_WORDS:
-            where = f" ({LEVEL_WORDS[fraction]} the best condition's final value)"
+    where = _auto_level(analysis)
+    where = f" ({where} the best condition's final value)" if where else ""
     label = analysis.label(first.metric)
     return f"the {analysis.step_unit} a run needs to reach a {label} of {first.threshold:g}{where}"
+
+
+def _auto_level(analysis: StudyAnalysis) -> str | None:
+    """``half of`` where the primary threshold is "auto" (a share of the best final value), else None."""
+    first = next(iter(analysis.primary.values()))
+    levels = analysis.thresholds.get(first.metric, [])
+    if first.metric not in analysis.auto_thresholds or first.threshold not in levels:
+        return None
+    return LEVEL_WORDS.get(metrics.AUTO_LEVELS[levels.index(first.threshold)])
 
 
 def answer(analysis: StudyAnalysis) -> str:
@@ -179,10 +198,14 @@ def answer(analysis: StudyAnalysis) -> str:
         sentences.append(f"{equivalent} changed the time by less than {analysis.margin - 1:.0%}.")
     inconclusive = _verdict_phrase(analysis, "inconclusive")
     if inconclusive:
-        too_few = " (the paired test needs 6 or more to reach p < 0.05)" if analysis.seeds < 6 else ""
-        sentences.append(f"For {inconclusive}, {analysis.seeds} seeds cannot tell{too_few}.")
+        sentences.append(f"For {inconclusive}, {analysis.seeds} seeds cannot tell{_too_few(analysis.seeds)}.")
     sentences.append(f"Learning speed here is {threshold_words(analysis)}.")
     return " ".join(sentence[0].upper() + sentence[1:] for sentence in sentences)
+
+
+def _too_few(seeds: int) -> str:
+    """Why so few seeds cannot tell, or nothing."""
+    return " (the paired test needs 6 or more to reach p < 0.05)" if seeds < 6 else ""
 
 
 def _family_size(comparison: Comparison, analysis: StudyAnalysis) -> int:
@@ -402,18 +425,24 @@ def comparison_rows(analysis: StudyAnalysis) -> list[list[str]]:
 
 def setup_lines(data: StudyData, analysis: StudyAnalysis) -> list[str]:
     """The study's design, the machine and software it ran on, and its thresholds."""
-    versions = data.versions
     return [
         f"Study `{analysis.name}`: {len(analysis.conditions)} conditions x {analysis.seeds} seeds, "
         f"budget {analysis.budget_steps:,} {analysis.step_unit} per run.",
-        f"Trained for {data.wall_seconds / 60:.1f} minutes of wall time on {versions.get('device', '?')} "
-        f"({versions.get('cpu_count', '?')} CPUs, {versions.get('platform', '?')}).",
-        "Software: "
-        + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("platform", "device", "cpu_count")),
+        *_machine_lines(data.wall_seconds, data.versions),
         "Thresholds: "
         + "; ".join(f"{m}: {', '.join(f'{t:g}' for t in ts)}" for m, ts in analysis.thresholds.items())
         + ' ("auto" = 25/50/75% of the best condition\'s final IQM).',
         *filter(None, [sequential_line(analysis)]),
+    ]
+
+
+def _machine_lines(wall_seconds: float, versions: dict[str, str]) -> list[str]:
+    """The training time, the machine and the software."""
+    return [
+        f"Trained for {wall_seconds / 60:.1f} minutes of wall time on {versions.get('device', '?')} "
+        f"({versions.get('cpu_count', '?')} CPUs, {versions.get('platform', '?')}).",
+        "Software: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("platform", "device", "cpu_count")),
     ]
 
 
@@ -479,5 +508,221 @@ def caveats(analysis: StudyAnalysis, gifs_left_out: tuple[str, ...] = ()) -> lis
             + ("its batch's checkpoint is" if len(gifs_left_out) == 1 else "their batches' checkpoints are")
             + " missing or cannot be read (the curves and every number above come from the store, not from "
             "checkpoints)."
+        )
+    return notes
+
+
+# ---------------------------------------------------------------------------- the answer map (a study with factors)
+
+MAP_MARK = "*"  # after a cell's verdict that holds after the map-wide correction
+MAP_CHANGES_LISTED = 3  # conditions whose verdict changes between cells, named in the answer (the rest counted)
+
+
+def map_names(answer_map: MapAnalysis) -> dict[str, str]:
+    """Condition name -> how the map shows it (:func:`display_names`, the same in every cell)."""
+    names: dict[str, str] = {}
+    for cell in answer_map.cells:
+        names = display_names(cell.analysis) | names
+    return names
+
+
+def _verdicts_of(answer_map: MapAnalysis, name: str) -> dict[int, str]:
+    """Cell index -> the verdict of ``name`` in that cell (cells where it was compared)."""
+    found = answer_map.comparisons
+    return {f.cell: f.comparison.verdict for f in found if f.comparison.condition == name}
+
+
+def map_answer(answer_map: MapAnalysis) -> str:
+    """The answer across the map in a few plain sentences: what was faster, slower or
+    equivalent in every cell; where the answer changes with a factor (or from cell to cell);
+    what the seeds cannot tell anywhere, and how many verdicts hold across the whole map;
+    then what was measured."""
+    if not answer_map.comparisons:
+        return "No thresholds were set for any metric, so learning speed was not compared."
+    first = answer_map.cells[0].analysis
+    subject = "the snake" if first.game else "the network"
+    verdicts = {c.name: _verdicts_of(answer_map, c.name) for c in answer_map.conditions}
+    compared = [c for c in answer_map.conditions if verdicts[c.name]]
+    same = {v: {n for n, found in verdicts.items() if found and set(found.values()) == {v}} for v in VERDICTS}
+    sentences = []
+    everywhere = []
+    faster_ones = same["faster"]
+    faster = _conditions_phrase(compared, faster_ones)
+    if faster:
+        best = max(f.comparison.speedup.value for f in answer_map.comparisons if f.comparison.condition in faster_ones)
+        everywhere.append(f"{faster} made {subject} learn faster in every cell (up to {best:.2g}x as fast)")
+    slower = _conditions_phrase(compared, same["slower"])
+    if slower:
+        everywhere.append(f"{slower} made {'it' if faster else subject + ' learn'} slower in every cell")
+    equivalent = _conditions_phrase(compared, same["equivalent"])
+    if equivalent:
+        everywhere.append(f"{equivalent} changed the time by less than {answer_map.margin - 1:.0%} in every cell")
+    if not any(f.comparison.verdict == "faster" for f in answer_map.comparisons):
+        everywhere.insert(0, f"no regularizer made {subject} learn faster in any cell")
+    if everywhere:
+        sentences.append("; ".join(everywhere) + ".")
+    changing = [c.name for c in compared if len(set(verdicts[c.name].values())) > 1]
+    if changing:
+        sentences.append(_changes_sentence(answer_map, changing))
+    rest = []
+    inconclusive = _conditions_phrase(compared, same["inconclusive"])
+    if inconclusive:
+        rest.append(f"for {inconclusive}, {first.seeds} seeds per cell cannot tell in any cell{_too_few(first.seeds)}")
+    decisive = [f for f in answer_map.comparisons if f.comparison.verdict in factors.DECISIVE]
+    if decisive:
+        rest.append(
+            f"{_holding(decisive)} after Holm's correction over all {len(answer_map.comparisons)} comparisons "
+            f"of the map (marked {MAP_MARK})"
+        )
+    if rest:
+        sentences.append("; ".join(rest) + ".")
+    sentences.append(f"Learning speed here is {_map_threshold_words(answer_map)}.")
+    return " ".join(sentence[0].upper() + sentence[1:] for sentence in sentences)
+
+
+def _changes_sentence(answer_map: MapAnalysis, changing: list[str]) -> str:
+    """Where the answer changes: with a factor (``The answer changes with board: L2 1e-3 was
+    faster at board=5 and slower at board=6``), or from cell to cell; a few conditions named."""
+    shown = map_names(answer_map)
+    by_factor: dict[str | None, list[str]] = {}
+    for name in changing[:MAP_CHANGES_LISTED]:
+        factor, phrase = _change_phrase(answer_map, name, shown[name])
+        by_factor.setdefault(factor, []).append(phrase)
+    parts = [
+        (f"the answer changes with {factor}: " if factor else "the answer changes from cell to cell for ")
+        + "; ".join(phrases)
+        for factor, phrases in by_factor.items()
+    ]
+    more = len(changing) - MAP_CHANGES_LISTED
+    plural = "s change" if more > 1 else " changes"
+    tail = f"; and {more} more condition{plural} between cells (see the map)" if more > 0 else ""
+    return "; ".join(parts) + tail + "."
+
+
+def _change_phrase(answer_map: MapAnalysis, name: str, shown: str) -> tuple[str | None, str]:
+    """The factor that a condition's verdict follows, if one does (its verdict the same at
+    each of the factor's values, whatever the other factors), and the change in words."""
+    verdicts = _verdicts_of(answer_map, name)
+    for factor in answer_map.varying:
+        at: dict[str, set[str]] = {}
+        for cell in answer_map.cells:
+            if cell.index in verdicts and factor.name in cell.values:
+                at.setdefault(value_text(cell.values[factor.name]), set()).add(verdicts[cell.index])
+        if all(len(found) == 1 for found in at.values()) and len(set().union(*at.values())) > 1:
+            values_of: dict[str, list[str]] = {}
+            for value, (verdict,) in at.items():
+                values_of.setdefault(verdict, []).append(value)
+            said = [f"{verdict} at {factor.name}={_either(values)}" for verdict, values in values_of.items()]
+            return factor.name, f"{shown} was {_join(said)}"
+    found = list(verdicts.values())
+    counts = sorted(((found.count(v), v) for v in VERDICTS if v in found), key=lambda c: -c[0])  # stable: ties in order
+    (count, verdict), *others = counts
+    parts = [f"{verdict} in {count} of {len(found)} cells", *(f"{v} in {n}" for n, v in others)]
+    return None, f"{shown} ({', '.join(parts)})"
+
+
+def _either(items: list[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _holding(decisive: list[factors.MapComparison]) -> str:
+    """``all 4 decisive verdicts hold`` or ``3 of the 4 decisive verdicts hold``."""
+    holding = sum(found.holds_across_map for found in decisive)
+    return ("all" if holding == len(decisive) else f"{holding} of the") + f" {len(decisive)} decisive verdicts hold"
+
+
+def _map_threshold_words(answer_map: MapAnalysis) -> str:
+    """What the cells' primary comparisons measure: the same words in every cell, or each
+    cell's own threshold."""
+    analyses = [cell.analysis for cell in answer_map.cells if cell.analysis.primary]
+    words = {threshold_words(analysis) for analysis in analyses}
+    if len(words) == 1:
+        return words.pop() + (" in every cell" if len(analyses) > 1 else "")
+    first = analyses[0]
+    metric = next(iter(first.primary.values())).metric
+    level = _auto_level(first)
+    where = f", {level} the best condition's final value in that cell" if level else ""
+    return (
+        f"the {first.step_unit} a run needs to reach its cell's threshold of {first.label(metric)}{where} "
+        "(each cell's is in its section)"
+    )
+
+
+def map_family(answer_map: MapAnalysis) -> str:
+    """The multiple comparisons of the map, stated: Holm within each cell (the verdicts
+    shown), and Holm over the whole map (the mark)."""
+    cells = len(answer_map.cells)
+    total = len(answer_map.comparisons)
+    per_cell = max((len(cell.analysis.primary) for cell in answer_map.cells), default=0)
+    decisive = [f for f in answer_map.comparisons if f.comparison.verdict in factors.DECISIVE]
+    said = (
+        f"Each cell is a study of its own: its {per_cell} primary comparisons (each regularized condition "
+        "against the cell's own baseline, at the primary threshold) are Holm-corrected over its conditions, and "
+        f"those verdicts are what the map shows. The map holds {cells} cells and {total} primary comparisons; "
+        "reading it as one answer (where was learning faster?) makes all of them at once, so they are also "
+        f"Holm-corrected together, over the whole map (both tests, at alpha = {ALPHA:g}). "
+    )
+    if not decisive:
+        return said + "No verdict is decisive in any cell, so the map-wide correction changes nothing."
+    others = "" if all(f.holds_across_map for f in decisive) else (
+        "; the others are evidence for their own cell, not for a claim across the map"
+    )
+    return said + f"{_holding(decisive)[0].upper()}{_holding(decisive)[1:]} after it (marked {MAP_MARK}){others}."
+
+
+def map_title(answer_map: MapAnalysis) -> str:
+    """What the verdict map compares."""
+    primary = [c for cell in answer_map.cells for c in cell.analysis.primary.values()]
+    if not primary:
+        return answer_map.name
+    thresholds = {c.threshold for c in primary}
+    level = f" {primary[0].threshold:g}" if len(thresholds) == 1 else " (each cell's threshold)"
+    return f"{answer_map.name}: time to {primary[0].metric}{level} vs each cell's baseline"
+
+
+def cell_summary(cell: CellAnalysis) -> str:
+    """A cell in one line: its label and how many conditions got each verdict."""
+    analysis = cell.analysis
+    counts = [(verdict, sum(c.verdict == verdict for c in analysis.primary.values())) for verdict in VERDICTS]
+    said = ", ".join(f"{count} {verdict}" for verdict, count in counts if count) or "no comparisons"
+    return f"{cell.label}: {said}" + (" (incomplete)" if analysis.incomplete else "")
+
+
+def map_setup_lines(answer_map: MapAnalysis, data: list[StudyData]) -> list[str]:
+    """The map's design (factors, cells, conditions, seeds, runs, budgets), machine and software."""
+    first = answer_map.cells[0].analysis
+    grid = " x ".join(f"{f.name} {', '.join(value_text(v) for v in f.values)}" for f in answer_map.factors)
+    runs = sum(health.runs for cell in answer_map.cells for health in cell.analysis.health.values())
+    budgets = sorted({cell.analysis.budget_steps for cell in answer_map.cells})
+    budget = (
+        f"budget {budgets[0]:,} {first.step_unit} per run"
+        if len(budgets) == 1
+        else f"budgets {budgets[0]:,} to {budgets[-1]:,} {first.step_unit} per run (each cell's in its section)"
+    )
+    return [
+        f"Study `{answer_map.name}`: {len(answer_map.cells)} cells ({grid}), each {len(first.conditions)} "
+        f"conditions x {first.seeds} seeds; {runs:,} runs in all, {budget}.",
+        *_machine_lines(sum(d.wall_seconds for d in data), data[0].versions if data else {}),
+    ]
+
+
+def map_caveats(answer_map: MapAnalysis) -> list[str]:
+    """What the map's numbers do not say, beyond each cell's caveats."""
+    notes = [
+        "Speed-ups are against each cell's own baseline, so they compare across cells; times to a threshold "
+        "do not (a larger board or another algorithm changes what a score means and how fast any run gets "
+        "there). A factor's effect on the baseline itself is in the cells' learning curves.",
+        "A study with factors shows no GIFs: watch a trained run of a cell with `regspeed watch FOLDER --cell "
+        "LABEL --condition NAME`.",
+    ]
+    thresholds = {
+        (c.metric, c.threshold) for cell in answer_map.cells for c in cell.analysis.primary.values()
+    }
+    if len(thresholds) > 1:
+        notes.insert(
+            1,
+            "The primary threshold differs between cells (each cell's \"auto\" thresholds come from its own best "
+            "final value, or the metric's scale differs): each cell's is in its section.",
         )
     return notes
