@@ -56,10 +56,12 @@ def test_advance_and_evaluate_report_every_declared_metric_per_run(name: str) ->
 
 
 @pytest.mark.parametrize("name", ["snake-ppo", "snake-dqn"])
-def test_a_world_with_levels_reports_the_level_metrics(name: str) -> None:
-    """Training and held-out levels are evaluated apart; eval_* are the training levels."""
+@pytest.mark.parametrize("levels", [3, 0])
+def test_a_world_with_levels_reports_the_level_metrics(name: str, levels: int) -> None:
+    """Training and held-out levels are evaluated apart; eval_* are the training levels (with
+    ``levels = 0``, fixed random ones)."""
     learner = registry.get(name)
-    setup = tiny.setup(name, env=tiny.LEVELS)
+    setup = tiny.setup(name, env=tiny.LEVELS | {"levels": levels})
     assert learner.speed_metrics_of(setup) == snake_agents.SPEED_METRICS + snake_agents.LEVEL_SPEED_METRICS
     carry = learner.start(setup, [0, 1], np.zeros(2, np.float32))
     carry, metrics = learner.trainer.advance_batch(setup.config, carry, CHUNK)

@@ -94,9 +94,8 @@ def evaluation_levels(env: snake.SnakeConfig, episodes: int) -> tuple[np.ndarray
     ``held_out_level_offset``), uint32 each."""
     if env.levels:
         training = env.level_seed_offset + np.arange(min(env.levels, episodes))
-    else:
-        words = np.asarray(jax.random.bits(jax.random.key(EVAL_SEED), (episodes,), jnp.uint32))
-        training = words >> 1
+    else:  # computed when the program is traced: host NumPy, not JAX
+        training = np.random.default_rng(EVAL_SEED).integers(0, snake.LEVEL_SEEDS, episodes)
     held_out = env.held_out_level_offset + np.arange(episodes)
     return training.astype(np.uint32), held_out.astype(np.uint32)
 
