@@ -59,7 +59,11 @@ def _rollout(config: snake.SnakeConfig, key: jax.Array, actions: jax.Array):
     Returns the states before every step and after the last one (leading axis T + 1) and
     the time steps (leading axis T).
     """
-    state = snake.reset(config, key)
+    return _steps_from(config, snake.reset(config, key), actions)
+
+
+def _steps_from(config: snake.SnakeConfig, state: snake.SnakeState, actions: jax.Array):
+    """The states (T + 1, the first included) and time steps (T) of auto-reset steps from ``state``."""
 
     def body(state, action):
         next_state, timestep = snake.autoreset_step(config, state, action)
@@ -76,15 +80,7 @@ rollout = jax.jit(_rollout, static_argnums=0)
 def _level_rollout(config: snake.SnakeConfig, level: jax.Array, key: jax.Array, actions: jax.Array):
     """:func:`rollout` from the start of level ``level`` (a world with levels); ``key`` draws
     the levels of the episodes after the first."""
-    state = snake.reset_to_level(config, level, key)
-
-    def body(state, action):
-        next_state, timestep = snake.autoreset_step(config, state, action)
-        return next_state, (state, timestep)
-
-    last, (states, timesteps) = jax.lax.scan(body, state, actions)
-    states = jax.tree.map(lambda xs, x: jax.numpy.concatenate([xs, x[None]]), states, last)
-    return states, timesteps
+    return _steps_from(config, snake.reset_to_level(config, level, key), actions)
 
 
 level_rollout = jax.jit(_level_rollout, static_argnums=0)

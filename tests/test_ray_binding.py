@@ -53,20 +53,27 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-def listening_sockets(psutil) -> list[tuple[int, str, str, int]]:
-    """(pid, process name, address, port) of every TCP socket listening in this process and its descendants.
+def listening_sockets(processes: list) -> list[tuple[int, str, str, int]]:
+    """(pid, process name, address, port) of every TCP socket these processes listen on."""
+    import psutil
 
-    Ray's processes (GCS, raylet, agents, workers) are all started by the driver, this process.
-    """
-    me = psutil.Process()
     found = []
-    for process in [me, *me.children(recursive=True)]:
+    for process in processes:
         try:
             name, connections = process.name(), process.net_connections(kind="tcp")
         except psutil.Error:  # it exited meanwhile
             continue
         found += [(process.pid, name, c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN]
     return found
+
+
+def own_listening_sockets(psutil) -> list[tuple[int, str, str, int]]:
+    """(pid, process name, address, port) of every TCP socket listening in this process and its descendants.
+
+    Ray's processes (GCS, raylet, agents, workers) are all started by the driver, this process.
+    """
+    me = psutil.Process()
+    return listening_sockets([me, *me.children(recursive=True)])
 
 
 @pytest.mark.slow
@@ -84,14 +91,14 @@ def test_local_ray_listens_on_loopback_only(tmp_path: Path, monkeypatch: pytest.
 
     def inspect(outcome, runs) -> None:  # called by the driver while the batch's worker is up
         if not seen:
-            seen.extend(listening_sockets(psutil))
+            seen.extend(own_listening_sockets(psutil))
 
     try:
         spec = spec_module.parse(SPEC, "binding.toml")
         outcome = runner.run(spec, tmp_path, SPEC, backend="ray", on_chunk=inspect)
         assert outcome.runs_total == 1 and outcome.runs_failed == 0
         assert ray.is_initialized()
-        seen.extend(listening_sockets(psutil))  # and once more after the study, Ray still up
+        seen.extend(own_listening_sockets(psutil))  # and once more after the study, Ray still up
         node_address = ray.util.get_node_ip_address()
     finally:
         ray.shutdown()

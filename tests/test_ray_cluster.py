@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_ray_binding import is_loopback
+from test_ray_binding import is_loopback, listening_sockets
 from test_study import TWO_CELLS, store_contents
 
 from regspeed.study import runner
@@ -136,20 +136,6 @@ def tree(process: subprocess.Popen) -> list:
         return [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
-
-
-def listening_sockets(processes: list) -> list[tuple[int, str, str, int]]:
-    """(pid, process name, address, port) of every TCP socket these processes listen on."""
-    import psutil
-
-    found = []
-    for process in processes:
-        try:
-            name, connections = process.name(), process.net_connections(kind="tcp")
-        except psutil.Error:  # it exited meanwhile
-            continue
-        found += [(process.pid, name, c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN]
-    return found
 
 
 @pytest.fixture
