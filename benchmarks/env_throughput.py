@@ -9,13 +9,23 @@ Each measurement jits a ``lax.scan`` of ``n`` auto-resetting steps over the batc
 uniformly random actions drawn inside the scan, runs it once to compile, then reports the
 best of ``--repeats`` timed runs (the machine is shared and noisy; the best run is the one
 least disturbed by other load).
+
+A second table compares worlds with obstacles (``--obstacle-density``, 0.1 by default) to the
+obstacle-free world at the batch sizes of ``--obstacle-batch-sizes`` (8192 by default; none
+skips it): one row per ``--levels`` setting (0, a fresh random level every episode, and 100
+training levels by default), with and without the final observation, the ratio dividing by
+the obstacle-free world measured in the same run. Its runs are interleaved, repeat by
+repeat, so that load which comes and goes weighs on every world alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +37,7 @@ from regspeed.envs import snake
 from regspeed.envs.gym import SnakeEnv, SnakeVectorEnv
 
 BATCH_SIZES = (1, 64, 1024, 8192)
+K = TypeVar("K")
 
 
 def steps_for(batch_size: int) -> int:
@@ -51,6 +62,21 @@ def best_time(run: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
+def best_times(runs: dict[K, Callable[[], object]], repeats: int) -> dict[K, float]:
+    """Best wall time of each of ``runs`` (after one warm-up call each), the runs interleaved
+    within every repeat."""
+    for run in runs.values():
+        jax.block_until_ready(run())
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for label, run in runs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(run())
+            best[label] = min(best[label], time.perf_counter() - start)
+    return best
+
+
+@functools.cache  # the obstacle table reuses the main table's compiled rollouts
 def ours(config: snake.SnakeConfig, batch_size: int, n: int, final_observation: bool) -> Callable[[], object]:
     """A no-argument callable running ``n`` batched steps of our JAX Snake."""
 
@@ -122,14 +148,65 @@ def gym_python(config: snake.SnakeConfig, batch_size: int, n: int) -> Callable[[
     return run_vec
 
 
+def obstacle_worlds(config: snake.SnakeConfig, density: float, levels: list[int]) -> dict[str, snake.SnakeConfig]:
+    """The obstacle-free world ``config`` (first) and the worlds with obstacles compared with it
+    (``levels=0``: a fresh random level every episode)."""
+    worlds = {"obstacle-free": config}
+    for count in levels:
+        label = f"obstacles {density:g}, levels={count}"
+        worlds[label] = dataclasses.replace(config, obstacle_density=density, levels=count)
+    return worlds
+
+
+def obstacle_table(config: snake.SnakeConfig, args: argparse.Namespace) -> Table:
+    """Env steps per second of the worlds with obstacles and their ratio to the obstacle-free world."""
+    table = Table(
+        title=f"with obstacles: env steps per second (best of {args.repeats}, interleaved); "
+        "ratio = / the obstacle-free world, same batch, same final observation, same run"
+    )
+    for column in ("batch", "world", "final obs", "steps/s", "ratio"):
+        table.add_column(column, justify="left" if column == "world" else "right")
+    worlds = obstacle_worlds(config, args.obstacle_density, args.levels)
+    for batch_size in args.obstacle_batch_sizes:
+        n = steps_for(batch_size)
+        runs = {
+            (label, final): ours(world, batch_size, n, final)
+            for final in (False, True)
+            for label, world in worlds.items()
+        }
+        times = best_times(runs, args.repeats)
+        for (label, final), seconds in times.items():
+            ratio = times["obstacle-free", final] / seconds
+            table.add_row(
+                str(batch_size), label, "yes" if final else "no", f"{batch_size * n / seconds:,.0f}", f"{ratio:.2f}"
+            )
+        table.add_section()
+    return table
+
+
 def main() -> None:
-    """Print the table of env steps per second and ratios to Jumanji."""
+    """Print the table of env steps per second and ratios to Jumanji, then that of the worlds with obstacles."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10)
     parser.add_argument("--cols", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=list(BATCH_SIZES))
     parser.add_argument("--observation", default="grid", choices=snake.OBSERVATIONS)
+    parser.add_argument(
+        "--obstacle-batch-sizes",
+        type=int,
+        nargs="*",
+        default=[8192],
+        help="batch sizes of the table of worlds with obstacles (none: skip it)",
+    )
+    parser.add_argument("--obstacle-density", type=float, default=0.1, help="obstacle density of that table")
+    parser.add_argument(
+        "--levels",
+        type=int,
+        nargs="*",
+        default=[0, 100],
+        help="its worlds with obstacles: training levels of each (0: a fresh random level every episode)",
+    )
     args = parser.parse_args()
     config = snake.SnakeConfig(rows=args.rows, cols=args.cols, observation=args.observation)
     console = Console()
@@ -162,6 +239,8 @@ def main() -> None:
             table.add_row(str(batch_size), label, f"{rate:,.0f}", ratio)
         table.add_section()
     console.print(table)
+    if args.obstacle_batch_sizes:
+        console.print(obstacle_table(config, args))
 
 
 if __name__ == "__main__":
