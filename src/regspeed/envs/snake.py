@@ -474,7 +474,11 @@ def reset_to_level(config: SnakeConfig, level: jax.Array | int, key: jax.Array) 
     if not config.has_levels:
         raise ConfigError("levels", "this world has no levels: set levels > 0 or obstacle_density > 0")
     level = jnp.asarray(level, jnp.uint32)
-    start = _level_start(config, level)
+    return _fresh_state(config, _level_start(config, level), key, level)
+
+
+def _fresh_state(config: SnakeConfig, start: _Start, key: jax.Array, level: jax.Array | None = None) -> SnakeState:
+    """The state at the start of an episode."""
     zero = jnp.zeros((), jnp.int32)
     return SnakeState(
         key=key,
@@ -531,18 +535,7 @@ def reset(config: SnakeConfig, key: jax.Array) -> SnakeState:
     key, sub = jax.random.split(key)
     if config.has_levels:
         return reset_to_level(config, _draw_level(config, _random_words(sub, 1)[0]), key)
-    start = _initial_snake(config, _random_words(sub, 3))
-    zero = jnp.zeros((), jnp.int32)
-    return SnakeState(
-        key=key,
-        body=start.body,
-        head=start.head,
-        heading=start.heading,
-        food=start.food,
-        length=jnp.asarray(config.initial_length, jnp.int32),
-        steps=zero,
-        steps_since_food=zero,
-    )
+    return _fresh_state(config, _initial_snake(config, _random_words(sub, 3)), key)
 
 
 # ----------------------------------------------------------------------------- step
