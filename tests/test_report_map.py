@@ -381,3 +381,18 @@ def test_the_map_report_in_headless_chromium(two_cell_study: Path, tmp_path: Pat
     """At 1280 x 800: the answer and the verdict map are visible without scrolling, nothing
     overflows horizontally, every image decodes."""
     check_layout_in_chromium(two_cell_study / "report.html", tmp_path)
+
+
+def test_a_cell_of_a_world_with_levels_shows_its_fitting_vs_generalization(built: model.MapModel) -> None:
+    """A map of cells with levels: each cell's section has its training vs held-out table."""
+    import dataclasses
+
+    table = model.TextTable(["condition", "training levels"], [["baseline", "9.4"]], None)
+    with_levels = dataclasses.replace(built.cells[0].report, generalization=table, generalization_note="gap 3")
+    levels_map = dataclasses.replace(built, cells=[dataclasses.replace(built.cells[0], report=with_levels),
+                                                   *built.cells[1:]])  # fmt: skip
+    page, summary = html.render_map(levels_map), markdown.render_map(levels_map)
+    first, second = page.split("<summary>board=")[1:3]
+    assert "<h4>Fitting vs generalization</h4><p>gap 3</p>" in first and "Fitting vs" not in second
+    assert "#### Fitting vs generalization" in summary and summary.count("Fitting vs generalization") == 1
+    assert "Fitting vs generalization" not in html.render_map(built)

@@ -51,6 +51,14 @@ def _figure(figure: Figure, heading: str = "h3") -> str:
     )
 
 
+def _generalization(model: ReportModel, heading: str) -> list[str]:
+    """A world with levels: the fitting-vs-generalization table with its sentence (else nothing)."""
+    if model.generalization is None:
+        return []
+    note = html.escape(model.generalization_note or "")
+    return [f"<{heading}>Fitting vs generalization</{heading}><p>{note}</p>", *_table(model.generalization)]
+
+
 def _folded(summary: str, body: list[str]) -> list[str]:
     """A section folded under a one-line summary (``<details>``)."""
     return [f"<details><summary>{html.escape(summary)}</summary>", *body, "</details>"]
@@ -96,9 +104,7 @@ def render(model: ReportModel) -> str:
         parts += [_figure(figure) for figure in curves]
     parts.append(f"<h2>Verdicts</h2><p>{escape(model.verdict_title)}</p>")
     parts += _table(model.verdicts)
-    if model.generalization is not None:
-        parts.append(f"<h2>Fitting vs generalization</h2><p>{escape(model.generalization_note or '')}</p>")
-        parts += _table(model.generalization)
+    parts += _generalization(model, "h2")
     parts.append("<h2>Evidence</h2>")
     parts += [_figure(figure) for figure in figures_in(model, "evidence")]
     if model.animations:
@@ -143,6 +149,7 @@ def render_map(model: MapModel) -> str:
     for cell in model.cells:
         report = cell.report
         body = [f"<p>{escape(report.answer)}</p>", f"<p>{escape(report.verdict_title)}</p>", *_table(report.verdicts)]
+        body += _generalization(report, "h4")
         body += [_figure(figure, "h4") for figure in figures_in(report, "curves")]
         body += _items(report.setup + cell.notes)
         parts += _folded(cell.summary, body)

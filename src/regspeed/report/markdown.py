@@ -24,6 +24,14 @@ def _table(table: TextTable) -> list[str]:
     return lines + ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in table.rows]
 
 
+def _generalization(model: ReportModel, heading: str) -> list[str]:
+    """A world with levels: the fitting-vs-generalization table with its sentence (else nothing)."""
+    if model.generalization is None:
+        return []
+    return ["", f"{heading} Fitting vs generalization", "", _text(model.generalization_note or ""), "",
+            *_table(model.generalization)]  # fmt: skip
+
+
 def _code_block(code: str, language: str) -> list[str]:
     """A fenced block that the code cannot close: the fence is longer than any backtick run in it."""
     longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
@@ -36,9 +44,7 @@ def render(model: ReportModel) -> str:
     reached, setup, every comparison, caveats and the spec that reproduces it."""
     lines = _top(model)
     lines += [f"## Verdicts: {_text(model.verdict_title)}", "", *_table(model.verdicts)]
-    if model.generalization is not None:
-        lines += ["", "## Fitting vs generalization", "", _text(model.generalization_note or ""), ""]
-        lines += _table(model.generalization)
+    lines += _generalization(model, "##")
     lines += ["", "## How each verdict was reached", "", *_bullets(model.findings)]
     if model.per_metric is not None:
         lines += ["", "## Each metric side by side", "", *_table(model.per_metric)]
@@ -83,5 +89,6 @@ def render_map(model: MapModel) -> str:
     for cell in model.cells:
         report = cell.report
         lines += ["", f"### {_text(cell.summary)}", "", _text(report.answer), "", *_table(report.verdicts)]
+        lines += _generalization(report, "####")
     lines += ["", "## Setup", "", *_bullets(model.setup)]
     return "\n".join(lines + _end(model))
