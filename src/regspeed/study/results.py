@@ -143,7 +143,8 @@ def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) ->
     runs = [run for run in store.runs() if run.cell == cell]
     conditions = [condition for condition in store.conditions() if condition["cell"] == cell]
     batches = [batch for batch in store.batches() if batch.cell == cell]
-    speed_metrics = _cell_speed_metrics(spec) if several else _speed_metrics(meta)
+    cell_metrics, cell_budget = _cell_facts(spec) if several else (_speed_metrics(meta), 0)
+    speed_metrics = cell_metrics
     wanted = (*speed_metrics, *DIAGNOSTIC_METRICS) if metrics is None else metrics
     recorded = set(store.metric_names())
     curves_by_metric = {}
@@ -153,7 +154,7 @@ def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) ->
             curves_by_metric[metric] = _curves(_of_runs(arrays, runs) if several else arrays, runs, conditions)
     totals = {batch.batch_id: batch.total_updates for batch in batches}
     facts = learner_facts(store, spec.get("task"))
-    budget = _cell_budget_steps(spec) if several else int(meta.get("budget_steps") or 0)
+    budget = cell_budget if several else int(meta.get("budget_steps") or 0)
     return StudyData(
         name=spec.get("name", "study"),
         task=spec.get("task", ""),
@@ -188,22 +189,16 @@ def _cell_row(store: Store, cell: int) -> CellRow:
     return found[cell]
 
 
-def _cell_speed_metrics(spec: dict[str, Any]) -> tuple[str, ...]:
-    """The speed metrics of a cell's runs (its stored spec, validated again)."""
-    from regspeed.study import spec as spec_module
-
-    return spec_module.speed_metrics(spec_module.validate(spec_module.with_added_defaults(spec)))
-
-
-def _cell_budget_steps(spec: dict[str, Any]) -> int:
-    """A cell's budget as trained: whole updates, in its step unit."""
+def _cell_facts(spec: dict[str, Any]) -> tuple[tuple[str, ...], int]:
+    """A cell's speed metrics and its budget as trained (whole updates, in its step unit),
+    from its stored spec, validated once."""
     from regspeed.learn import regularizers as regs
     from regspeed.study import spec as spec_module
 
     validated = spec_module.validate(spec_module.with_added_defaults(spec))
     learner = spec_module.learner_of(validated)
     setup = spec_module.setup(validated, regs.Regularizer())
-    return learner.total_updates(setup) * learner.steps_per_update(setup)
+    return learner.speed_metrics_of(setup), learner.total_updates(setup) * learner.steps_per_update(setup)
 
 
 def _of_runs(arrays: CurveArrays, runs: list[RunRow]) -> CurveArrays:
