@@ -138,9 +138,11 @@ def batch_zero_updates(folder: Path) -> int:
         return 0
 
 
-def kill_mid_batch(spec_path: Path, folder: Path) -> int:
-    """Run ``regspeed study SPEC --out FOLDER`` in a child, freeze it once batch 0 has stored a
-    chunk, then SIGKILL it; the updates batch 0 had stored when it froze."""
+def kill_mid_batch(spec_path: Path, folder: Path, watched: Path | None = None) -> int:
+    """Run ``regspeed study SPEC --out FOLDER`` in a child, freeze it once batch 0 (of the
+    study in ``watched``, default FOLDER) has stored a chunk, then SIGKILL it; the updates
+    batch 0 had stored when it froze."""
+    watched = folder if watched is None else watched
     import signal
     import subprocess
     import time
@@ -149,12 +151,12 @@ def kill_mid_batch(spec_path: Path, folder: Path) -> int:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
-        while batch_zero_updates(folder) == 0:
+        while batch_zero_updates(watched) == 0:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             assert time.monotonic() < deadline, "the study made no progress"
             time.sleep(0.01)
         os.kill(process.pid, signal.SIGSTOP)  # freeze it, look, then kill it
-        return batch_zero_updates(folder)
+        return batch_zero_updates(watched)
     finally:
         process.kill()
         process.wait()

@@ -114,6 +114,11 @@ def study(
             # the decision reads the primary (a speed) metric only: not every diagnostic curve
             return sequential.next_wave(results.load(store, results.speed_metrics(store)))
 
+        def choose(store: Any, tuned: Any) -> Any:
+            from regspeed.analysis import tuning  # asked only by a tuned study
+
+            return tuning.choose(store, tuned)
+
         outcome = runner.run(
             the_spec,
             folder,
@@ -124,6 +129,7 @@ def study(
             on_chunk=on_chunk,
             next_wave=next_wave,
             tensorboard=tensorboard,
+            choose=choose,
         )
     if outcome.already_finished:
         already = f"{folder}: this study is already finished; nothing to do"
@@ -253,6 +259,8 @@ class _StudyProgress:
         looks = self.spec.looks()
         look = next(iter(runner.planned_seeds(store).values())) // self.spec.seeds  # the baseline's seeds
         title = "study" if len(looks) == 1 else f"study, look {look}/{len(looks)}"
+        if store.folder.name == runner.TUNING:  # a tuned study's tuning runs, before its evaluation runs
+            title = "tuning"
         self.progress.update(self.study, description=title, total=max(1, self.total), completed=self._completed())
         count = len(batches)
         cells = {row.cell_id: row.label for row in store.cells()}
@@ -305,18 +313,31 @@ def _print_summary(folder: Path, with_creation: bool = False) -> None:
     """The progress table (and, for ``status``, when the study was created), from one opening
     of the store: everything is read (and checked) before anything is printed."""
     from regspeed.analysis import progress
-    from regspeed.study import results
+    from regspeed.report import text
+    from regspeed.study import results, runner
     from regspeed.study import store as store_module
 
     with store_module.Store.open(folder) as store:
         created = store.meta().get("created", "?")
-        labels = results.cells(store)
+        tuning = folder / runner.TUNING
+        pending = results.tuning_pending(store)
+        labels = [] if pending else results.cells(store)
         every = [results.load(store, results.speed_metrics(store) if len(labels) == 1 else None, cell)
                  for cell in range(len(labels))]  # fmt: skip
     if with_creation:
         console.print(terminal_text(f"{folder}: study created {created}"), highlight=False)
+    if pending:
+        first = f"{folder}: tuning first; its evaluation runs are planned once those in {tuning} have finished"
+        console.print(terminal_text(first), soft_wrap=True, highlight=False)
+        if store_module.exists(tuning):
+            _print_summary(tuning)
+        return
     for data in every:
         where = f"{folder}" if len(every) == 1 else f"{folder}, cell {data.cell}"
+        if data.tuning is not None:
+            kept = "; ".join(f"{tuned.condition}: {text.candidate_label(data.tuning.candidates[tuned.chosen])}"
+                             for tuned in data.tuning.cells[0].conditions)  # fmt: skip
+            console.print(terminal_text(f"{where}: tuned settings ({kept})"), soft_wrap=True, highlight=False)
         _print_progress_table(data, where, progress.table(data))
 
 

@@ -105,6 +105,7 @@ class Learner:
     bytes_per_run: Callable[[Any], int]  # a generous estimate of one run's device memory in a batch
     play: Callable[[Any, Any, jax.Array, int], tuple[Any, list[Any]]] | None = None  # games: (env, states)
     measured: Callable[[Any], tuple[str, ...]] | None = None  # config -> the speed metrics it produces (all)
+    learning_rate_key: str = "learning_rate"  # where its tables hold the learning rate (``ppo.learning_rate``)
 
     def speed_metrics_of(self, setup: Setup) -> tuple[str, ...]:
         """The speed metrics a run of ``setup`` produces (some need a setting, e.g. levels)."""

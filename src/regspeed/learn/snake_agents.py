@@ -211,4 +211,5 @@ def learner(
         tables=functools.partial(tables, algo),
         bytes_per_run=bytes_per_run,
         play=player(greedy_episode),
+        learning_rate_key=f"{algo}.learning_rate",
     )

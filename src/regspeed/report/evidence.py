@@ -51,6 +51,7 @@ def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
     if forest is not None:
         made.append(Figure("The answer in one picture", _forest_caption(analysis), plots.to_png(forest), "summary"))
     made += [learning_curves(data, analysis, metric) for metric in analysis.summaries]
+    made += tuning_figures(data, analysis)
     km = plots.kaplan_meier(analysis)
     if km is not None:
         first = next(iter(analysis.primary.values()))
@@ -116,8 +117,22 @@ def map_figures(
     for cell_data, cell in zip(data, answer_map.cells, strict=True):
         analysis = cell.analysis
         metric = _primary_metric(analysis) or next(iter(analysis.summaries), None)
-        per_cell.append([learning_curves(cell_data, analysis, metric)] if metric in analysis.summaries else [])
+        shown = [learning_curves(cell_data, analysis, metric)] if metric in analysis.summaries else []
+        per_cell.append(shown + tuning_figures(cell_data, analysis))
     return made, per_cell
+
+
+def tuning_figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
+    """A tuned study's tuning curves (none for a study without tuning)."""
+    if data.tuning is None:
+        return []
+    label = data.label(data.tuning.metric)
+    drawn = plots.tuning_curves(data.tuning, text.display_names(analysis), plots.condition_colours(analysis), label)
+    caption = (
+        f"Each condition's score on the tuning seeds at each candidate: the mean (line) and each seed (dots); "
+        f"the ring marks the candidate it kept and was evaluated with. {text.tuning_criterion(data.tuning, label)}"
+    )
+    return [Figure("Tuning", caption, plots.to_png(drawn), "tuning")]
 
 
 def _primary_metric(analysis: StudyAnalysis) -> str | None:

@@ -59,6 +59,15 @@ def _generalization(model: ReportModel, heading: str) -> list[str]:
     return [f"<{heading}>Fitting vs generalization</{heading}><p>{note}</p>", *_table(model.generalization)]
 
 
+def _tuning(model: ReportModel, heading: str) -> list[str]:
+    """A tuned study: how each condition's settings were chosen, the scores, the tuning curves."""
+    if model.tuning is None:
+        return []
+    note = html.escape(model.tuning_note or "")
+    figures = [_figure(figure, "h4" if heading == "h2" else "h5") for figure in figures_in(model, "tuning")]
+    return [f"<{heading}>Tuning</{heading}><p>{note}</p>", *_table(model.tuning), *figures]
+
+
 def _folded(summary: str, body: list[str]) -> list[str]:
     """A section folded under a one-line summary (``<details>``)."""
     return [f"<details><summary>{html.escape(summary)}</summary>", *body, "</details>"]
@@ -105,6 +114,7 @@ def render(model: ReportModel) -> str:
     parts.append(f"<h2>Verdicts</h2><p>{escape(model.verdict_title)}</p>")
     parts += _table(model.verdicts)
     parts += _generalization(model, "h2")
+    parts += _tuning(model, "h2")
     parts.append("<h2>Evidence</h2>")
     parts += [_figure(figure) for figure in figures_in(model, "evidence")]
     if model.animations:
@@ -150,6 +160,7 @@ def render_map(model: MapModel) -> str:
         report = cell.report
         body = [f"<p>{escape(report.answer)}</p>", f"<p>{escape(report.verdict_title)}</p>", *_table(report.verdicts)]
         body += _generalization(report, "h4")
+        body += _tuning(report, "h4")
         body += [_figure(figure, "h4") for figure in figures_in(report, "curves")]
         body += _items(report.setup + cell.notes)
         parts += _folded(cell.summary, body)

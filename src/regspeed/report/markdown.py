@@ -32,6 +32,13 @@ def _generalization(model: ReportModel, heading: str) -> list[str]:
             *_table(model.generalization)]  # fmt: skip
 
 
+def _tuning(model: ReportModel, heading: str) -> list[str]:
+    """A tuned study: how each condition's settings were chosen, with the scores (else nothing)."""
+    if model.tuning is None:
+        return []
+    return ["", f"{heading} Tuning", "", _text(model.tuning_note or ""), "", *_table(model.tuning)]
+
+
 def _code_block(code: str, language: str) -> list[str]:
     """A fenced block that the code cannot close: the fence is longer than any backtick run in it."""
     longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
@@ -45,6 +52,7 @@ def render(model: ReportModel) -> str:
     lines = _top(model)
     lines += [f"## Verdicts: {_text(model.verdict_title)}", "", *_table(model.verdicts)]
     lines += _generalization(model, "##")
+    lines += _tuning(model, "##")
     lines += ["", "## How each verdict was reached", "", *_bullets(model.findings)]
     if model.per_metric is not None:
         lines += ["", "## Each metric side by side", "", *_table(model.per_metric)]
@@ -90,5 +98,6 @@ def render_map(model: MapModel) -> str:
         report = cell.report
         lines += ["", f"### {_text(cell.summary)}", "", _text(report.answer), "", *_table(report.verdicts)]
         lines += _generalization(report, "####")
+        lines += _tuning(report, "####")
     lines += ["", "## Setup", "", *_bullets(model.setup)]
     return "\n".join(lines + _end(model))

@@ -29,7 +29,7 @@ class Figure:
     title: str
     caption: str
     png: bytes
-    section: str = "evidence"  # "summary" (the answer's picture), "curves" (learning curves), "evidence" or
+    section: str = "evidence"  # "summary" (the answer's picture), "curves" (learning curves), "tuning", "evidence" or
     # (a study with factors) "factors" (the speed-up against a factor)
 
 
@@ -61,6 +61,8 @@ class ReportModel:
     spec_toml: str  # what reproduces the study
     generalization: TextTable | None = None  # a world with levels: training vs held-out levels at the end
     generalization_note: str | None = None  # what that table says, in a sentence
+    tuning: TextTable | None = None  # a tuned study: each condition's tuning scores and the setting it kept
+    tuning_note: str | None = None  # how the settings were chosen and what each condition kept
 
 
 def build(
@@ -87,11 +89,22 @@ def build(
         if analysis.generalization
         else None,
         generalization_note=text.generalization_sentence(analysis),
+        tuning=_tuning_table(data, analysis),
+        tuning_note=None if data.tuning is None
+        else text.tuning_sentence(data.tuning, text.display_names(analysis), data.label(data.tuning.metric)),
         figures=figures,
         animations=animations,
         caveats=text.caveats(analysis, gifs_left_out),
         spec_toml=data.spec_toml.strip(),
     )
+
+
+def _tuning_table(data: StudyData, analysis: StudyAnalysis) -> TextTable | None:
+    """A tuned study's tuning table (None without tuning)."""
+    if data.tuning is None:
+        return None
+    header, rows = text.tuning_table(data.tuning, text.display_names(analysis))
+    return TextTable(header, rows, verdict_column=None)
 
 
 def figures_in(model: ReportModel | MapModel, section: str) -> list[Figure]:

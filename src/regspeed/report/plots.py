@@ -27,7 +27,7 @@ from regspeed.analysis.compare import Comparison, StudyAnalysis
 from regspeed.analysis.factors import DECISIVE, MapAnalysis, MapComparison
 from regspeed.report import text
 from regspeed.safe_text import printable
-from regspeed.study.results import ConditionCurves
+from regspeed.study.results import ConditionCurves, TuningChoice
 from regspeed.study.spec import Factor, cell_label, value_text
 
 if TYPE_CHECKING:
@@ -91,6 +91,11 @@ def _colours(analysis: StudyAnalysis, kind: str) -> dict[str, tuple]:
     names = [c.name for c in analysis.conditions if c.kind == kind]
     colour_map = plt.get_cmap(COLOUR_MAPS.get(kind, "viridis"))
     return {name: colour_map(0.45 + 0.5 * i / max(1, len(names) - 1)) for i, name in enumerate(names)}
+
+
+def condition_colours(analysis: StudyAnalysis) -> dict[str, tuple]:
+    """Condition name -> its colour in every figure (the baseline: none; see BASELINE_COLOUR)."""
+    return {name: colour for kind in _kinds(analysis) for name, colour in _colours(analysis, kind).items()}
 
 
 def _panels(count: int, height: float = 3.2) -> tuple[Figure, list]:
@@ -196,6 +201,39 @@ def sensitivity(analysis: StudyAnalysis, metric: str) -> Figure:
         axis.set_xlabel("strength")
         axis.legend(fontsize=7, frameon=False)
         axis.grid(alpha=0.25)
+    figure.tight_layout()
+    return figure
+
+
+def tuning_curves(tuning: TuningChoice, names: dict[str, str], colours: dict[str, object], label: str) -> Figure:
+    """A cell's tuning: each condition's mean score (line) and per-seed scores (dots) at each
+    candidate, the candidate it kept ringed. One numeric knob: its values on the x axis (a
+    log axis when they are positive and span 3x or more); else the candidates in order."""
+    figure, axis = plt.subplots(figsize=(7, 3.4))
+    values = [next(iter(c.values())) for c in tuning.candidates]
+    numeric = len(tuning.candidates[0]) == 1 and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                      for v in values)  # fmt: skip
+    x = np.asarray(values, float) if numeric else np.arange(len(values), dtype=float)
+    for tuned in tuning.cells[0].conditions:
+        colour = colours.get(tuned.condition, BASELINE_COLOUR)
+        means = np.asarray([np.mean([s for s in seeds if s is not None]) if any(s is not None for s in seeds)
+                            else np.nan for seeds in tuned.scores])  # fmt: skip
+        axis.plot(x, means, color=colour, marker="o", label=_plain(names.get(tuned.condition, tuned.condition)))
+        for position, seeds in zip(x, tuned.scores, strict=True):
+            found = [s for s in seeds if s is not None]
+            axis.scatter([position] * len(found), found, color=colour, s=8, alpha=0.5)
+        axis.scatter([x[tuned.chosen]], [means[tuned.chosen]], s=160, facecolors="none", edgecolors=colour)
+    first = next(iter(tuning.candidates[0]))
+    if numeric:
+        if all(_positive(v) for v in values) and max(values) / min(values) >= 3:
+            axis.set_xscale("log")
+        axis.set_xlabel(_plain(first))
+    else:
+        axis.set_xticks(x, [_plain(text.candidate_label(c)) for c in tuning.candidates], rotation=20, fontsize=7)
+    by = "area under the curve" if tuning.criterion == "auc" else "final value"
+    axis.set_ylabel(_plain(f"{label}: {by}"))
+    axis.legend(fontsize=7, frameon=False)
+    axis.grid(alpha=0.25)
     figure.tight_layout()
     return figure
 

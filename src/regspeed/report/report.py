@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 
@@ -70,6 +69,9 @@ def write(folder: Path, out: Path | None = None) -> Report:
     for path in (html_path, markdown_path):
         files.refuse_link(path, field)
     with Store.open(folder) as store:
+        if results.tuning_pending(store):
+            raise ConfigError("study", f"{folder} is still tuning: its report follows once the tuning runs have all "
+                              f"finished; `regspeed status {folder / 'tuning'}` shows them")  # fmt: skip
         several = len(store.cells()) > 1
         if several:
             cells, found = _every_cell(store), _factors(store)
@@ -100,33 +102,8 @@ def _every_cell(store: Store) -> list[StudyData]:
     """Every cell's data (``results.load`` of each; the store's runs and curves read once),
     with the curves its answer and the report need (``compare.answer_only``: the
     exploratory metrics' comparisons would be computed and never shown)."""
-    once: Any = _ReadOnce(store)
+    once = results.read_once(store)
     return [compare.answer_only(results.load(once, cell=index)) for index in range(len(store.cells()))]
-
-
-class _ReadOnce:
-    """A store whose whole-study reads are kept: ``results.load`` of one cell reads every
-    run and each metric's curves of the whole study, so loading the cells through it reads
-    them once instead of once per cell."""
-
-    KEPT = frozenset({"meta", "cells", "conditions", "runs", "batches", "metric_names", "curve_arrays"})
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._kept: dict[tuple, Any] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self._store, name)
-        if name not in self.KEPT:
-            return found
-
-        def kept(*args: Any) -> Any:
-            key = (name, *args)
-            if key not in self._kept:
-                self._kept[key] = found(*args)
-            return self._kept[key]
-
-        return kept
 
 
 def _factors(store: Store) -> list[spec_module.Factor]:

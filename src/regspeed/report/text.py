@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
+
+import numpy as np
 
 from regspeed.analysis import factors, metrics
 from regspeed.analysis.compare import Comparison, Interval, Opposition, RunHealth, StudyAnalysis
 from regspeed.analysis.factors import CellAnalysis, MapAnalysis
 from regspeed.analysis.stats import ALPHA, SEEDS_GRID, VERDICTS
-from regspeed.study.results import Condition, StudyData
+from regspeed.study.results import Condition, StudyData, TuningChoice
 from regspeed.study.spec import value_text
 
 QUESTION = "Does L1/L2 regularization make a neural network learn faster?"
@@ -402,6 +405,53 @@ def generalization_sentence(analysis: StudyAnalysis) -> str | None:
         return said + "; no regularizer changed the gap detectably (Holm-corrected signed-rank tests)."
     parts = [f"narrowed by {_join(narrower)}" if narrower else "", f"widened by {_join(wider)}" if wider else ""]
     return said + "; the gap was " + " and ".join(part for part in parts if part) + " (Holm-corrected)."
+
+
+def candidate_label(candidate: dict[str, Any]) -> str:
+    """A tuning candidate in words: ``learning_rate=0.001``."""
+    return ", ".join(f"{knob}={value_text(value)}" for knob, value in candidate.items())
+
+
+def tuning_table(tuning: TuningChoice, names: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a cell's tuning: each condition's mean score on the tuning seeds at
+    each candidate (failed runs counted, not averaged), and the candidate it kept."""
+    header = ["condition", *(candidate_label(c) for c in tuning.candidates), "kept"]
+    rows = []
+    for tuned in tuning.cells[0].conditions:
+        entries = []
+        for scores in tuned.scores:
+            found = [s for s in scores if s is not None]
+            failed = len(scores) - len(found)
+            mean = number(float(np.mean(found)), 3) if found else "failed"
+            entries.append(mean + (f" ({failed} failed)" if failed and found else ""))
+        rows.append([names.get(tuned.condition, tuned.condition), *entries,
+                     candidate_label(tuning.candidates[tuned.chosen])])  # fmt: skip
+    return header, rows
+
+
+def tuning_criterion(tuning: TuningChoice, label: str) -> str:
+    """What a tuning score is, in a sentence."""
+    if tuning.criterion == "auc":
+        return f"The score is the area under the curve of {label}, as a time-average over the budget."
+    return f"The score is the final value of {label} (its mean over the last 10% of the budget)."
+
+
+def tuning_sentence(tuning: TuningChoice, names: dict[str, str], label: str) -> str:
+    """How the settings were chosen, and what each condition kept, in a few sentences."""
+    by = "area under its curve" if tuning.criterion == "auc" else "final value"
+    seeds = f"seeds {tuning.seeds[0]} to {tuning.seeds[-1]}" if len(tuning.seeds) > 1 else f"seed {tuning.seeds[0]}"
+    kept: dict[str, list[str]] = {}
+    for tuned in tuning.cells[0].conditions:
+        kept.setdefault(candidate_label(tuning.candidates[tuned.chosen]), []).append(
+            names.get(tuned.condition, tuned.condition)
+        )
+    said = "; ".join(f"{_join(who)} kept {values}" for values, who in kept.items())
+    said = said[:1].upper() + said[1:]
+    return (
+        f"Each condition was run at each of {len(tuning.candidates)} candidate settings on tuning {seeds} and kept "
+        f"the one with the largest mean {by} of {label} (a setting with a failed run loses to one without); it "
+        f"was then run and compared on the evaluation seeds, which it was not tuned on. {said}."
+    )
 
 
 def comparison_rows(analysis: StudyAnalysis) -> list[list[str]]:

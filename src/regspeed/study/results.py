@@ -93,6 +93,7 @@ class StudyData:
     watchable: bool  # a game whose trained runs can be watched (``episode``) and turned into GIFs
     progress_metric: str  # what the learner's progress is shown by (and a game's best run chosen by)
     cell: str = "all"  # the label of the cell (a combination of factor values) this data is of
+    tuning: TuningChoice | None = None  # a tuned study: what its tuning chose, of this cell only (one in cells)
 
     def label(self, metric: str) -> str:
         """The metric in words (its name if it has none)."""
@@ -122,6 +123,93 @@ def learner_facts(store: Store, task: str | None = None) -> LearnerFacts:
     if learner is None:
         return LearnerFacts({}, False, _speed_metrics(meta)[0])
     return LearnerFacts(learner.labels(), learner.play is not None, learner.progress_metric)
+
+
+@dataclasses.dataclass(frozen=True)
+class TunedCondition:
+    """One condition's tuning in one cell: its score at each candidate, one per tuning seed
+    (None where the run failed or recorded nothing), and the candidate it keeps."""
+
+    condition: str
+    scores: list[list[float | None]]  # [candidate][tuning seed]
+    chosen: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CellTuning:
+    """The tuning of one cell of a tuned study: each of its conditions, in study order."""
+
+    label: str
+    conditions: list[TunedCondition]
+
+
+@dataclasses.dataclass(frozen=True)
+class TuningChoice:
+    """What a tuned study's tuning runs chose: by ``criterion`` (``auc`` or ``final``) of
+    ``metric`` on the tuning ``seeds``, a candidate (settings, e.g. ``{"learning_rate":
+    0.001}``) for each condition of each cell. Stored with the study (meta ``tuning``)."""
+
+    criterion: str
+    metric: str
+    seeds: list[int]
+    candidates: list[dict[str, Any]]
+    cells: list[CellTuning]
+
+    def values(self, cell: int, condition: str) -> dict[str, Any]:
+        """The settings ``condition`` of ``cell`` is evaluated with."""
+        tuned = next(c for c in self.cells[cell].conditions if c.condition == condition)
+        return self.candidates[tuned.chosen]
+
+    def to_json(self) -> str:
+        """As stored."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TuningChoice:
+        """As :meth:`to_json` wrote it."""
+        data = json.loads(text)
+        cells_ = [CellTuning(c["label"], [TunedCondition(**t) for t in c["conditions"]]) for c in data.pop("cells")]
+        return cls(**data, cells=cells_)
+
+
+def tuning(store: Store) -> TuningChoice | None:
+    """A tuned study's choice (None: not a tuned study, or still tuning)."""
+    stored = store.meta().get("tuning")
+    return None if stored is None else TuningChoice.from_json(stored)
+
+
+def tuning_pending(store: Store) -> bool:
+    """A tuned study whose tuning runs have not all finished: nothing to evaluate yet."""
+    meta = store.meta()
+    return "tuning" not in meta and json.loads(meta["spec_json"]).get("tuning") is not None
+
+
+def read_once(store: Store) -> Any:
+    """``store`` with its whole-study reads kept: :func:`load` of one cell reads every run
+    and each metric's curves of the whole study, so loading every cell through it reads
+    them once instead of once per cell."""
+    return _ReadOnce(store)
+
+
+class _ReadOnce:
+    KEPT = frozenset({"meta", "cells", "conditions", "runs", "batches", "metric_names", "curve_arrays"})
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._kept: dict[tuple, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._store, name)
+        if name not in self.KEPT:
+            return found
+
+        def kept(*args: Any) -> Any:
+            key = (name, *args)
+            if key not in self._kept:
+                self._kept[key] = found(*args)
+            return self._kept[key]
+
+        return kept
 
 
 def cells(store: Store) -> list[str]:
@@ -179,7 +267,16 @@ def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) ->
         watchable=facts.watchable,
         progress_metric=facts.progress_metric,
         cell=cell_row.label,
+        tuning=_cell_tuning(meta, cell),
     )
+
+
+def _cell_tuning(meta: dict[str, str], cell: int) -> TuningChoice | None:
+    """A tuned study's choice for one cell (its ``cells`` holds that cell only)."""
+    if "tuning" not in meta:
+        return None
+    choice = TuningChoice.from_json(meta["tuning"])
+    return dataclasses.replace(choice, cells=[choice.cells[cell]])
 
 
 def _cell_row(store: Store, cell: int) -> CellRow:

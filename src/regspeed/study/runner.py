@@ -54,7 +54,7 @@ from regspeed.learn import checkpoint
 from regspeed.learn import driver as training
 from regspeed.learn import regularizers as regs
 from regspeed.safe_text import printable
-from regspeed.study import files, live
+from regspeed.study import files, live, results
 from regspeed.study import spec as spec_module
 from regspeed.study import store as store_module
 from regspeed.study.spec import Spec
@@ -363,15 +363,17 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
     conditions, batches, runs, cell_rows = [], [], [], []
     largest = budget_steps = 0.0
     for cell in cells:  # each cell planned as a study of its own, batches numbered on
-        the_plan = plan(cell.spec)
         conditions += [
             (c.name, c.regularizer.kind, c.strength, json.dumps(dataclasses.asdict(c.regularizer)), cell.index)
             for c in spec_module.conditions(cell.spec)
         ]
+        cell_rows.append((cell.label, json.dumps(spec_module.normalized(cell.spec))))
+        if spec.tuning is not None:
+            continue  # planned once its tuning has chosen each condition's settings (_add_evaluation)
+        the_plan = plan(cell.spec)
         rows = _plan_rows(cell.spec, the_plan, first_batch=len(batches), cell=cell.index)
         batches += rows.batches
         runs += rows.runs
-        cell_rows.append((cell.label, json.dumps(spec_module.normalized(cell.spec))))
         largest = max(largest, the_plan.largest_batch_estimate_gb)
         budget_steps = max(budget_steps, rows.budget_steps)
     facts = {"memory_cap_gb": spec.execution.memory_cap_gb, "largest_batch_estimate_gb": largest}
@@ -386,6 +388,55 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return store_module.Store.create(folder, meta, conditions, batches, runs, cell_rows)
+
+
+Choose = Callable[[store_module.Store, Spec], results.TuningChoice]  # (tuning store, the tuned study)
+CHOOSE_HINT = (
+    "pass choose=tuning.choose (from regspeed.analysis import tuning), as `regspeed study` does"
+)
+TUNING = "tuning"  # a tuned study's tuning runs: a study of their own in this folder of the study's
+
+
+def _add_evaluation(spec: Spec, store: store_module.Store, choice: results.TuningChoice) -> None:
+    """Plan a tuned study's evaluation runs once its tuning has chosen: every condition of
+    every cell with its chosen settings on the evaluation seeds (runs of one candidate and
+    regularizer batched as usual), added with the choice in one transaction."""
+    options = spec_module.candidates(spec)
+    batches: list[store_module.PlannedBatch] = []
+    runs: list[store_module.PlannedRun] = []
+    largest = budget_steps = 0.0
+    for cell in spec_module.cells(spec):
+        chosen = {tuned.condition: tuned.chosen for tuned in choice.cells[cell.index].conditions}
+        for index, values in enumerate(options):
+            conditions = [c for c in spec_module.conditions(cell.spec) if chosen[c.name] == index]
+            if not conditions:
+                continue
+            tuned_spec = spec_module.with_values(cell.spec, values)
+            the_plan = plan(tuned_spec, conditions)
+            rows = _plan_rows(tuned_spec, the_plan, first_batch=len(batches), cell=cell.index)
+            batches += rows.batches
+            runs += rows.runs
+            largest = max(largest, the_plan.largest_batch_estimate_gb)
+            budget_steps = max(budget_steps, rows.budget_steps)
+    facts = {"memory_cap_gb": spec.execution.memory_cap_gb, "largest_batch_estimate_gb": largest}
+    meta = {"plan": json.dumps(facts), "budget_steps": str(int(budget_steps)), "tuning": choice.to_json()}
+    store.add_wave(batches, runs, meta)
+
+
+def _batch_specs(spec: Spec, store: store_module.Store) -> Callable[[int, str], dict[str, Any]]:
+    """(cell, condition) -> the spec (as data) its batches run: its cell's, with the settings
+    its tuning chose in a tuned study."""
+    cells = spec_module.cells(spec)
+    cell_specs = [cell.spec.model_dump(mode="json") for cell in cells]
+    choice = results.tuning(store)
+    if choice is None:
+        return lambda cell, condition: cell_specs[cell]
+    tuned = {
+        (cell.index, c.name): spec_module.with_values(cell.spec, choice.values(cell.index, c.name))
+        for cell in cells
+        for c in spec_module.conditions(cell.spec)
+    }
+    return lambda cell, condition: tuned[cell, condition].model_dump(mode="json")
 
 
 NextWave = Callable[[store_module.Store], list[str]]  # a sequential study: the conditions that need more seeds
@@ -463,7 +514,7 @@ def _jobs(
     :func:`_resume_point`; a batch restarting from scratch has its runs' event files on
     ``board`` removed first)."""
     conditions = {(c["cell"], c["name"]): c for c in store.conditions()}
-    cell_specs = [cell.spec.model_dump(mode="json") for cell in spec_module.cells(spec)]
+    spec_of = _batch_specs(spec, store)
     labels = _run_labels(store)
     runs_by_batch: dict[int, list[store_module.RunRow]] = {}
     for run in store.runs():
@@ -479,7 +530,7 @@ def _jobs(
         jobs.append(
             BatchJob(
                 batch_id=batch.batch_id,
-                spec=cell_specs[batch.cell],
+                spec=spec_of(batch.cell, runs[0].condition),
                 regularizer=conditions[batch.cell, runs[0].condition]["regularizer"],
                 seeds=[run.seed for run in runs],
                 strengths=[conditions[batch.cell, run.condition]["strength"] for run in runs],
@@ -617,6 +668,7 @@ def run(
     warn: Callable[[str], None] = _print_warning,
     next_wave: NextWave | None = None,
     tensorboard: bool = True,
+    choose: Choose | None = None,
 ) -> StudyOutcome:
     """Run (or resume) a study into ``folder``; returns how it ended.
 
@@ -633,6 +685,11 @@ def run(
 
     ``tensorboard``: also write every stored chunk's points as TensorBoard event files in
     ``folder/tensorboard`` (see the module's "Live curves"); it changes no result.
+
+    A tuned study (``[tuning]``) needs ``choose``: its tuning runs are a study of their own
+    in ``folder/tuning`` (:func:`spec.tuning_study`), run first; once they have all
+    finished, ``choose`` is called with their store and the spec and says which candidate
+    each condition keeps, and the evaluation runs are planned with it (:func:`_add_evaluation`).
     """
     if backend not in BACKENDS:
         raise ConfigError("backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
@@ -640,6 +697,9 @@ def run(
         raise ConfigError(
             "execution.sequential", f"a sequential study decides its waves from its results: {NEXT_WAVE_HINT}"
         )
+    if spec.tuning is not None and choose is None:
+        why = "a tuned study chooses each condition's settings from its tuning runs"
+        raise ConfigError("tuning", f"{why}: {CHOOSE_HINT}")
     started = time.perf_counter()
     _refuse_foreign_folder(folder)
     files.refuse_unwritable(folder)
@@ -652,7 +712,14 @@ def run(
         _remove_stale_checkpoints(store)
         source: Source = _local_outcomes if backend == "local" else _ray_outcomes
         options = backend_options or {}
-        worked = _run_wave(spec, store, source, options, on_start, on_chunk, warn, board)
+        tuned = False
+        if spec.tuning is not None and results.tuning(store) is None:
+            study = spec_module.tuning_study(spec)
+            arguments = (spec_text, backend, backend_options, on_start, on_chunk, warn)
+            tuned = not run(study, folder / TUNING, *arguments, tensorboard=tensorboard).already_finished
+            with store_module.Store.open(folder / TUNING) as tuning_store:
+                _add_evaluation(spec, store, choose(tuning_store, spec))  # type: ignore[misc]
+        worked = _run_wave(spec, store, source, options, on_start, on_chunk, warn, board) or tuned
         while _add_next_wave(spec, store, next_wave):
             _run_wave(spec, store, source, options, on_start, on_chunk, warn, board)
             worked = True

@@ -116,6 +116,19 @@ class Execution(_Strict):
     max_seeds: int | None = Field(None, ge=1, le=10_000)
 
 
+class Tuning(_Strict):
+    """Tuned comparisons (``[tuning]``): each condition of each cell is run at every
+    combination of the ``candidates`` on the tuning seeds, keeps the best by ``criterion``
+    on the study's answer metric (``auc``: the area under its curve; ``final``: its final
+    value), and is then run and compared at that value on the evaluation seeds. A knob is
+    ``learning_rate`` (the task's own) or a path into ``config`` (``ppo.entropy_coef``)."""
+
+    candidates: dict[str, Any] = Field(default_factory=dict)  # knob -> values (nested tables flattened)
+    seeds: int = Field(3, ge=1, le=1_000)
+    first_seed: int = Field(1_000_000, ge=0, le=2**31 - 10_001)  # apart from the evaluation seeds
+    criterion: Literal["auc", "final"] = "auc"
+
+
 Threshold = Literal["auto"] | list[float]
 Budget = Annotated[int, Field(ge=1, le=10**12)]
 
@@ -135,6 +148,7 @@ class Spec(_Strict):
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     analysis: Analysis = Field(default_factory=Analysis)
     execution: Execution = Field(default_factory=Execution)
+    tuning: Tuning | None = None
 
     def seed_list(self) -> list[int]:
         """The seeds every condition is run with (a sequential study: those of its first wave)."""
@@ -214,6 +228,8 @@ def validate(raw: dict[str, Any], source: str = "spec") -> Spec:
     except pydantic.ValidationError as error:
         raise SpecError(describe_validation_error(error), source) from None
     problems = _factor_problems(spec) if spec.factors else _semantic_problems(spec)
+    if spec.tuning is not None:
+        problems += _tuning_problems(spec, checked=not problems)
     if problems:
         raise SpecError(problems, source)
     return spec
@@ -263,7 +279,7 @@ def cells(spec: Spec) -> list[Cell]:
     """Every combination of the factors' values (the first factor varying slowest), each
     with its own spec; a study without factors is one cell, ``all``. The spec must be valid."""
     if not spec.factors:
-        return [Cell(0, {}, "all", spec)]
+        return [Cell(0, {}, "all", spec.model_copy(update={"tuning": None}))]
     return [Cell(index, values, cell_label(values), validate(_cell_raw(spec, values))) for index, values in
             enumerate(_combinations(factors(spec)))]  # fmt: skip
 
@@ -285,15 +301,27 @@ def value_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else str(value)
 
 
-def _config_path(name: str) -> tuple[str, ...]:
-    """The path in ``config`` a factor sets (``board``: rows; ``algorithm``: none)."""
+def _config_path(name: str, task: str = "") -> tuple[str, ...]:
+    """The path in ``config`` a factor sets (``board``: rows; ``algorithm``: none;
+    ``learning_rate``: where ``task``'s learner keeps it)."""
+    if name == "learning_rate":
+        learner = registry.LEARNERS.get(task)
+        return tuple((learner.learning_rate_key if learner else name).split("."))
     return tuple(SHORT_FACTORS.get(name, name).split("."))
 
 
 def _cell_raw(spec: Spec, values: dict[str, Any], unresolved_budget: int | None = None) -> dict[str, Any]:
     """The cell's spec as plain data: the base spec with the factors' values applied and the
     budget resolved (``unresolved_budget`` where it cannot be: validation says why)."""
-    raw = copy.deepcopy(spec.model_dump(mode="python", exclude={"factors"}))
+    raw = _with_values(spec.model_dump(mode="python", exclude={"factors", "tuning"}), values)
+    budget = budget_of(spec, values, raw["config"])
+    raw["budget"] = unresolved_budget if budget is None else budget
+    return raw
+
+
+def _with_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A spec as plain data (a copy) with factor (or tuning knob) values applied, in order."""
+    raw = copy.deepcopy(raw)
     config = raw["config"]
     for name, value in values.items():
         if name == "board":
@@ -305,7 +333,7 @@ def _cell_raw(spec: Spec, values: dict[str, Any], unresolved_budget: int | None 
                 if other != value:
                     config.pop(other, None)
         else:
-            *tables_path, field = _config_path(name)
+            *tables_path, field = _config_path(name, raw["task"])
             table = config
             for part in tables_path:
                 table = table.setdefault(part, {})
@@ -313,9 +341,13 @@ def _cell_raw(spec: Spec, values: dict[str, Any], unresolved_budget: int | None 
                     break
             else:
                 table[field] = value
-    budget = budget_of(spec, values, config)
-    raw["budget"] = unresolved_budget if budget is None else budget
     return raw
+
+
+def with_values(spec: Spec, values: dict[str, Any]) -> Spec:
+    """A spec without factors with settings given as factor values (``{"learning_rate":
+    0.003}``): what a tuned condition is run with."""
+    return validate(_with_values(spec.model_dump(mode="python"), values))
 
 
 def budget_of(spec: Spec, values: dict[str, Any], config: dict[str, Any]) -> Any:
@@ -413,6 +445,8 @@ def _placed(path: str, message: str, values: dict[str, Any], found: list[Factor]
             paths = {"task"}
         elif factor.name == "board":
             paths = {"config.env.rows", "config.env.cols"}
+        elif factor.name == "learning_rate":
+            paths = {"config." + learner.learning_rate_key for learner in registry.LEARNERS.values()}
         else:
             paths = {"config." + ".".join(_config_path(factor.name))}
         if path in paths:
@@ -420,6 +454,82 @@ def _placed(path: str, message: str, values: dict[str, Any], found: list[Factor]
                 return f"factors.{factor.name}", "names no field of the task's configuration; check its spelling"
             return f"factors.{factor.name}[{index}]", message
     return path, f"in cell {cell_label(values)}: {message}"
+
+
+# ----------------------------------------------------------------------------- tuning
+
+NOT_TUNABLE = ("board", "algorithm", "levels")  # factors, not settings of a learner
+
+
+def knobs(spec: Spec) -> list[Factor]:
+    """The settings a tuned study tunes, with their candidates (nested tables flattened);
+    none without ``[tuning]``."""
+    if spec.tuning is None:
+        return []
+    return [Factor(name, tuple(values)) for name, values in _flat_factors(spec.tuning.candidates)]
+
+
+def candidates(spec: Spec) -> list[dict[str, Any]]:
+    """Every combination of the tuning candidates (the last knob varying fastest)."""
+    return _combinations(knobs(spec))
+
+
+def tuning_study(spec: Spec) -> Spec:
+    """The tuning runs of a tuned study as a study of their own: the study's factors, then
+    its knobs as factors (tuning cell ``e * K + k`` is cell ``e`` at candidate ``k`` of
+    :func:`candidates`' ``K``), every condition on the tuning seeds, without ``[tuning]``."""
+    assert spec.tuning is not None
+    raw = spec.model_dump(mode="python", exclude={"tuning"})
+    tuning = spec.tuning
+    knob_factors = dict(_flat_factors(tuning.candidates))
+    raw |= {"name": f"{spec.name[:93]}-tuning", "seeds": tuning.seeds, "first_seed": tuning.first_seed,
+            "factors": spec.factors | knob_factors}  # fmt: skip
+    return validate(raw, f"{spec.name} tuning")
+
+
+def _tuning_problems(spec: Spec, checked: bool) -> list[tuple[str, str]]:
+    """The problems of ``[tuning]``: its knobs, its seeds, and (``checked``: the rest of the
+    spec is valid) every tuning cell's own, placed on the candidates that cause them."""
+    assert spec.tuning is not None
+    tuning, where = spec.tuning, "tuning.candidates"
+    found = _flat_factors(tuning.candidates)
+    if not found:
+        return [(where, "give at least one setting and its candidates, e.g. learning_rate = [3e-4, 1e-3, 3e-3]")]
+    factor_names = {name for name, _ in _flat_factors(spec.factors)}
+    problems = []
+    for name, values in found:
+        if name in NOT_TUNABLE or name in factor_names:
+            problems.append((f"{where}.{name}", "is a factor of the study, not a setting to tune; "
+                             "tune a setting of the learner, such as learning_rate"))  # fmt: skip
+        elif not isinstance(values, list):
+            problems.append((f"{where}.{name}", "must be a list of candidate values, e.g. [3e-4, 1e-3, 3e-3]"))
+        elif len(values) < 2:
+            problems.append((f"{where}.{name}", f"gives {len(values)} candidate; tuning chooses among two or more "
+                             "(a single value is a setting: put it in [config])"))  # fmt: skip
+    if spec.execution.sequential:
+        problems.append(("tuning", "a tuned study runs a fixed number of evaluation seeds; "
+                         "remove execution.sequential (or [tuning])"))  # fmt: skip
+    evaluated = (spec.first_seed, spec.first_seed + max(spec.looks()) - 1)
+    tuned = (tuning.first_seed, tuning.first_seed + tuning.seeds - 1)
+    if tuned[0] <= evaluated[1] and evaluated[0] <= tuned[1]:
+        problems.append(("tuning.first_seed", f"the tuning seeds {tuned[0]} to {tuned[1]} overlap the evaluation "
+                         f"seeds {evaluated[0]} to {evaluated[1]}: a condition is compared on seeds it was not "
+                         f"tuned on; e.g. first_seed = {evaluated[1] + 1}"))  # fmt: skip
+    if problems or not checked:
+        return problems
+    try:
+        tuning_study(spec)
+    except SpecError as error:
+        knob_names = {name for name, _ in found}
+        return [(_knob_path(path, knob_names), message) for path, message in error.problems]
+    return []
+
+
+def _knob_path(path: str, knob_names: set[str]) -> str:
+    """A problem of the tuning study at a knob's factor path, as the path of its candidates."""
+    name = re.sub(r"\[\d+\]$", "", path.removeprefix("factors."))
+    return "tuning.candidates." + path.removeprefix("factors.") if path.startswith("factors.") and name in knob_names \
+        else path
 
 
 def quick(spec: Spec) -> Spec:
@@ -436,6 +546,7 @@ def quick(spec: Spec) -> Spec:
     execution = spec.execution.model_copy(update={"max_seeds": seeds * looks if looks > 1 else None})
     smaller = {
         "name": f"{spec.name}-quick",
+        "tuning": spec.tuning and spec.tuning.model_copy(update={"seeds": min(spec.tuning.seeds, 2)}),
         "seeds": seeds,
         "budget": budget,
         "evaluation": evaluation,
