@@ -46,9 +46,10 @@ from regspeed.study import spec as spec_module
 
 
 def baseline_spec(seeds: int, budget: int) -> spec_module.Spec:
-    """The default study reduced to its baseline condition."""
+    """The default study reduced to its baseline condition on one board (10 x 10)."""
     default = spec_module.load()
-    return default.model_copy(update={"name": "throughput", "seeds": seeds, "budget": budget, "regularizers": []})
+    smaller = {"name": "throughput", "seeds": seeds, "budget": budget, "regularizers": [], "factors": {}}
+    return default.model_copy(update=smaller)
 
 
 def bare(spec: spec_module.Spec) -> float:
@@ -165,8 +166,11 @@ def whole_study(spec_file: Path | None, quick: bool, cache: Path | None, console
         the_spec = spec_module.quick(the_spec) if quick else the_spec
         with store_module.Store.open(folder) as store:
             runs = store.runs()
-        per_update = spec_module.learner_of(the_spec).steps_per_update(spec_module.setup(the_spec, regs.Regularizer()))
-        steps = per_update * sum(run.updates_done for run in runs)
+        steps = 0
+        for cell in spec_module.cells(the_spec):  # a study with factors: each cell's updates have their own size
+            setup = spec_module.setup(cell.spec, regs.Regularizer())
+            per_update = spec_module.learner_of(cell.spec).steps_per_update(setup)
+            steps += per_update * sum(run.updates_done for run in runs if run.cell == cell.index)
     table = Table(title=f"regspeed study ({the_spec.name}): {len(runs)} runs, {steps / 1e6:.1f} M env steps")
     for column in ("", "seconds", "share"):
         table.add_column(column, justify="right")

@@ -103,8 +103,10 @@ def test_default_spec_is_what_spec_prints_and_is_valid() -> None:
     parsed = spec_module.parse(printed.output)
     assert parsed == spec_module.load()
     names = [condition.name for condition in spec_module.conditions(parsed)]
-    assert names[0] == "none" and len(names) == 10  # baseline + 3 kinds x 3 strengths
-    assert spec_module.quick(parsed).budget < parsed.budget
+    assert names[0] == "none" and len(names) == 7  # baseline + 3 kinds x 2 strengths
+    cells = spec_module.cells(parsed)  # two board sizes, 6,000 env steps per board cell
+    assert [(cell.label, cell.spec.budget) for cell in cells] == [("board=6", 216_000), ("board=10", 600_000)]
+    assert [cell.spec.budget for cell in spec_module.cells(spec_module.quick(parsed))] == [18_000, 50_000]
 
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
@@ -568,6 +570,9 @@ def test_factors_expand_to_cells_each_a_study_of_its_own() -> None:
     per_cell = FACTOR_SPEC.replace("budget = { board = { 5 = 7_680, 6 = 15_360 } }", "budget = { per_cell = 512 }")
     assert [cell.spec.budget for cell in spec_module.cells(spec_module.parse(per_cell))] == [12_800] * 2 + [18_432] * 2
     assert spec_module.quick(spec_module.parse(FACTOR_SPEC)).budget == {"board": {"5": 640, "6": 1_280}}
+    mixed = FACTOR_SPEC.replace("5 = 7_680", "5 = { per_cell = 512 }")  # an entry may be a rule per board cell
+    assert [cell.spec.budget for cell in spec_module.cells(spec_module.parse(mixed))] == [12_800] * 2 + [15_360] * 2
+    assert spec_module.quick(spec_module.parse(mixed)).budget == {"board": {"5": {"per_cell": 42}, "6": 1_280}}
 
 
 def test_algorithm_as_a_factor_picks_the_task_and_its_table() -> None:
@@ -593,6 +598,9 @@ def test_algorithm_as_a_factor_picks_the_task_and_its_table() -> None:
         ]),
         (("hidden = [[8], [16]]", "hidden = [[8], [8]]"), [("factors.network.hidden", "lists [8] twice")]),
         (("hidden = [[8], [16]]", "hidden = 8"), [("factors.network.hidden", "must be a list of values")]),
+        (("5 = 7_680", "5 = { per_cell = 0 }"), [
+            ("budget.board.5.per_cell", "must be a positive integer: env steps per board cell (got 0)"),
+        ]),
         (("5 = 7_680", "5 = 100"), [
             ("budget", "in cell board=5, network.hidden=[8]: must be at least one update"),
             ("budget", "in cell board=5, network.hidden=[16]: must be at least one update"),

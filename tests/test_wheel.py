@@ -107,9 +107,10 @@ def test_the_quick_default_study_is_valid_and_planned(installed: Installed) -> N
     (installed.work / "default.toml").write_text(installed.run("regspeed", "spec").stdout)
     check = (
         "from regspeed.study import runner, spec; quick = spec.quick(spec.load('default.toml')); "
-        "print(quick.name, quick.seeds, sum(len(b.runs) for b in runner.plan(quick).batches))"
+        "print(quick.name, quick.seeds, "
+        "sum(len(b.runs) for c in spec.cells(quick) for b in runner.plan(c.spec).batches))"
     )
-    assert installed.run("python", "-c", check).stdout.split() == ["default-quick", "3", "30"]
+    assert installed.run("python", "-c", check).stdout.split() == ["default-quick", "3", "42"]  # 2 boards x 7 x 3
 
 
 # A supervised task: the same store, analysis and report as a Snake study, compiled in seconds

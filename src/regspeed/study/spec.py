@@ -353,21 +353,26 @@ def with_values(spec: Spec, values: dict[str, Any]) -> Spec:
 def budget_of(spec: Spec, values: dict[str, Any], config: dict[str, Any]) -> Any:
     """A cell's budget: the spec's number; ``{ per_cell = n }``: n for each cell of its
     board (rows x cols, 10 x 10 unless set); ``{ <factor> = { <value> = n, ... } }``: the
-    entry of the cell's value of that factor (None where missing; validation says so)."""
+    entry of the cell's value of that factor, a number or ``{ per_cell = n }`` (None where
+    missing or malformed; validation says so)."""
     budget = spec.budget
-    if not isinstance(budget, dict):
-        return budget
-    if set(budget) == {"per_cell"}:
-        env = config.get("env", {})
-        rows, cols = env.get("rows", 10), env.get("cols", 10)
-        per_cell = budget["per_cell"]
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in (rows, cols, per_cell)):
-            return per_cell * rows * cols
-        return None
-    if len(budget) == 1:
+    if isinstance(budget, dict) and set(budget) != {"per_cell"}:
+        if len(budget) != 1:
+            return None
         (factor, table), = budget.items()
-        if isinstance(table, dict) and factor in values:
-            return table.get(value_text(values[factor]))
+        if not isinstance(table, dict) or factor not in values:
+            return None
+        budget = table.get(value_text(values[factor]))
+    return _per_cell(budget, config) if isinstance(budget, dict) else budget
+
+
+def _per_cell(rule: dict[str, Any], config: dict[str, Any]) -> int | None:
+    """``{ per_cell = n }``: n env steps for each cell of the board the configuration sets."""
+    env = config.get("env", {})
+    rows, cols, per_cell = env.get("rows", 10), env.get("cols", 10), rule.get("per_cell")
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (rows, cols, per_cell))
+    if set(rule) == {"per_cell"} and whole:
+        return per_cell * rows * cols
     return None
 
 
@@ -396,7 +401,8 @@ def _factor_problems(spec: Spec) -> list[tuple[str, str]]:
                          "remove sequential (or the factors)"))  # fmt: skip
     if problems:
         return problems
-    return _budget_problems(spec, names) + _cell_problems(spec)
+    budget_problems = _budget_problems(spec, names)
+    return budget_problems + _cell_problems(spec, budget_known=not budget_problems)
 
 
 def _budget_problems(spec: Spec, names: list[str]) -> list[tuple[str, str]]:
@@ -404,10 +410,7 @@ def _budget_problems(spec: Spec, names: list[str]) -> list[tuple[str, str]]:
     if not isinstance(budget, dict):
         return []
     if set(budget) == {"per_cell"}:
-        value = budget["per_cell"]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            return [("budget.per_cell", f"must be a positive integer: env steps per board cell (got {value!r})")]
-        return []
+        return _per_cell_problems(budget, "budget")
     if len(budget) != 1 or next(iter(budget)) not in names:
         return [("budget", "must be a number, { per_cell = n }, or a table by one factor such as "
                  f"{{ board = {{ 6 = 200_000, 10 = 600_000 }} }} (factors: {', '.join(names)})")]  # fmt: skip
@@ -419,18 +422,32 @@ def _budget_problems(spec: Spec, names: list[str]) -> list[tuple[str, str]]:
     problems = [(f"budget.{factor}", f"has no budget for {key}") for key in keys if key not in table]
     problems += [(f"budget.{factor}.{key}", "is not a value of the factor") for key in table if key not in keys]
     for key, value in table.items():
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**12:
-            problems.append((f"budget.{factor}.{key}", f"must be an integer from 1 to 10^12 (got {value!r})"))
+        if isinstance(value, dict):
+            problems += _per_cell_problems(value, f"budget.{factor}.{key}")
+        elif not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**12:
+            problems.append((f"budget.{factor}.{key}", "must be an integer from 1 to 10^12 or { per_cell = n } "
+                             f"(got {value!r})"))  # fmt: skip
     return problems
 
 
-def _cell_problems(spec: Spec) -> list[tuple[str, str]]:
-    """Each cell validated as a study of its own, its problems placed on the factor values."""
+def _per_cell_problems(rule: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    """The problems of a ``{ per_cell = n }`` budget at ``path``."""
+    value = rule.get("per_cell")
+    if set(rule) != {"per_cell"} or not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        return [(f"{path}.per_cell", f"must be a positive integer: env steps per board cell (got {value!r})")]
+    return []
+
+
+def _cell_problems(spec: Spec, budget_known: bool = True) -> list[tuple[str, str]]:
+    """Each cell validated as a study of its own, its problems placed on the factor values
+    (``budget_known`` false: the budget table's problems are said already, so the cells are
+    checked with a budget that fits)."""
     found = factors(spec)
     merged: dict[tuple[str, str], None] = {}
     for values in _combinations(found):
         try:  # a budget the table lacks is said once by _budget_problems: the cell's other problems still count
-            validate(_cell_raw(spec, values, unresolved_budget=10**12))
+            raw = _cell_raw(spec, values, unresolved_budget=10**12)
+            validate(raw if budget_known else raw | {"budget": 10**12})
         except SpecError as error:
             for path, message in error.problems:
                 merged.setdefault(_placed(path, message, values, found), None)
@@ -538,11 +555,7 @@ def quick(spec: Spec) -> Spec:
     evaluation = spec.evaluation.model_copy(update={"every_updates": max(1, spec.evaluation.every_updates // 5)})
     seeds = min(spec.seeds, 3)
     looks = len(spec.looks())
-    budget = spec.budget
-    if isinstance(budget, dict):  # a table by factor, or per board cell: every entry scaled
-        budget = {k: {v: n // 12 for v, n in t.items()} if isinstance(t, dict) else t // 12 for k, t in budget.items()}
-    else:
-        budget //= 12
+    budget = _scaled(spec.budget, 12)  # a table by factor, or per board cell: every entry
     execution = spec.execution.model_copy(update={"max_seeds": seeds * looks if looks > 1 else None})
     smaller = {
         "name": f"{spec.name}-quick",
@@ -553,6 +566,13 @@ def quick(spec: Spec) -> Spec:
         "execution": execution if spec.execution.sequential else spec.execution,
     }
     return spec.model_copy(update=smaller)
+
+
+def _scaled(budget: Any, divisor: int) -> Any:
+    """A budget (a number, or a table of them) with every number divided (at least 1)."""
+    if isinstance(budget, dict):
+        return {key: _scaled(value, divisor) for key, value in budget.items()}
+    return max(1, budget // divisor) if isinstance(budget, int) and not isinstance(budget, bool) else budget
 
 
 def learner_of(spec: Spec) -> Learner:
