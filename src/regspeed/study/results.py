@@ -103,6 +103,7 @@ class StudyData:
         """Condition name -> its curves of ``metric`` (empty if the metric was not loaded or recorded)."""
         return {curve.condition: curve for curve in self.curves.get(metric, [])}
 
+    phase_steps: int = 0  # a changing world ([config.schedule]): steps (budget units) per phase; 0: stationary
 
 @dataclasses.dataclass(frozen=True)
 class LearnerFacts:
@@ -277,9 +278,17 @@ def _cell_tuning(meta: dict[str, str], cell: int) -> TuningChoice | None:
         return None
     choice = TuningChoice.from_json(meta["tuning"])
     return dataclasses.replace(choice, cells=[choice.cells[cell]])
+        phase_steps=_phase_steps(spec),
 
 
 def _cell_row(store: Store, cell: int) -> CellRow:
+def _phase_steps(spec: dict[str, Any]) -> int:
+    """A changing world's phase length in budget units, from a stored spec (0: stationary)."""
+    schedule = (spec.get("config") or {}).get("schedule") or {}
+    steps = schedule.get("phase_steps", 0) if isinstance(schedule, dict) else 0
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 0
+
+
     found = {row.cell_id: row for row in store.cells()}
     if cell not in found:
         raise ConfigError("cell", f"the study has cells 0 .. {len(found) - 1} (got {cell})")
