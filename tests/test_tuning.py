@@ -48,11 +48,14 @@ def test_tuning_runs_are_a_study_of_the_factors_then_the_knobs() -> None:
     assert spec_module.candidates(spec) == [{"learning_rate": 0.0003}, {"learning_rate": 0.003}]
     tuned = spec_module.with_values(spec_module.cells(spec)[0].spec, {"learning_rate": 0.003})
     assert tuned.config["ppo"]["learning_rate"] == 0.003
-    dqn = spec_module.parse(TUNED.replace('task = "snake-ppo"', 'task = "snake-dqn"').replace("[config.ppo]", "[x]")
-                            .replace("epochs = 1\nminibatches = 2\n", "").replace("[x]\nnum_envs = 8\nrollout_steps = 16",
-                            "[config.dqn]\nnum_envs = 8"))  # fmt: skip
+    ppo_table = "[config.ppo]\nnum_envs = 8\nrollout_steps = 16\nepochs = 1\nminibatches = 2\n"
+    assert ppo_table in TUNED
+    dqn = spec_module.parse(
+        TUNED.replace('task = "snake-ppo"', 'task = "snake-dqn"').replace(ppo_table, "[config.dqn]\nnum_envs = 8\n")
+    )
     assert spec_module.cells(spec_module.tuning_study(dqn))[1].spec.config["dqn"]["learning_rate"] == 0.003
-    assert spec_module.quick(spec).tuning.seeds == 2 and spec_module.quick(spec).tuning.candidates == spec.tuning.candidates
+    quick = spec_module.quick(spec)
+    assert quick.tuning is not None and quick.tuning.seeds == 2 and quick.tuning.candidates == spec.tuning.candidates
 
 
 @pytest.mark.parametrize(
@@ -108,7 +111,7 @@ def test_a_bad_tuning_table_exits_2_with_one_line_and_writes_nothing(tmp_path: P
 
 
 def test_a_tuned_study_without_a_chooser_is_refused_before_anything_is_written(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="choose=tuning.choose"):
+    with pytest.raises(ConfigError, match=r"choose=tuning\.choose"):
         runner.run(spec_module.parse(TUNED), tmp_path / "out", TUNED)
     assert not (tmp_path / "out").exists()
 
