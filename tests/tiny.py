@@ -39,16 +39,26 @@ EVALUATION = {"eval_episodes": 4, "eval_max_steps": 30}
 
 
 LEVELS = {"levels": 3, "obstacle_density": 0.1}  # a Snake world with levels and walls
+CHANGING = {  # a world whose actions and observations change every 2 updates (a tiny PPO update is 128 env steps)
+    "snake-ppo": {"phase_steps": 2 * 128, "changes": ["actions", "observations"], "seed": 3},
+    "snake-dqn": {"phase_steps": 2 * 8, "changes": ["actions", "observations"], "seed": 3},
+}
 
 
 def setup(
-    name: str, regularizer: regs.Regularizer | None = None, budget: int | None = None, env: dict | None = None
+    name: str,
+    regularizer: regs.Regularizer | None = None,
+    budget: int | None = None,
+    env: dict | None = None,
+    schedule: dict | None = None,
 ) -> Setup:
     """The tiny setup of learner ``name`` (regularizer ``l2`` unless given; ``env`` entries
-    added to a Snake agent's env table)."""
+    added to a Snake agent's env table; ``schedule``: its schedule table, a changing world)."""
     tables, tiny_budget = TABLES[name]
     if env:
         tables = tables | {"env": tables["env"] | env}
+    if schedule:
+        tables = tables | {"schedule": schedule}
     request = Request(budget or tiny_budget, regularizer or regs.Regularizer("l2"), **EVALUATION)
     return registry.get(name).build(tables, request)
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from regspeed.envs import snake
+from regspeed.envs import schedule, snake
 from regspeed.learn import regularizers as regs
 
 Metrics = dict[str, jax.Array]
@@ -40,6 +40,50 @@ def adam_optimizer(config: Any, hp: Hparams) -> optax.GradientTransformation:
         config.regularizer, hp.learning_rate, hp.strength, base="adam", max_grad_norm=config.max_grad_norm,
         eps=config.adam_eps,
     )  # fmt: skip
+
+
+class Perspective(NamedTuple):
+    """How an agent meets the world in one phase of a changing world (:mod:`~regspeed.envs.schedule`):
+    what it sees of an observation (or a batch of them), and which action of the world its
+    action is. In a world that never changes, both are the identity."""
+
+    see: Callable[[jax.Array], jax.Array]
+    act: Callable[[jax.Array], jax.Array]
+
+
+def _unchanged(x: jax.Array) -> jax.Array:
+    return x
+
+
+def world_tables(config: Any) -> schedule.WorldTables | None:
+    """The phases' permutations of an agent config's world (None: it never changes);
+    ``config`` has ``schedule``, ``env``, ``total_updates`` and ``steps_per_update``."""
+    found = config.schedule
+    if not found.changing:
+        return None
+    phases = found.phases(config.total_updates, config.steps_per_update)
+    size = int(np.prod(config.env.observation_shape))
+    return schedule.tables(found, config.env.num_actions, size, phases)
+
+
+def perspective(config: Any, update: jax.Array | int) -> Perspective:
+    """The agent's :class:`Perspective` during the update numbered ``update`` (0-based)."""
+    tables = world_tables(config)
+    if tables is None:
+        return Perspective(_unchanged, _unchanged)
+    phase_updates = config.schedule.phase_updates(config.steps_per_update)
+    phase = schedule.phase_of(jnp.asarray(update), phase_updates, len(tables.actions))
+    shape = config.env.observation_shape
+    return Perspective(
+        see=lambda observation: schedule.seen(tables, phase, observation, shape),
+        act=lambda action: schedule.carried_out(tables, phase, action),
+    )
+
+
+def in_world(view: Perspective, choose: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+    """``choose`` (what the agent sees -> its actions) as the world meets it: the world's
+    observations in, the world's actions out."""
+    return lambda observation: view.act(choose(view.see(observation)))
 
 
 def run_keys(seeds: list[int] | np.ndarray) -> jax.Array:

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from regspeed.envs import snake
+from regspeed.envs import schedule, snake
 from regspeed.errors import ConfigError, refuse_non_finite
 from regspeed.learn import common, nets, snake_agents
 from regspeed.learn import regularizers as regs
@@ -55,6 +55,7 @@ class DQNConfig:
     network: nets.NetworkConfig = dataclasses.field(default_factory=nets.NetworkConfig)
     regularizer: regs.Regularizer = dataclasses.field(default_factory=regs.Regularizer)
     num_envs: int = 16
+    schedule: schedule.Schedule = dataclasses.field(default_factory=schedule.Schedule)  # a changing world
     rollout_steps: int = 4  # env steps per environment per update
     gradient_steps: int = 2  # minibatch steps per update
     batch_size: int = 128
@@ -223,21 +224,23 @@ def _collect(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
     net = network(config)
     rate = epsilon(config, carry.update)
 
+    view = common.perspective(config, carry.update)  # a changing world: this phase's (else the identity)
     def step(state: tuple, _: None) -> tuple[tuple, tuple]:
         env_state, observation, key, replay = state
         key, explore_key, random_key = jax.random.split(key, 3)
-        greedy = jnp.argmax(net.apply({"params": carry.params}, observation), axis=-1)
+        seen = view.see(observation)
+        greedy = jnp.argmax(net.apply({"params": carry.params}, seen), axis=-1)
         random = jax.random.randint(random_key, (config.num_envs,), 0, config.env.num_actions)
         action = jnp.where(jax.random.uniform(explore_key, (config.num_envs,)) < rate, random, greedy)
-        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a))(env_state, action)
+        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a))(env_state, view.act(action))
         row = replay.position
         replay = replay.replace(
-            observation=replay.observation.at[row].set(observation),
+            observation=replay.observation.at[row].set(seen),
             action=replay.action.at[row].set(action),
             reward=replay.reward.at[row].set(ts.reward),
             terminated=replay.terminated.at[row].set(ts.terminated),
             done=replay.done.at[row].set(ts.terminated | ts.truncated),
-            reached=replay.reached.at[row].set(ts.final_observation),
+            reached=replay.reached.at[row].set(view.see(ts.final_observation)),
             position=(row + 1) % config.buffer_rows,
             filled=jnp.minimum(replay.filled + 1, config.buffer_rows),
         )
@@ -307,7 +310,7 @@ def _learn(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
     stored = carry.replay.filled * config.num_envs
     learning = (stored >= config.learning_starts) & (carry.replay.filled >= config.n_step)
 
-    def gradient_step(state: tuple, _: None) -> tuple[tuple, Metrics]:
+    def gradient_step(state: tuple, _: None) -> tuple[tuple, tuple[Metrics, jax.Array]]:
         params, opt_state, key = state
         key, sample_key, dropout_key = jax.random.split(key, 3)
         batch = _sample(config, carry.replay, sample_key)
@@ -357,7 +360,8 @@ def _greedy(config: DQNConfig, params: Any) -> Callable[[jax.Array], jax.Array]:
 
 def evaluate(config: DQNConfig, carry: Carry) -> Metrics:
     """The greedy policy on ``eval_episodes`` fixed episodes (see :func:`common.greedy_evaluation`)."""
-    choose = _greedy(config, carry.params)
+    view = common.perspective(config, jnp.maximum(carry.update - 1, 0))  # the world of the last update
+    choose = common.in_world(view, _greedy(config, carry.params))
     return common.greedy_evaluation(config.env, config.eval_episodes, config.eval_max_steps, choose)
 
 
@@ -372,7 +376,8 @@ def greedy_episode(
     config: DQNConfig, params: Any, key: jax.Array, max_steps: int
 ) -> tuple[snake.SnakeState, jax.Array]:
     """One environment played by the greedy policy of ``params`` (one run's parameters)."""
-    return common.greedy_episode(config.env, key, max_steps, _greedy(config, params))
+    view = common.perspective(config, config.total_updates - 1)  # a changing world: its last phase
+    return common.greedy_episode(config.env, key, max_steps, common.in_world(view, _greedy(config, params)))
 
 
 # ----------------------------------------------------------------- the learner

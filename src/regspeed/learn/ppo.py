@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from regspeed.envs import snake
+from regspeed.envs import schedule, snake
 from regspeed.errors import ConfigError, refuse_non_finite
 from regspeed.learn import common, nets, snake_agents
 from regspeed.learn import regularizers as regs
@@ -56,6 +56,7 @@ class PPOConfig:
     )
     network: nets.NetworkConfig = dataclasses.field(default_factory=nets.NetworkConfig)
     regularizer: regs.Regularizer = dataclasses.field(default_factory=regs.Regularizer)
+    schedule: schedule.Schedule = dataclasses.field(default_factory=schedule.Schedule)  # a changing world
     num_envs: int = 64
     rollout_steps: int = 128
     epochs: int = 4
@@ -186,15 +187,17 @@ def _rollout(config: PPOConfig, carry: Carry) -> tuple[Carry, _Transition]:
     """
     net = network(config)
     variables = {"params": carry.params}
+    view = common.perspective(config, carry.update)  # a changing world: this phase's (else the identity)
 
     def step(state: tuple, _: None) -> tuple[tuple, tuple]:
         env_state, observation, key = state
         key, action_key = jax.random.split(key)
-        logits = net.apply(variables, observation, method=net.logits)
+        seen = view.see(observation)
+        logits = net.apply(variables, seen, method=net.logits)
         action = jax.random.categorical(action_key, logits)
         log_prob = jax.nn.log_softmax(logits)[jnp.arange(config.num_envs), action]
-        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a))(env_state, action)
-        record = (observation, ts.final_observation, action, log_prob, ts)
+        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a))(env_state, view.act(action))
+        record = (seen, view.see(ts.final_observation), action, log_prob, ts)
         return (env_state, ts.observation, key), record
 
     (env_state, observation, key), (observations, reached, actions, log_probs, ts) = jax.lax.scan(
@@ -302,7 +305,7 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
         params = optax.apply_updates(params, updates)
         return (params, opt_state, key), parts
 
-    def epoch(state: tuple, _: None) -> tuple[tuple, Metrics]:
+    def epoch(state: tuple, _: None) -> tuple[tuple, tuple[Metrics, jax.Array]]:
         params, opt_state, key = state
         key, shuffle_key = jax.random.split(key)
         order = common.permutation(shuffle_key, config.batch_size).reshape(config.minibatches, -1)
@@ -345,7 +348,9 @@ def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
     def choose(observation: jax.Array) -> jax.Array:
         return jnp.argmax(net.apply({"params": carry.params}, observation, method=net.logits), axis=-1)
 
-    return common.greedy_evaluation(config.env, config.eval_episodes, config.eval_max_steps, choose)
+    view = common.perspective(config, jnp.maximum(carry.update - 1, 0))  # the world of the last update
+    played = common.in_world(view, choose)
+    return common.greedy_evaluation(config.env, config.eval_episodes, config.eval_max_steps, played)
 
 
 # ----------------------------------------------------------------- batched, compiled
@@ -366,7 +371,8 @@ def greedy_episode(
     def choose(observation: jax.Array) -> jax.Array:
         return jnp.argmax(net.apply({"params": params}, observation, method=net.logits), axis=-1)
 
-    return common.greedy_episode(config.env, key, max_steps, choose)
+    view = common.perspective(config, config.total_updates - 1)  # a changing world: its last phase
+    return common.greedy_episode(config.env, key, max_steps, common.in_world(view, choose))
 
 
 # ----------------------------------------------------------------- the learner

@@ -20,14 +20,14 @@ import jax
 import jax.numpy as jnp
 
 from regspeed.envs import play as play_module
-from regspeed.envs import snake
+from regspeed.envs import schedule, snake
 from regspeed.errors import ConfigError, ConfigProblemsError
 from regspeed.learn import nets
 from regspeed.learn.driver import Trainer
 from regspeed.learn.learner import REGULARIZATION_METRICS, Learner, Metric, Request, Setup, finite_checks
 from regspeed.learn.tables import Problems, Tables, learning_rate, plain, set_by_caller, unknown_keys, validated
 
-CALLER_FIELDS = ("env", "network", "regularizer", "total_updates", "eval_episodes", "eval_max_steps")
+CALLER_FIELDS = ("env", "network", "schedule", "regularizer", "total_updates", "eval_episodes", "eval_max_steps")
 """Fields of an agent's config that its other tables or the caller's :class:`Request` set."""
 
 EPISODE_METRICS = (
@@ -70,11 +70,11 @@ def build(config_class: type, algo: str, default_learning_rate: float, tables: T
     :class:`~regspeed.errors.ConfigProblemsError`, with paths relative to the tables."""
     defaults = config_class()
     problems: Problems = [
-        (key, f"unknown table; snake-{algo} takes env, network and {algo}")
-        for key in sorted(set(tables) - {"env", "network", algo})
+        (key, f"unknown table; snake-{algo} takes env, network, schedule and {algo}")
+        for key in sorted(set(tables) - {"env", "network", "schedule", algo})
     ]
     parts: dict[str, Any] = {}
-    for part, kind in (("env", snake.SnakeConfig), ("network", nets.NetworkConfig)):
+    for part, kind in (("env", snake.SnakeConfig), ("network", nets.NetworkConfig), ("schedule", schedule.Schedule)):
         given = tables.get(part, {})
         if not isinstance(given, dict):
             problems.append((part, "must be a table"))
@@ -118,8 +118,23 @@ def _whole_board_window(data: dict[str, Any], given: dict[str, Any]) -> dict[str
     if data.get("observation") != "window" or "window_size" in given:
         return data
     if not (isinstance(rows, int) and isinstance(cols, int)):
+    raise_schedule_problems(config.schedule, config.steps_per_update, updates)
         return data  # the rows / cols problem is reported by validation
     return data | {"window_size": 2 * max(rows, cols, 2) - 1}
+
+def raise_schedule_problems(found: schedule.Schedule, steps_per_update: int, updates: int) -> None:
+    """A changing world's phases must be whole updates, and more than one must fit the budget."""
+    if not found.changing:
+        return
+    try:
+        phase_updates = found.phase_updates(steps_per_update)
+    except ConfigError as error:
+        raise ConfigProblemsError([(f"schedule.{error.field}", error.problem)]) from None
+    if phase_updates >= updates:
+        budget = f"{updates * steps_per_update:,} env steps"
+        raise ConfigProblemsError([("schedule.phase_steps", f"must be shorter than the budget ({budget}) for the "
+                                    "world to change; make phases shorter or the budget longer")])  # fmt: skip
+
 
 
 def _caller_path(algo: str, path: str) -> str:
@@ -132,10 +147,15 @@ def _caller_path(algo: str, path: str) -> str:
 
 
 def tables(algo: str, setup: Setup) -> Tables:
-    """The ``env``, ``network`` and ``<algo>`` tables of a setup, every default filled in."""
+    """The ``env``, ``network``, ``<algo>`` (and in a changing world ``schedule``) tables of a
+    setup, every default filled in."""
     config = setup.config
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in CALLER_FIELDS}
-    return plain({"env": config.env, "network": config.network, algo: fields | {"learning_rate": setup.learning_rate}})
+    own = fields | {"learning_rate": setup.learning_rate}
+    found = {"env": config.env, "network": config.network, algo: own}
+    if config.schedule.changing:  # a stationary world's tables stay as stores written before schedules hold them
+        found["schedule"] = config.schedule
+    return plain(found)
 
 
 @dataclasses.dataclass(frozen=True)
