@@ -54,8 +54,8 @@ class DQNConfig:
     env: snake.SnakeConfig = dataclasses.field(default_factory=lambda: snake.SnakeConfig(observation="features"))
     network: nets.NetworkConfig = dataclasses.field(default_factory=nets.NetworkConfig)
     regularizer: regs.Regularizer = dataclasses.field(default_factory=regs.Regularizer)
-    num_envs: int = 16
     schedule: schedule.Schedule = dataclasses.field(default_factory=schedule.Schedule)  # a changing world
+    num_envs: int = 16
     rollout_steps: int = 4  # env steps per environment per update
     gradient_steps: int = 2  # minibatch steps per update
     batch_size: int = 128

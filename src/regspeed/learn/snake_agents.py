@@ -24,7 +24,14 @@ from regspeed.envs import schedule, snake
 from regspeed.errors import ConfigError, ConfigProblemsError
 from regspeed.learn import nets
 from regspeed.learn.driver import Trainer
-from regspeed.learn.learner import REGULARIZATION_METRICS, Learner, Metric, Request, Setup, finite_checks
+from regspeed.learn.learner import (
+    REGULARIZATION_METRICS,
+    Learner,
+    Metric,
+    Request,
+    Setup,
+    finite_checks,
+)
 from regspeed.learn.tables import Problems, Tables, learning_rate, plain, set_by_caller, unknown_keys, validated
 
 CALLER_FIELDS = ("env", "network", "schedule", "regularizer", "total_updates", "eval_episodes", "eval_max_steps")
@@ -109,18 +116,9 @@ def build(config_class: type, algo: str, default_learning_rate: float, tables: T
     if updates < 1:
         one_update = f"num_envs x rollout_steps = {config.steps_per_update} env steps"
         raise ConfigProblemsError([("budget", f"must be at least one update = {one_update} (got {request.budget})")])
+    raise_schedule_problems(config.schedule, config.steps_per_update, updates)
     return Setup(dataclasses.replace(config, total_updates=updates), rate)
 
-
-def _whole_board_window(data: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """A ``window`` observation with no ``window_size`` given sees the whole board."""
-    rows, cols = data.get("rows"), data.get("cols")
-    if data.get("observation") != "window" or "window_size" in given:
-        return data
-    if not (isinstance(rows, int) and isinstance(cols, int)):
-    raise_schedule_problems(config.schedule, config.steps_per_update, updates)
-        return data  # the rows / cols problem is reported by validation
-    return data | {"window_size": 2 * max(rows, cols, 2) - 1}
 
 def raise_schedule_problems(found: schedule.Schedule, steps_per_update: int, updates: int) -> None:
     """A changing world's phases must be whole updates, and more than one must fit the budget."""
@@ -135,6 +133,15 @@ def raise_schedule_problems(found: schedule.Schedule, steps_per_update: int, upd
         raise ConfigProblemsError([("schedule.phase_steps", f"must be shorter than the budget ({budget}) for the "
                                     "world to change; make phases shorter or the budget longer")])  # fmt: skip
 
+
+def _whole_board_window(data: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A ``window`` observation with no ``window_size`` given sees the whole board."""
+    rows, cols = data.get("rows"), data.get("cols")
+    if data.get("observation") != "window" or "window_size" in given:
+        return data
+    if not (isinstance(rows, int) and isinstance(cols, int)):
+        return data  # the rows / cols problem is reported by validation
+    return data | {"window_size": 2 * max(rows, cols, 2) - 1}
 
 
 def _caller_path(algo: str, path: str) -> str:

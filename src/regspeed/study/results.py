@@ -37,6 +37,15 @@ if TYPE_CHECKING:
 FORMATS = ("csv", "npz")
 DEFAULT_SPEED_METRICS = ("score", "steps", "eval_score", "eval_steps")  # stores that do not record theirs
 DIAGNOSTIC_METRICS = ("weight_l2", "near_zero_fraction", "grad_cosine", "levels_gap")  # drawn when recorded
+    "weight_l2",
+    "near_zero_fraction",
+    "grad_cosine",
+    "levels_gap",
+    "dormant_fraction",
+    "dormant_fraction_0025",
+    "feature_srank",
+    "effective_lr",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +103,7 @@ class StudyData:
     progress_metric: str  # what the learner's progress is shown by (and a game's best run chosen by)
     cell: str = "all"  # the label of the cell (a combination of factor values) this data is of
     tuning: TuningChoice | None = None  # a tuned study: what its tuning chose, of this cell only (one in cells)
+    phase_steps: int = 0  # a changing world ([config.schedule]): steps (budget units) per phase; 0: stationary
 
     def label(self, metric: str) -> str:
         """The metric in words (its name if it has none)."""
@@ -103,7 +113,6 @@ class StudyData:
         """Condition name -> its curves of ``metric`` (empty if the metric was not loaded or recorded)."""
         return {curve.condition: curve for curve in self.curves.get(metric, [])}
 
-    phase_steps: int = 0  # a changing world ([config.schedule]): steps (budget units) per phase; 0: stationary
 
 @dataclasses.dataclass(frozen=True)
 class LearnerFacts:
@@ -269,7 +278,15 @@ def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) ->
         progress_metric=facts.progress_metric,
         cell=cell_row.label,
         tuning=_cell_tuning(meta, cell),
+        phase_steps=_phase_steps(spec),
     )
+
+
+def _phase_steps(spec: dict[str, Any]) -> int:
+    """A changing world's phase length in budget units, from a stored spec (0: stationary)."""
+    schedule = (spec.get("config") or {}).get("schedule") or {}
+    steps = schedule.get("phase_steps", 0) if isinstance(schedule, dict) else 0
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 0
 
 
 def _cell_tuning(meta: dict[str, str], cell: int) -> TuningChoice | None:
@@ -278,17 +295,9 @@ def _cell_tuning(meta: dict[str, str], cell: int) -> TuningChoice | None:
         return None
     choice = TuningChoice.from_json(meta["tuning"])
     return dataclasses.replace(choice, cells=[choice.cells[cell]])
-        phase_steps=_phase_steps(spec),
 
 
 def _cell_row(store: Store, cell: int) -> CellRow:
-def _phase_steps(spec: dict[str, Any]) -> int:
-    """A changing world's phase length in budget units, from a stored spec (0: stationary)."""
-    schedule = (spec.get("config") or {}).get("schedule") or {}
-    steps = schedule.get("phase_steps", 0) if isinstance(schedule, dict) else 0
-    return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 0
-
-
     found = {row.cell_id: row for row in store.cells()}
     if cell not in found:
         raise ConfigError("cell", f"the study has cells 0 .. {len(found) - 1} (got {cell})")
