@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: study test bench bench-gpu bench-store bench-known bench-learning bench-verdicts lint clean
 
-# The main job: the default study (baseline vs l1, l2, weight decay at 3 strengths, 10 seeds;
+# The main job: the default study (PPO on 6 x 6 and 10 x 10 boards, baseline vs l1, l2, weight decay at 2 strengths, 10 seeds;
 # about 10 minutes on 2 cores) into runs/default/. Re-running resumes it.
 study: $(VENV)/.installed-base
 	$(BIN)/regspeed study

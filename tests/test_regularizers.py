@@ -247,3 +247,320 @@ def test_bad_input_names_the_option(make, field: str) -> None:
     with pytest.raises(ConfigError) as error:
         make()
     assert error.value.field == field
+
+
+# ------------------------------------------------------------------------ shrink and perturb
+
+SHRINK = regs.Regularizer("shrink_perturb", period=3, perturb=0.5)
+STRENGTH = 0.2  # the share shrunk away: the shrink factor is 0.8, the noise scale 0.5 * 0.2
+
+
+def _by_hand(regularizer: regs.Regularizer, stepped, key: jax.Array, initial=PARAMS):
+    """``a * stepped + b * noise`` on masked leaves, ``stepped`` elsewhere; the noise drawn as
+    documented: the state's key split once, standard normals for all masked leaves at once,
+    cut in flattening order, scaled by each leaf's initial std and shifted by its mean."""
+    _, draw = jax.random.split(key)
+    leaves, tree = jax.tree.flatten(stepped)
+    selected = jax.tree.leaves(regs.mask(regularizer, stepped))
+    normals = iter(jax.random.normal(draw, (sum(w.size for w, m in zip(leaves, selected, strict=True) if m),)).tolist())
+    a, b = 1 - STRENGTH, regularizer.perturb * STRENGTH
+    expected = []
+    for w, w0, m in zip(leaves, jax.tree.leaves(initial), selected, strict=True):
+        z = np.reshape([next(normals) for _ in range(w.size)], w.shape) if m else 0.0
+        expected.append(a * w + b * (jnp.mean(w0) + jnp.std(w0) * z) if m else w)
+    return tree.unflatten(expected)
+
+
+def _without_shrink(state):
+    """The baseline optimizer's state inside ours: the same chain less its last step."""
+    return state._replace(inner_state=state.inner_state[:-1])
+
+
+def _assert_leaves(a, b, exact: bool) -> None:
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if exact:
+            np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "regularizer",
+    [SHRINK, regs.Regularizer("shrink_perturb", network="value", include_biases=True, include_norm_scales=True)],
+    ids=["weights-period-3", "value-network-every-leaf-period-1"],
+)
+def test_shrink_perturb_every_period_steps_and_nothing_between(regularizer: regs.Regularizer) -> None:
+    """Clipped Adam steps on a parameter-dependent gradient, each compared with the baseline
+    optimizer's step from the same parameters and Adam state: between periods bit for bit the
+    same; at the end of each period the masked leaves are ``a * w + b * noise`` of that step,
+    the others exactly that step; the key moves on once per period."""
+    ours = regs.optimizer(regularizer, 0.05, STRENGTH, max_grad_norm=0.5)
+    baseline = regs.optimizer(regs.Regularizer(), 0.05, STRENGTH, max_grad_norm=0.5)
+    selected = jax.tree.leaves(regs.mask(regularizer, PARAMS))
+    assert not all(selected) and any(selected)
+    params, state, key = PARAMS, ours.init(PARAMS), regs.noise_key(PARAMS)
+    for step in range(1, 2 * regularizer.period + 1):
+        grads = _task_grad(params)
+        plain, _ = baseline.update(grads, _without_shrink(state), params)
+        stepped = optax.apply_updates(params, plain)
+        updates, state = ours.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        if step % regularizer.period:
+            _assert_leaves(params, stepped, exact=True)
+        else:
+            _assert_leaves(params, _by_hand(regularizer, stepped, key), exact=False)
+            for w, plain_w, m in zip(jax.tree.leaves(params), jax.tree.leaves(stepped), selected, strict=True):
+                assert m or np.array_equal(w, plain_w)  # unmasked leaves: the base step only
+                assert not m or w.size == 1 or not np.allclose(w, plain_w)  # (a constant leaf may sit still)
+            key = jax.random.split(key)[0]
+        assert np.array_equal(jax.random.key_data(state.inner_state[-1].key), jax.random.key_data(key))
+
+
+def test_shrink_perturb_noise_has_each_leafs_initial_mean_and_spread() -> None:
+    """With ``w + u = 0`` and ``b = 1`` the parameters become the noise. For a leaf of n
+    entries, n normal draws have a sample mean within sigma / sqrt(n) and a sample standard
+    deviation within sigma / sqrt(2n) of the truth (one standard error); 5 standard errors
+    are checked. A normal and a uniform kernel (the noise is Gaussian either way, with the
+    initial mean and spread); constant biases (std 0) get their initial value back."""
+    initial = {
+        "Dense_0": {
+            "kernel": 0.01 + 0.05 * jax.random.normal(jax.random.key(3), (300, 200)),
+            "bias": jnp.full((200,), 0.3),
+        },
+        "Dense_1": {"kernel": 2.0 * jax.random.uniform(jax.random.key(4), (200, 100)), "bias": jnp.zeros(100)},
+    }
+    regularizer = regs.Regularizer("shrink_perturb", include_biases=True, perturb=4.0)
+    transform = regs.shrink_perturb(regularizer, 0.25)  # b = perturb * strength = 1
+    negated = jax.tree.map(jnp.negative, initial)
+    updates, _ = transform.update(negated, transform.init(initial), initial)
+    noise = optax.apply_updates(initial, updates)
+    for name in ("Dense_0", "Dense_1"):
+        w0, drawn = initial[name]["kernel"], noise[name]["kernel"]
+        sigma, n = float(jnp.std(w0)), w0.size
+        assert abs(float(jnp.std(drawn)) - sigma) < 5 * sigma / np.sqrt(2 * n)
+        assert abs(float(jnp.mean(drawn)) - float(jnp.mean(w0))) < 5 * sigma / np.sqrt(n)
+        np.testing.assert_allclose(noise[name]["bias"], initial[name]["bias"], atol=1e-6)
+        correlation = float(jnp.corrcoef(drawn.ravel(), w0.ravel())[0, 1])
+        assert abs(correlation) < 5 / np.sqrt(n)  # fresh draws, not the initial weights
+
+
+def test_shrink_perturb_at_strength_zero_is_the_baseline() -> None:
+    """Strength 0 (shrink factor 1, no noise): the step returns its input updates bit for bit,
+    alone, and jitted and vmapped beside a run that shrinks; step by step the whole
+    optimizer's parameters equal the baseline's bit for bit. (Compiled into one program with
+    its learner, the last bit may differ from the baseline's program, as for every kind at
+    strength 0: XLA fuses the two chains differently.)"""
+    regularizer = regs.Regularizer("shrink_perturb", include_biases=True)
+    transform = regs.shrink_perturb(regularizer, 0.0)
+    updates, state = transform.update(GRADS, transform.init(PARAMS), PARAMS)
+    _assert_leaves(updates, GRADS, exact=True)
+
+    def step(strength):
+        transform = regs.shrink_perturb(regularizer, strength)
+        return transform.update(GRADS, transform.init(PARAMS), PARAMS)[0]
+
+    both = jax.jit(jax.vmap(step))(jnp.array([0.0, 0.5]))
+    _assert_leaves(jax.tree.map(lambda x: x[0], both), GRADS, exact=True)
+    assert not np.allclose(both["policy"]["Dense_0"]["kernel"][1], GRADS["policy"]["Dense_0"]["kernel"])
+    ours = regs.optimizer(regularizer, 0.05, 0.0, max_grad_norm=0.5)
+    baseline = regs.optimizer(regs.Regularizer(), 0.05, 0.0, max_grad_norm=0.5)
+    params, reference = PARAMS, PARAMS
+    state, reference_state = ours.init(PARAMS), baseline.init(PARAMS)
+    for _ in range(3):
+        updates, state = ours.update(_task_grad(params), state, params)
+        params = optax.apply_updates(params, updates)
+        updates, reference_state = baseline.update(_task_grad(reference), reference_state, reference)
+        reference = optax.apply_updates(reference, updates)
+        _assert_leaves(params, reference, exact=True)
+
+
+def test_shrink_perturb_vmapped_runs_each_keep_their_own_period() -> None:
+    """Under vmap the noise is drawn when any run is due; a run that is not due, or has
+    strength 0, is untouched, and each run equals itself run alone."""
+    transform = regs.optimizer(SHRINK, 0.05, STRENGTH, base="sgd")
+
+    def run(strength, offset):
+        state = transform.init(PARAMS)
+        state.hyperparams["strength"] = strength
+        state = state._replace(inner_state=(*state.inner_state[:-1], state.inner_state[-1]._replace(count=offset)))
+        params, trajectory = PARAMS, []
+        for _ in range(3):
+            updates, state = transform.update(GRADS, state, params)
+            params = optax.apply_updates(params, updates)
+            trajectory.append(params)
+        return trajectory
+
+    strengths, offsets = jnp.array([0.2, 0.2, 0.0, 0.5]), jnp.array([0, 1, 0, 2], jnp.int32)
+    together = jax.jit(jax.vmap(run))(strengths, offsets)
+    for i in range(4):
+        alone = jax.jit(run)(strengths[i], offsets[i])
+        _assert_leaves(jax.tree.map(lambda x, i=i: x[i], together), alone, exact=False)
+    kernel = np.asarray([[t["policy"]["Dense_0"]["kernel"][i, 0, 0] for t in together] for i in range(4)])
+    plain = 3.0 - 0.05 * 0.3 * np.arange(1, 4)  # SGD on a constant gradient
+    moved = ~np.isclose(kernel, plain[None, :], rtol=1e-6)
+    # shrunk first at step 3 (offset 0), 2 (offset 1), never (strength 0), 1 (offset 2)
+    assert [int(np.argmax(row)) if row.any() else -1 for row in moved] == [2, 1, -1, 0]
+
+
+def test_shrink_perturb_key_is_a_function_of_the_initial_parameters() -> None:
+    same = regs.noise_key(jax.tree.map(jnp.copy, PARAMS))
+    assert np.array_equal(jax.random.key_data(regs.noise_key(PARAMS)), jax.random.key_data(same))
+    other = regs.noise_key(jax.tree.map(lambda w: w + 1e-3, PARAMS))
+    assert not np.array_equal(jax.random.key_data(regs.noise_key(PARAMS)), jax.random.key_data(other))
+
+
+def test_shrink_perturb_direction_and_chain() -> None:
+    """The pull it reports is the expected displacement of one shrink-and-perturb; it is the
+    last step of the chain and needs the parameters."""
+    regularizer = regs.Regularizer("shrink_perturb", perturb=0.5)
+    pull = regs.direction(regularizer, PARAMS, INIT, jnp.asarray(LAMBDA))
+    np.testing.assert_allclose(pull["value"]["Dense_0"]["kernel"].ravel(), LAMBDA * (VALUE_K - 0.5 * 0.5), rtol=1e-6)
+    assert float(jnp.abs(pull["value"]["Dense_0"]["bias"]).sum()) == 0.0
+    assert float(regs.penalty(regularizer, PARAMS, INIT, jnp.asarray(LAMBDA))) == 0.0
+    state = regs.optimizer(regularizer, 0.1, LAMBDA).init(PARAMS)
+    assert len(state.inner_state) == 3 and isinstance(state.inner_state[-1], regs.ShrinkPerturbState)
+    transform = regs.shrink_perturb(regularizer, LAMBDA)
+    with pytest.raises(ValueError, match="needs the parameters"):
+        transform.update(GRADS, transform.init(PARAMS))
+    with pytest.raises(ValueError, match="the regularizer is 'l2'"):
+        regs.shrink_perturb(regs.Regularizer("l2"), LAMBDA)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: regs.Regularizer("shrink_perturb", period=0), "reg_period"),
+        (lambda: regs.Regularizer("shrink_perturb", period=2.5), "reg_period"),
+        (lambda: regs.Regularizer("shrink_perturb", period=True), "reg_period"),
+        (lambda: regs.Regularizer("shrink_perturb", period=2**31), "reg_period"),
+        (lambda: regs.Regularizer("shrink_perturb", perturb=-0.1), "reg_perturb"),
+        (lambda: regs.Regularizer("l2", period=10), "reg_period"),
+        (lambda: regs.Regularizer("weight_decay", perturb=0.0), "reg_perturb"),
+        (lambda: regs.check_strength(regs.Regularizer("shrink_perturb"), 1.0), "strength"),
+        (lambda: regs.check_strength(regs.Regularizer("shrink_perturb"), -0.1), "strength"),
+    ],
+)
+def test_shrink_perturb_bad_input_names_the_option(make, field: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        make()
+    assert error.value.field == field
+
+
+# ---------------------------------------------- shrink and perturb in specs, commands and learners
+
+SP_SPEC = """
+name = "sp"
+task = "teacher"
+seeds = 2
+budget = 24
+[config]
+inputs = 6
+train_samples = 64
+test_samples = 32
+hidden = [16]
+teacher_hidden = [8]
+[[regularizers]]
+kind = "shrink_perturb"
+strengths = [0.1]
+period = 4
+[evaluation]
+every_updates = 8
+[execution]
+chunk_updates = 8
+"""
+
+
+def test_a_spec_names_shrink_perturb_by_its_static_fields() -> None:
+    from regspeed.study import spec as spec_module
+
+    spec = spec_module.parse(SP_SPEC)
+    assert [c.name for c in spec_module.conditions(spec)] == ["none", "shrink_perturb[period=4]@0.1"]
+    assert spec_module.conditions(spec)[1].regularizer == regs.Regularizer("shrink_perturb", period=4)
+    both = SP_SPEC + '[[regularizers]]\nkind = "shrink_perturb"\nstrengths = [0.1]\nperturb = 0.5\n'
+    assert [c.name for c in spec_module.conditions(spec_module.parse(both))][1:] == [
+        "shrink_perturb[period=4]@0.1", "shrink_perturb[perturb=0.5]@0.1",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (("period = 4", "period = 0"), ("regularizers[0].period", "must be an integer from 1 to 2147483647 (got 0)")),
+        (("period = 4", "period = 2.5"), ("regularizers[0].period", "must be an integer (got 2.5)")),
+        (("period = 4", "period = true"), ("regularizers[0].period", "must be an integer (got True)")),
+        (("period = 4", "perturb = -1"), ("regularizers[0].perturb", "must be >= 0 (got -1.0)")),
+        (("strengths = [0.1]", "strengths = [1.5]"), ("regularizers[0].strengths", "must be in [0, 1): the weights")),
+        (('kind = "shrink_perturb"', 'kind = "l2"'), ("regularizers[0].period", "only shrink_perturb has one")),
+    ],
+)
+def test_bad_shrink_perturb_settings_are_one_line_with_their_toml_path(
+    change: tuple[str, str], problem: tuple[str, str]
+) -> None:
+    from regspeed.study import spec as spec_module
+
+    assert change[0] in SP_SPEC
+    with pytest.raises(spec_module.SpecError) as caught:
+        spec_module.parse(SP_SPEC.replace(*change))
+    assert len(caught.value.problems) == 1
+    path, message = caught.value.problems[0]
+    assert path == problem[0] and message.startswith(problem[1]), caught.value.problems
+
+
+def test_bad_shrink_perturb_settings_on_the_command_line_exit_2(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from regspeed.cli import app
+
+    path = tmp_path / "bad.toml"
+    path.write_text(SP_SPEC.replace("period = 4", "period = 0"))
+    result = CliRunner().invoke(app, ["study", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "regularizers[0].period: must be an integer from 1 to 2147483647 (got 0)" in result.output
+    assert not (tmp_path / "out").exists()
+    for flags, line in (
+        (["--reg-period", "0"], "error: reg_period: must be an integer from 1 to 2147483647 (got 0)"),
+        (["--reg-perturb", "-1"], "error: reg_perturb: must be >= 0 (got -1.0)"),
+        (["--strength", "1"], "error: strength: must be in [0, 1): the weights are multiplied by 1 - strength"),
+    ):
+        result = CliRunner().invoke(app, ["train", "--reg", "shrink_perturb", *flags, "--out", str(tmp_path / "t")])
+        assert result.exit_code == 2 and result.output.strip().startswith(line), result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_shrink_perturb_trains_a_learner_and_resumes_bit_identical(tmp_path) -> None:
+    """Through the optimizer alone, with no learner code: a teacher run shrinks and perturbs
+    (it moves away from the baseline), its batch-mate at strength 0 stays the baseline's run,
+    and a checkpointed, resumed run ends bit for bit as an uninterrupted one (the noise key is
+    in the carry)."""
+    import tiny
+    from test_learners import CHUNK, _resume_equals_uninterrupted
+
+    regularizer = regs.Regularizer("shrink_perturb", period=3)
+    learner, setup, carry = tiny.start("teacher", [0, 0], [0.0, 0.3], regularizer=regularizer)
+    carry, metrics = learner.trainer.advance_batch(setup.config, carry, 2 * CHUNK)
+    _, baseline_setup, baseline = tiny.start("teacher", [0], [0.0], regularizer=regs.Regularizer())
+    baseline, baseline_metrics = learner.trainer.advance_batch(baseline_setup.config, baseline, 2 * CHUNK)
+    for ours, plain in zip(jax.tree.leaves(carry.params), jax.tree.leaves(baseline.params), strict=True):
+        np.testing.assert_allclose(ours[0], plain[0], rtol=1e-5, atol=1e-6)
+    kernels = [w for w in jax.tree.leaves(carry.params) if w.ndim == 3]  # (run, inputs, outputs)
+    assert kernels and all(not np.allclose(w[1], w[0], atol=1e-3) for w in kernels)
+    np.testing.assert_allclose(metrics["train_loss"][0], baseline_metrics["train_loss"][0], rtol=1e-5)
+    assert np.isfinite(np.asarray(metrics["train_loss"])).all()
+    _resume_equals_uninterrupted("teacher", tmp_path, {"regularizer": regularizer})
+
+
+@pytest.mark.slow
+def test_a_ppo_study_with_shrink_perturb_runs_and_differs_from_the_baseline(tmp_path) -> None:
+    from test_study import TINY_SPEC
+
+    from regspeed.study import results, runner
+    from regspeed.study import spec as spec_module
+    from regspeed.study.store import Store
+
+    text = TINY_SPEC.replace('kind = "l2"', 'kind = "shrink_perturb"\nperiod = 4').replace("[1e-3, 1e-2]", "[0.05]")
+    outcome = runner.run(spec_module.parse(text), tmp_path / "sp", text)
+    assert outcome.runs_failed == 0
+    with Store.open(tmp_path / "sp") as store:
+        baseline, shrunk = results.curves(store, "weight_l2")
+    assert (baseline.condition, shrunk.condition) == ("none", "shrink_perturb[period=4]@0.05")
+    assert baseline.values.shape == shrunk.values.shape and (shrunk.values[:, -1] < baseline.values[:, -1]).all()

@@ -21,7 +21,10 @@ metric (snake: training score and survival, and their greedy-evaluation versions
   are exploratory;
 - the competing-objectives diagnostic: how the regularizer's gradient pointed relative to
   the task's (mean cosine over training, and the share of updates where it opposed it);
-- the power of the primary comparisons, simulated from a model fitted to the study.
+- the power of the primary comparisons, simulated from a model fitted to the study;
+- in a changing world (``StudyData.phase_steps > 0``), learning speed phase by phase at the
+  primary metric and threshold: first learning, relearning after each change and its trend
+  (:mod:`~regspeed.analysis.phases`).
 
 Runs that have not finished (a partial study) or that failed are censored at the last step
 they recorded, not at the budget; a seed pair is compared up to the earlier of its two.
@@ -33,21 +36,14 @@ import dataclasses
 
 import numpy as np
 
-from regspeed.analysis import metrics, sequential, stats
+from regspeed.analysis import metrics, phases, sequential, stats
+from regspeed.analysis.phases import PhaseAnalysis
+from regspeed.analysis.stats import Interval
 from regspeed.study.results import Condition, ConditionCurves, StudyData
 
 PAIRED = "paired signed-rank"  # the conditions share seeds: common random numbers
 UNPAIRED = "log-rank"  # no seed in common
 PRIMARY, SECONDARY = "primary", "secondary"
-
-
-@dataclasses.dataclass(frozen=True)
-class Interval:
-    """A point estimate with its 95% interval."""
-
-    value: float
-    low: float
-    high: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +170,7 @@ class StudyAnalysis:
     auto_thresholds: tuple[str, ...]  # metrics whose thresholds are "auto" (fractions of the best final IQM)
     game: bool  # the learner plays a game (a snake), rather than fitting data
     generalization: list[Generalization] = dataclasses.field(default_factory=list)  # a world with levels: per condition
+    phases: PhaseAnalysis | None = None  # a changing world: learning speed phase by phase (None: stationary)
 
     def label(self, metric: str) -> str:
         """The metric in words (its name if it has none)."""
@@ -251,6 +248,7 @@ def analyze(data: StudyData) -> StudyAnalysis:
         auto_thresholds=tuple(m for m in thresholds if wanted_thresholds.get(m) == "auto"),
         game=data.watchable,
         generalization=generalization(data),
+        phases=_phases(data, primary_metric, thresholds),
     )
 
 
@@ -291,12 +289,12 @@ def generalization(data: StudyData) -> list[Generalization]:
         _, in_base, in_other = np.intersect1d(base_seeds, seeds, return_indices=True)
         difference = gap[in_other] - base_gap[in_base]
         difference = difference[np.isfinite(difference)]
-        changes.append(_iqm_interval(difference))
+        changes.append(stats.iqm_estimate(difference))
         p_values.append(stats.signed_rank_p(difference) if len(difference) else 1.0)
     adjusted = stats.holm(p_values) if p_values else np.asarray([])
     result = []
     for index, condition in enumerate(data.conditions):
-        values = {metric: _iqm_interval(finals[metric][condition.name][1]) for metric in GAP_METRICS}
+        values = {metric: stats.iqm_estimate(finals[metric][condition.name][1]) for metric in GAP_METRICS}
         compared = index > 0
         result.append(
             Generalization(
@@ -312,13 +310,13 @@ def generalization(data: StudyData) -> list[Generalization]:
     return result
 
 
-def _iqm_interval(values: np.ndarray) -> Interval:
-    """IQM of the finite values with its 95% bootstrap interval."""
-    finite = np.asarray(values, float)
-    finite = finite[np.isfinite(finite)]
-    if not len(finite):
-        return Interval(float("nan"), float("nan"), float("nan"))
-    return Interval(stats.iqm(finite), *stats.iqm_interval(finite))
+def _phases(data: StudyData, metric: str | None, thresholds: dict[str, list[float]]) -> PhaseAnalysis | None:
+    """A changing world's per-phase learning speed at the primary family's metric and middle
+    threshold (:func:`phases.analyze`); None for a stationary world or without a threshold."""
+    levels = thresholds.get(metric or "", [])
+    if metric is None or not levels:
+        return None
+    return phases.analyze(data, metric, levels[len(levels) // 2])
 
 
 def _decided_sequentially(comparison: Comparison, looks: sequential.SequentialOutcome) -> Comparison:

@@ -65,6 +65,24 @@ def iqm_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A point estimate with its 95% interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+def iqm_estimate(values: np.ndarray) -> Interval:
+    """IQM of the finite values with its 95% bootstrap interval (:func:`iqm_interval`); NaN without any."""
+    finite = np.asarray(values, float)
+    finite = finite[np.isfinite(finite)]
+    if not len(finite):
+        return Interval(float("nan"), float("nan"), float("nan"))
+    return Interval(iqm(finite), *iqm_interval(finite))
+
+
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
     """``P(X > Y) + P(X = Y) / 2`` for a random run X of one condition and Y of another."""
     x, y = np.asarray(x, float), np.asarray(y, float)

@@ -39,10 +39,17 @@ def train(
     ] = None,
     level_seed_offset: Annotated[int | None, typer.Option(help="First training level seed (default 0).")] = None,
     reg: Annotated[
-        str, typer.Option(help="Regularizer: none, l1, l2, weight_decay, l2_init, elastic, dropout.")
+        str,
+        typer.Option(help="Regularizer: none, l1, l2, weight_decay, l2_init, elastic, dropout, shrink_perturb."),
     ] = "none",
-    strength: Annotated[float, typer.Option(help="Regularizer strength (the drop rate for dropout).")] = 0.0,
+    strength: Annotated[
+        float, typer.Option(help="Regularizer strength (dropout: the drop rate; shrink_perturb: the share shrunk).")
+    ] = 0.0,
     reg_network: Annotated[str, typer.Option(help="Network the regularizer acts on: all, policy, value.")] = "all",
+    reg_period: Annotated[int, typer.Option(help="shrink_perturb: optimizer steps between shrink-and-perturbs.")] = 1,
+    reg_perturb: Annotated[
+        float, typer.Option(help="shrink_perturb: noise scale as a multiple of the strength (0: shrink only).")
+    ] = 1.0,
     steps: Annotated[int, typer.Option(help="Env steps per run.")] = 2_000_000,
     seeds: Annotated[int, typer.Option(help="Runs (seeds 0..N-1 after --first-seed), vmapped together.")] = 1,
     first_seed: Annotated[int, typer.Option(help="First seed.")] = 0,
@@ -92,7 +99,7 @@ def train(
         raise ConfigError("seeds", f"must be between 1 and 10,000 (got {seeds})")
     if eval_every < 0:
         raise ConfigError("eval_every", f"must be >= 0 (got {eval_every})")
-    regularizer = regs.Regularizer(reg, network=reg_network)
+    regularizer = regs.Regularizer(reg, network=reg_network, period=reg_period, perturb=reg_perturb)
     regs.check_strength(regularizer, strength)
     given = {
         "env": dict(

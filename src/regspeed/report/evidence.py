@@ -39,6 +39,36 @@ DIAGNOSTICS = (  # metric, title, caption, line at zero
         "Above 0 the agent does better on the levels it trained on: it overfits them.",
         True,
     ),
+    (
+        "dormant_fraction",
+        "Dead units",
+        "Share of hidden units that are silent (mean |activation| exactly 0) on a batch of the update's data "
+        "(IQM, 95% band). Dead units no longer learn: a sign of lost plasticity.",
+        False,
+    ),
+    (
+        "dormant_fraction_0025",
+        "Dormant units",
+        "Share of hidden units whose mean |activation| is at most 0.025 of their layer's mean (Sokar et al. "
+        "2023's dormant neurons, tau = 0.025) on a batch of the update's data (IQM, 95% band).",
+        False,
+    ),
+    (
+        "feature_srank",
+        "Feature rank",
+        "Effective rank (srank, Kumar et al. 2021: singular values covering 99% of their sum) of the last hidden "
+        "layer's features on a batch of up to 256 examples (IQM, 95% band). A falling rank is a network "
+        "losing the capacity to represent new things.",
+        False,
+    ),
+    (
+        "effective_lr",
+        "Effective learning rate",
+        "Size of each update relative to the weights, ||w_after - w_before|| / ||w_before|| (IQM, 95% band): "
+        "how fast the weights move, whatever the nominal learning rate; smaller weights (under weight decay, "
+        "say) make the same step larger.",
+        False,
+    ),
 )
 
 
@@ -51,6 +81,7 @@ def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
     if forest is not None:
         made.append(Figure("The answer in one picture", _forest_caption(analysis), plots.to_png(forest), "summary"))
     made += [learning_curves(data, analysis, metric) for metric in analysis.summaries]
+    made += relearning_figures(analysis)
     made += tuning_figures(data, analysis)
     km = plots.kaplan_meier(analysis)
     if km is not None:
@@ -82,15 +113,44 @@ def figures(data: StudyData, analysis: StudyAnalysis) -> list[Figure]:
         )
     for metric, title, caption, zero in DIAGNOSTICS:
         if metric in data.curves:
-            curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, True, zero)
-            made.append(Figure(title, caption, plots.to_png(curve)))
+            curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, True, zero, data.phase_steps)
+            made.append(Figure(title, caption + _boundaries_caption(data), plots.to_png(curve)))
     return made
 
 
 def learning_curves(data: StudyData, analysis: StudyAnalysis, metric: str) -> Figure:
-    """The learning curves of one metric, one panel per regularizer kind."""
-    curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, smooth=not metric.startswith("eval"))
-    return Figure(f"Learning curves: {data.label(metric)}", SMOOTHED_CAPTION, plots.to_png(curve), "curves")
+    """The learning curves of one metric, one panel per regularizer kind (in a changing world
+    with the phase boundaries marked)."""
+    smooth = not metric.startswith("eval")
+    curve = plots.curves_by_kind(analysis, data.curves_of(metric), metric, smooth, phase_steps=data.phase_steps)
+    caption = SMOOTHED_CAPTION + _boundaries_caption(data)
+    return Figure(f"Learning curves: {data.label(metric)}", caption, plots.to_png(curve), "curves")
+
+
+def _boundaries_caption(data: StudyData) -> str:
+    """What a curve figure of a changing world adds: its phase boundaries (nothing in a stationary world)."""
+    if data.phase_steps <= 0:
+        return ""
+    return (
+        f" Dotted vertical lines: the world changes (every {data.phase_steps:,} {data.step_unit}); the smoothing "
+        "restarts at each change."
+    )
+
+
+def relearning_figures(analysis: StudyAnalysis) -> list[Figure]:
+    """A changing world's per-phase figure (none for a stationary world)."""
+    drawn = plots.phase_curves(analysis, text.display_names(analysis))
+    if drawn is None or analysis.phases is None:
+        return []
+    found = analysis.phases
+    caption = (
+        f"Phase by phase, each condition's {analysis.step_unit} from the phase's start to {found.metric} "
+        f"{found.threshold:g} (left; lower is faster; a phase that never got there counts as its length, the "
+        "dotted line) and the area under the phase's curve (right; higher is better): IQM over runs with 95% "
+        "bootstrap intervals. Phase 0 is first learning; a line rising from phase 1 on is relearning getting "
+        "slower each time the world changes."
+    )
+    return [Figure("Relearning: phase by phase", caption, plots.to_png(drawn), "relearning")]
 
 
 def map_figures(
@@ -118,7 +178,7 @@ def map_figures(
         analysis = cell.analysis
         metric = _primary_metric(analysis) or next(iter(analysis.summaries), None)
         shown = [learning_curves(cell_data, analysis, metric)] if metric in analysis.summaries else []
-        per_cell.append(shown + tuning_figures(cell_data, analysis))
+        per_cell.append(shown + relearning_figures(analysis) + tuning_figures(cell_data, analysis))
     return made, per_cell
 
 

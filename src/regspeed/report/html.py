@@ -59,6 +59,16 @@ def _generalization(model: ReportModel, heading: str) -> list[str]:
     return [f"<{heading}>Fitting vs generalization</{heading}><p>{note}</p>", *_table(model.generalization)]
 
 
+def _relearning(model: ReportModel, heading: str) -> list[str]:
+    """A changing world: the relearning table with its sentence and the per-phase figures (else nothing)."""
+    if model.relearning is None:
+        return []
+    note = html.escape(model.relearning_note or "")
+    figures = [_figure(figure, "h4" if heading == "h2" else "h5") for figure in figures_in(model, "relearning")]
+    title = f"<{heading}>Relearning after the world changes</{heading}><p>{note}</p>"
+    return [title, *_table(model.relearning), *figures]
+
+
 def _tuning(model: ReportModel, heading: str) -> list[str]:
     """A tuned study: how each condition's settings were chosen, the scores, the tuning curves."""
     if model.tuning is None:
@@ -113,6 +123,7 @@ def render(model: ReportModel) -> str:
         parts += [_figure(figure) for figure in curves]
     parts.append(f"<h2>Verdicts</h2><p>{escape(model.verdict_title)}</p>")
     parts += _table(model.verdicts)
+    parts += _relearning(model, "h2")
     parts += _generalization(model, "h2")
     parts += _tuning(model, "h2")
     parts.append("<h2>Evidence</h2>")
@@ -159,6 +170,7 @@ def render_map(model: MapModel) -> str:
     for cell in model.cells:
         report = cell.report
         body = [f"<p>{escape(report.answer)}</p>", f"<p>{escape(report.verdict_title)}</p>", *_table(report.verdicts)]
+        body += _relearning(report, "h4")
         body += _generalization(report, "h4")
         body += _tuning(report, "h4")
         body += [_figure(figure, "h4") for figure in figures_in(report, "curves")]

@@ -32,6 +32,14 @@ def _generalization(model: ReportModel, heading: str) -> list[str]:
             *_table(model.generalization)]  # fmt: skip
 
 
+def _relearning(model: ReportModel, heading: str) -> list[str]:
+    """A changing world: the relearning table with its sentence (else nothing)."""
+    if model.relearning is None:
+        return []
+    return ["", f"{heading} Relearning after the world changes", "", _text(model.relearning_note or ""), "",
+            *_table(model.relearning)]  # fmt: skip
+
+
 def _tuning(model: ReportModel, heading: str) -> list[str]:
     """A tuned study: how each condition's settings were chosen, with the scores (else nothing)."""
     if model.tuning is None:
@@ -51,6 +59,7 @@ def render(model: ReportModel) -> str:
     reached, setup, every comparison, caveats and the spec that reproduces it."""
     lines = _top(model)
     lines += [f"## Verdicts: {_text(model.verdict_title)}", "", *_table(model.verdicts)]
+    lines += _relearning(model, "##")
     lines += _generalization(model, "##")
     lines += _tuning(model, "##")
     lines += ["", "## How each verdict was reached", "", *_bullets(model.findings)]
@@ -97,6 +106,7 @@ def render_map(model: MapModel) -> str:
     for cell in model.cells:
         report = cell.report
         lines += ["", f"### {_text(cell.summary)}", "", _text(report.answer), "", *_table(report.verdicts)]
+        lines += _relearning(report, "####")
         lines += _generalization(report, "####")
         lines += _tuning(report, "####")
     lines += ["", "## Setup", "", *_bullets(model.setup)]

@@ -29,8 +29,8 @@ class Figure:
     title: str
     caption: str
     png: bytes
-    section: str = "evidence"  # "summary" (the answer's picture), "curves" (learning curves), "tuning", "evidence" or
-    # (a study with factors) "factors" (the speed-up against a factor)
+    section: str = "evidence"  # "summary" (the answer's picture), "curves" (learning curves), "tuning", "relearning"
+    # (a changing world's phases), "evidence" or (a study with factors) "factors" (the speed-up against a factor)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +61,8 @@ class ReportModel:
     spec_toml: str  # what reproduces the study
     generalization: TextTable | None = None  # a world with levels: training vs held-out levels at the end
     generalization_note: str | None = None  # what that table says, in a sentence
+    relearning: TextTable | None = None  # a changing world: first learning, relearning and the trend per condition
+    relearning_note: str | None = None  # what that table says, in a few words
     tuning: TextTable | None = None  # a tuned study: each condition's tuning scores and the setting it kept
     tuning_note: str | None = None  # how the settings were chosen and what each condition kept
 
@@ -89,6 +91,10 @@ def build(
         if analysis.generalization
         else None,
         generalization_note=text.generalization_sentence(analysis),
+        relearning=TextTable(text.RELEARNING_HEADER, text.relearning_rows(analysis), text.RELEARNING_VERDICT_COLUMN)
+        if analysis.phases is not None
+        else None,
+        relearning_note=text.relearning_sentence(analysis),
         tuning=_tuning_table(data, analysis),
         tuning_note=None if data.tuning is None
         else text.tuning_sentence(data.tuning, text.display_names(analysis), data.label(data.tuning.metric)),

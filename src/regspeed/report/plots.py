@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 import matplotlib.lines
 import matplotlib.patches
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
@@ -22,7 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
-from regspeed.analysis import metrics, stats
+from regspeed.analysis import phases, stats
 from regspeed.analysis.compare import Comparison, StudyAnalysis
 from regspeed.analysis.factors import DECISIVE, MapAnalysis, MapComparison
 from regspeed.report import text
@@ -34,7 +35,10 @@ if TYPE_CHECKING:
     from regspeed.report.model import MapGrid, MapTile
 
 BASELINE_COLOUR = "0.25"
-COLOUR_MAPS = {"l1": "Blues", "l2": "Oranges", "weight_decay": "Greens", "l2_init": "Purples", "elastic": "Reds"}
+COLOUR_MAPS = {
+    "l1": "Blues", "l2": "Oranges", "weight_decay": "Greens", "l2_init": "Purples", "elastic": "Reds",
+    "shrink_perturb": "YlOrBr",
+}  # fmt: skip
 BAND_RESAMPLES = 500
 
 
@@ -104,13 +108,21 @@ def _panels(count: int, height: float = 3.2) -> tuple[Figure, list]:
 
 
 def _curve(
-    axis: plt.Axes, curve: ConditionCurves, colour: object, label: str, smooth: bool, bands: dict | None = None
+    axis: plt.Axes,
+    curve: ConditionCurves,
+    colour: object,
+    label: str,
+    smooth: bool,
+    bands: dict | None = None,
+    phase_steps: int = 0,
+    budget: float = 0.0,
 ) -> None:
     """A condition's IQM curve with its band (kept in ``bands`` by condition: the baseline is
-    drawn in every panel, its band computed once)."""
+    drawn in every panel, its band computed once); smoothed as the analysis reads it (in a
+    changing world, restarted at each phase's start)."""
     band = None if bands is None else bands.get(curve.condition)
     if band is None:
-        values = metrics.smooth(curve.values, metrics.smoothing_window(len(curve.steps))) if smooth else curve.values
+        values = phases.smoothed(curve.steps, curve.values, phase_steps, budget) if smooth else curve.values
         band = iqm_band(values)
         if bands is not None:
             bands[curve.condition] = band
@@ -125,25 +137,63 @@ def curves_by_kind(
     ylabel: str,
     smooth: bool = True,
     zero_line: bool = False,
+    phase_steps: int = 0,
 ) -> Figure:
-    """One panel per regularizer kind: its strengths and the baseline, IQM with bands."""
+    """One panel per regularizer kind: its strengths and the baseline, IQM with bands; in a
+    changing world (``phase_steps`` > 0) the phase boundaries as dotted vertical lines."""
     kinds = _kinds(analysis)
     figure, axes = _panels(len(kinds))
     baseline = analysis.conditions[0].name
+    budget = analysis.budget_steps
     bands: dict = {}
     for axis, kind in zip(axes, kinds, strict=False):
         if baseline in curves:
-            _curve(axis, curves[baseline], BASELINE_COLOUR, "baseline", smooth, bands)
+            _curve(axis, curves[baseline], BASELINE_COLOUR, "baseline", smooth, bands, phase_steps, budget)
         for name, colour in _colours(analysis, kind).items():
             if name in curves:
-                _curve(axis, curves[name], colour, name, smooth)
+                _curve(axis, curves[name], colour, name, smooth, None, phase_steps, budget)
         if zero_line:
             axis.axhline(0.0, color="0.6", linewidth=0.8)
+        if phase_steps > 0:
+            for boundary in phases.phase_edges(budget, phase_steps)[1:-1]:
+                axis.axvline(boundary, color="0.55", linewidth=0.8, linestyle=":")
         axis.set_title(_plain(kind))
         axis.set_xlabel(analysis.step_unit)
         axis.legend(fontsize=7, frameon=False)
         axis.grid(alpha=0.25)
     axes[0].set_ylabel(ylabel)
+    figure.tight_layout()
+    return figure
+
+
+def phase_curves(analysis: StudyAnalysis, names: dict[str, str]) -> Figure | None:
+    """A changing world, phase by phase: each condition's time to the threshold from the
+    phase's start (left; a phase never reached counts as its length, the dotted line) and
+    area under the phase's curve (right), IQM over runs with 95% intervals, against the phase
+    index; one line per condition, coloured as in every figure. None in a stationary world."""
+    found = analysis.phases
+    if found is None:
+        return None
+    colours = {analysis.conditions[0].name: BASELINE_COLOUR, **condition_colours(analysis)}
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    index = np.arange(found.count)
+    for row in found.conditions:
+        colour = colours.get(row.condition, BASELINE_COLOUR)
+        label = _plain(names.get(row.condition, row.condition))
+        for axis, intervals in ((left, row.times), (right, row.areas)):
+            centre, low, high = (np.asarray([getattr(i, part) for i in intervals], float)
+                                 for part in ("value", "low", "high"))  # fmt: skip
+            axis.plot(index, centre, color=colour, marker="o", markersize=3, linewidth=1.4, label=label)
+            axis.fill_between(index, low, high, color=colour, alpha=0.15, linewidth=0)
+    left.plot(index, np.diff(found.edges), color="0.55", linestyle=":", linewidth=1, label="phase length")
+    left.set_ylabel(_plain(f"{analysis.step_unit} to {found.metric} {found.threshold:g} from the phase's start"))
+    right.set_ylabel(_plain(f"{found.metric}: area under the phase's curve"))
+    for axis in (left, right):
+        axis.set_xlabel("phase (0: first learning; the world changes at each next one)")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axis.grid(alpha=0.25)
+    left.set_ylim(bottom=0)
+    left.legend(fontsize=7, frameon=False)
     figure.tight_layout()
     return figure
 

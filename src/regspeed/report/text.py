@@ -12,6 +12,7 @@ import numpy as np
 from regspeed.analysis import factors, metrics
 from regspeed.analysis.compare import Comparison, Interval, Opposition, RunHealth, StudyAnalysis
 from regspeed.analysis.factors import CellAnalysis, MapAnalysis
+from regspeed.analysis.phases import PhaseComparison
 from regspeed.analysis.stats import ALPHA, SEEDS_GRID, VERDICTS
 from regspeed.study.results import Condition, StudyData, TuningChoice
 from regspeed.study.spec import value_text
@@ -77,6 +78,7 @@ KIND_WORDS = {
     "l2_init": "L2 to the initial weights",
     "elastic": "elastic net",
     "dropout": "dropout",
+    "shrink_perturb": "shrink and perturb",
 }
 LEVEL_WORDS = {0.25: "a quarter of", 0.5: "half of", 0.75: "three quarters of"}
 
@@ -407,6 +409,133 @@ def generalization_sentence(analysis: StudyAnalysis) -> str | None:
     return said + "; the gap was " + " and ".join(part for part in parts if part) + " (Holm-corrected)."
 
 
+RELEARNING_HEADER = [
+    "condition",
+    "first learning (phase 0) [95% CI]",
+    "first: vs baseline",
+    "relearning (mean of phases 1+) [95% CI]",
+    "relearning speed-up [95% CI]",
+    "verdict",
+    "p (Holm)",
+    "change per phase [95% CI]",
+    "vs baseline: p (Holm)",
+]
+RELEARNING_VERDICT_COLUMN = RELEARNING_HEADER.index("verdict")
+
+
+def _steps_interval(interval: Interval) -> str:
+    """A time in budget units with its interval: ``1,240 [1,100 to 1,400]`` (``-`` when missing)."""
+    if not np.isfinite(interval.value):
+        return "-"
+    if not (np.isfinite(interval.low) and np.isfinite(interval.high)):
+        return f"{interval.value:,.0f}"
+    return f"{interval.value:,.0f} [{interval.low:,.0f} to {interval.high:,.0f}]"
+
+
+def _per_phase(log_slope: float) -> str:
+    """A slope of log time per phase as the change per phase: ``+12%``."""
+    return "-" if not np.isfinite(log_slope) else f"{math.expm1(log_slope):+.0%}"
+
+
+def trend_words(slope: Interval) -> str:
+    """A trend across phases with its interval: ``+12% [+5%, +20%]`` (the change of the time per phase)."""
+    if not np.isfinite(slope.value):
+        return "-"
+    if not (np.isfinite(slope.low) and np.isfinite(slope.high)):
+        return _per_phase(slope.value)
+    return f"{_per_phase(slope.value)} [{_per_phase(slope.low)}, {_per_phase(slope.high)}]"
+
+
+def phase_speedup(comparison: PhaseComparison) -> str:
+    """A per-phase speed-up with its interval: ``1.7x [1.6, 1.8]`` (``-`` without pairs)."""
+    interval = comparison.speedup
+    if not np.isfinite(interval.value):
+        return "-"
+
+    def bound(value: float) -> str:
+        return "inf" if math.isinf(value) else number(value, 2)
+
+    return f"{number(interval.value, 2)}x [{bound(interval.low)}, {bound(interval.high)}]"
+
+
+def relearning_rows(analysis: StudyAnalysis) -> list[list[str]]:
+    """One row per condition (cells of :data:`RELEARNING_HEADER`): the first learning and the
+    mean relearning time, each against the baseline, and the trend across phases."""
+    if analysis.phases is None:
+        return []
+    shown = display_names(analysis)
+    rows = []
+    for row in analysis.phases.conditions:
+        reached, known = row.first_reached
+        first = f"{_steps_interval(row.first)} ({reached}/{known} reached)"
+        phases_reached, phases_known = row.relearning_reached
+        relearning = f"{_steps_interval(row.relearning)} ({phases_reached}/{phases_known} phases reached)"
+        trend = trend_words(row.slope)
+        name = shown.get(row.condition, row.condition)
+        first_cmp, again = row.first_vs_baseline, row.relearning_vs_baseline
+        if first_cmp is None or again is None:
+            rows.append([name, first, "baseline", relearning, "", "baseline", "", trend, ""])
+            continue
+        rows.append(
+            [
+                name,
+                first,
+                f"{first_cmp.verdict} {phase_speedup(first_cmp)}",
+                relearning,
+                phase_speedup(again),
+                again.verdict,
+                number(again.p_holm, 2),
+                trend,
+                number(row.slope_p_holm, 2),
+            ]
+        )
+    return rows
+
+
+def relearning_sentence(analysis: StudyAnalysis) -> str | None:
+    """What relearning after the world changes says, in a few words: the design, who relearned
+    faster (and whether it had learned faster the first time), who slower, and the baseline's
+    trend across phases (None in a stationary world)."""
+    found = analysis.phases
+    if found is None:
+        return None
+    shown = display_names(analysis)
+    said = (
+        f"The world changed every {found.phase_steps:,} {analysis.step_unit} ({found.count} phases); a phase's time "
+        f"is the {analysis.step_unit} from its start to a {analysis.label(found.metric)} of {found.threshold:g} "
+        "(a phase that never got there counts as its whole length)"
+    )
+    compared = [row for row in found.conditions[1:] if row.relearning_vs_baseline is not None]
+    faster = [row for row in compared if row.relearning_vs_baseline.verdict == "faster"]
+
+    def named(rows: list) -> str:
+        return _join([f"{shown.get(r.condition, r.condition)} "
+                      f"({number(r.relearning_vs_baseline.speedup.value, 2)}x)" for r in rows])  # fmt: skip
+
+    parts = []
+    only_again = [row for row in faster if row.first_vs_baseline.verdict != "faster"]
+    always = [row for row in faster if row.first_vs_baseline.verdict == "faster"]
+    if only_again:
+        parts.append(f"{named(only_again)} relearned faster than the baseline after the world changed, though "
+                     "not detectably faster the first time")  # fmt: skip
+    if always:
+        parts.append(f"{named(always)} learned faster than the baseline both the first time and after each change")
+    if not faster:
+        parts.append("no regularizer made relearning detectably faster")
+    slower = [row for row in compared if row.relearning_vs_baseline.verdict == "slower"]
+    if slower:
+        parts.append(f"{named(slower)} relearned slower")
+    verdicts = "; ".join(parts) + " (Holm-corrected paired signed-rank tests, as for the verdicts)"
+    base = found.conditions[0].slope
+    if np.isfinite(base.low) and base.low > 0:
+        verdicts += f"; the baseline took longer phase after phase, {trend_words(base)} per phase"
+    elif np.isfinite(base.high) and base.high < 0:
+        verdicts += f"; the baseline got faster phase after phase, {trend_words(base)} per phase"
+    elif np.isfinite(base.value):
+        verdicts += f"; the baseline's time showed no clear trend across phases ({trend_words(base)} per phase)"
+    return f"{said}. {verdicts[:1].upper()}{verdicts[1:]}."
+
+
 def candidate_label(candidate: dict[str, Any]) -> str:
     """A tuning candidate in words: ``learning_rate=0.001``."""
     return ", ".join(f"{knob}={value_text(value)}" for knob, value in candidate.items())
@@ -537,6 +666,15 @@ def caveats(analysis: StudyAnalysis, gifs_left_out: tuple[str, ...] = ()) -> lis
         "Results hold for this budget, these strengths and this configuration; a longer budget can change "
         "final performance without changing early speed.",
     ]
+    if analysis.phases is not None:
+        notes.append(
+            "Relearning (a changing world): each phase's time to the threshold is measured from the phase's start on "
+            "that phase's points alone (the smoothing restarts at each change) and censored at the phase's end. In "
+            "a seed's mean over the relearning phases a censored phase counts at its end, a lower bound: differences "
+            "in relearning speed are understated, never overstated, and an interval is open where a phase was "
+            "censored. The change per phase is the slope of log time over the relearning phases (phase 0, learned "
+            "from a fresh network, is reported on its own)."
+        )
     if analysis.power is not None:
         power = analysis.power
         needed = power.seeds_for.get(1.2, -1)

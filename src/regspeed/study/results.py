@@ -36,7 +36,16 @@ if TYPE_CHECKING:
 
 FORMATS = ("csv", "npz")
 DEFAULT_SPEED_METRICS = ("score", "steps", "eval_score", "eval_steps")  # stores that do not record theirs
-DIAGNOSTIC_METRICS = ("weight_l2", "near_zero_fraction", "grad_cosine", "levels_gap")  # drawn when recorded
+DIAGNOSTIC_METRICS = (  # drawn when recorded (report/evidence.py: DIAGNOSTICS)
+    "weight_l2",
+    "near_zero_fraction",
+    "grad_cosine",
+    "levels_gap",
+    "dormant_fraction",
+    "dormant_fraction_0025",
+    "feature_srank",
+    "effective_lr",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,6 +71,8 @@ class RegularizerSpec(_Strict):
     include_biases: bool = False
     include_norm_scales: bool = False
     l1_ratio: float = 0.5
+    period: int = 1  # shrink_perturb only
+    perturb: float = 1.0  # shrink_perturb only
 
     @pydantic.field_validator("strengths", mode="before")
     @classmethod
@@ -701,7 +703,9 @@ def _semantic_problems(spec: Spec) -> list[tuple[str, str]]:
     return problems
 
 
-_REGULARIZER_FIELDS = {"reg": "kind", "reg_network": "network"}  # ConfigError names -> spec keys
+_REGULARIZER_FIELDS = {  # ConfigError names -> spec keys
+    "reg": "kind", "reg_network": "network", "reg_period": "period", "reg_perturb": "perturb",
+}  # fmt: skip
 
 
 def to_regularizer(entry: RegularizerSpec) -> regs.Regularizer:
@@ -712,6 +716,8 @@ def to_regularizer(entry: RegularizerSpec) -> regs.Regularizer:
         include_biases=entry.include_biases,
         include_norm_scales=entry.include_norm_scales,
         l1_ratio=entry.l1_ratio,
+        period=entry.period,
+        perturb=entry.perturb,
     )
 
 
@@ -736,6 +742,10 @@ def condition_name(regularizer: regs.Regularizer, strength: float) -> str:
         qualifiers.append("scales")
     if regularizer.kind == "elastic" and regularizer.l1_ratio != 0.5:
         qualifiers.append(f"l1_ratio={regularizer.l1_ratio:g}")
+    if regularizer.period != 1:
+        qualifiers.append(f"period={regularizer.period}")
+    if regularizer.perturb != 1.0:
+        qualifiers.append(f"perturb={regularizer.perturb:g}")
     suffix = f"[{','.join(qualifiers)}]" if qualifiers else ""
     return f"{regularizer.kind}{suffix}@{strength:g}"
 
