@@ -160,3 +160,13 @@ def kill_mid_batch(spec_path: Path, folder: Path, watched: Path | None = None) -
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compiled_programs() -> object:
+    """Each test module starts without the previous modules' compiled programs (they come back
+    from the persistent compile cache when needed). The whole suite in one process otherwise
+    holds every program it ever compiled; with about 800 tests that process crashed in the C++
+    unwinder (libgcc_s) late in the run, while every module passed on its own."""
+    yield
+    jax.clear_caches()
