@@ -4,6 +4,7 @@ contract, resume and failures are in test_learners.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import jax
@@ -132,12 +133,13 @@ def test_train_command_runs_dqn(tmp_path: Path) -> None:
 
     arguments = ["train", "--algo", "dqn", "--rows", "6", "--cols", "6", "--hidden", "16", "--num-envs", "4"]
     arguments += ["--rollout-steps", "2", "--steps", "400", "--eval-every", "25", "--out", str(tmp_path)]
-    arguments += ["--action-mode", "absolute"]
+    arguments += ["--action-mode", "absolute", "--layer-norm"]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
     assert "DQN, none" in result.output and "absolute actions" in result.output
     header = (tmp_path / "curve.csv").read_text().splitlines()[0]
-    assert "q_loss" in header and "epsilon" in header
+    assert "q_loss" in header and "epsilon" in header and "feature_srank" in header
+    assert json.loads((tmp_path / "config.json").read_text())["network"]["layer_norm"] is True
     bad = CliRunner().invoke(app, ["train", "--algo", "dqn", "--reg", "l2", "--reg-network", "policy"])
     assert bad.exit_code == 2 and "reg_network: DQN has one network (the Q-network); use all" in bad.output
     unknown = CliRunner().invoke(app, ["train", "--algo", "sarsa"])

@@ -335,7 +335,8 @@ def test_load_reads_the_study_once_as_plain_data(reference: Path) -> None:
         only_score = results.load(store, ("score", "not_recorded"))
     speed = ("score", "steps", "eval_score", "eval_steps")
     assert data.speed_metrics == speed
-    assert set(data.curves) == {*speed, "weight_l2", "near_zero_fraction", "grad_cosine"}  # speed and diagnostics
+    mechanisms = {"dormant_fraction", "dormant_fraction_0025", "feature_srank", "effective_lr"}
+    assert set(data.curves) == {*speed, "weight_l2", "near_zero_fraction", "grad_cosine", *mechanisms}  # diagnostics
     assert list(only_score.curves) == ["score"]
     assert (data.name, data.task, data.budget_steps, data.step_unit) == ("tiny", "snake-ppo", 120 * 128, "env steps")
     assert data.thresholds == {"score": [1.0, 2.0]}

@@ -60,6 +60,9 @@ def train(
     activation: Annotated[str | None, typer.Option(help="relu (the default), tanh or gelu.")] = None,
     torso: Annotated[str | None, typer.Option(help="auto (the default), mlp or cnn (needs grid observations).")] = None,
     shared_torso: Annotated[bool | None, typer.Option(help="One torso for policy and value (default: two).")] = None,
+    layer_norm: Annotated[
+        bool | None, typer.Option(help="LayerNorm before each hidden layer's activation (default: none).")
+    ] = None,
     num_envs: Annotated[int | None, typer.Option(help="Environments per run (default: 64 ppo, 16 dqn).")] = None,
     rollout_steps: Annotated[
         int | None, typer.Option(help="Steps per environment per update (default: 128 ppo, 4 dqn).")
@@ -106,7 +109,10 @@ def train(
             rows=rows, cols=cols, observation=observation, window_size=window, action_mode=action_mode,
             obstacle_density=obstacle_density, levels=levels, level_seed_offset=level_seed_offset,
         ),
-        "network": dict(hidden=_layer_sizes(hidden), activation=activation, torso=torso, shared_torso=shared_torso),
+        "network": dict(
+            hidden=_layer_sizes(hidden), activation=activation, torso=torso, shared_torso=shared_torso,
+            layer_norm=layer_norm,
+        ),
         algo: dict(num_envs=num_envs, rollout_steps=rollout_steps, learning_rate=lr),
     }
     tables = {name: {key: value for key, value in table.items() if value is not None} for name, table in given.items()}

@@ -33,7 +33,7 @@ import optax
 
 from regspeed.envs import schedule, snake
 from regspeed.errors import ConfigError, refuse_non_finite
-from regspeed.learn import common, nets, snake_agents
+from regspeed.learn import common, mechanisms, nets, snake_agents
 from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams, Metrics
 from regspeed.learn.common import hparams as hparams  # re-exported: dqn.hparams
@@ -41,6 +41,7 @@ from regspeed.learn.common import run_keys as run_keys  # re-exported: dqn.run_k
 from regspeed.learn.learner import Metric
 
 DEFAULT_LEARNING_RATE = 5e-4  # the tuned default (README learning table)
+MECHANISM_EVERY = 100  # updates between measurements of the representation (see mechanism_metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,8 +224,8 @@ def _collect(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
     """``rollout_steps`` epsilon-greedy steps in every environment, written to the buffer."""
     net = network(config)
     rate = epsilon(config, carry.update)
-
     view = common.perspective(config, carry.update)  # a changing world: this phase's (else the identity)
+
     def step(state: tuple, _: None) -> tuple[tuple, tuple]:
         env_state, observation, key, replay = state
         key, explore_key, random_key = jax.random.split(key, 3)
@@ -311,7 +312,7 @@ def _learn(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
     learning = (stored >= config.learning_starts) & (carry.replay.filled >= config.n_step)
 
     def gradient_step(state: tuple, _: None) -> tuple[tuple, tuple[Metrics, jax.Array]]:
-        params, opt_state, key = state
+        params, opt_state, key, moved = state
         key, sample_key, dropout_key = jax.random.split(key, 3)
         batch = _sample(config, carry.replay, sample_key)
         (_, parts), task_grad = jax.value_and_grad(_task_loss, argnums=1, has_aux=True)(
@@ -323,10 +324,14 @@ def _learn(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
         params, opt_state = jax.tree.map(
             lambda new, old: jnp.where(learning, new, old), (new_params, new_opt_state), (params, opt_state)
         )
-        return (params, opt_state, key), parts
+        moved = jax.tree.map(lambda total, step: total + jnp.where(learning, step, 0.0), moved, updates)
+        return (params, opt_state, key, moved), (parts, batch["observation"][: mechanisms.SAMPLE_ROWS])
 
-    (params, opt_state, key), parts = jax.lax.scan(
-        gradient_step, (carry.params, carry.opt_state, carry.key), None, length=config.gradient_steps
+    # ``moved`` sums the update's steps (for the effective learning rate): cheaper than
+    # keeping the parameters from before the update alive through the loop.
+    moved = jax.tree.map(jnp.zeros_like, carry.params)
+    (params, opt_state, key, moved), (parts, sampled) = jax.lax.scan(
+        gradient_step, (carry.params, carry.opt_state, carry.key, moved), None, length=config.gradient_steps
     )
     metrics = jax.tree.map(lambda x: jnp.where(learning, jnp.mean(x), jnp.nan), parts)
     update = carry.update + 1
@@ -338,7 +343,30 @@ def _learn(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
     metrics["learning_rate"] = opt_state.hyperparams["learning_rate"]
     metrics["reg_loss"] = regs.penalty(regularizer, params, carry.init_params, strength)
     metrics.update(regs.weight_statistics(params))
+    metrics.update(mechanism_metrics(config, moved, params, sampled[-1], update))
     return carry.replace(params=params, target_params=target, opt_state=opt_state, key=key, update=update), metrics
+
+
+def mechanism_metrics(
+    config: DQNConfig, moved: Any, after: Any, observations: jax.Array, update: jax.Array
+) -> Metrics:
+    """An update's mechanism metrics (:mod:`~regspeed.learn.mechanisms`), on every
+    :data:`MECHANISM_EVERY`-th update only (NaN on the others): one SVD of 128 features
+    costs about as much as a whole default update, and even the other metrics' few small
+    operations cost a few percent of one.
+
+    Dormant units and srank: the online Q-network with the parameters after the update,
+    without dropout, on ``observations``, the batch sampled by the update's last gradient
+    step (its first 256; before ``learning_starts``, the initial network on the replay so
+    far). Effective learning rate: the weights moved by the update's gradient steps
+    (``moved``; 0 before learning starts) and after them.
+    """
+    net = network(config)
+
+    def activations_of(observations: jax.Array) -> list[jax.Array]:
+        return mechanisms.hidden_activations(net, {"params": after}, observations)
+
+    return mechanisms.metrics(MECHANISM_EVERY, update, activations_of, observations, moved, after)
 
 
 def update(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:

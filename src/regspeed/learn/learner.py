@@ -58,6 +58,15 @@ REGULARIZATION_METRICS = (
 )
 """Every learner reports these (see :mod:`regspeed.learn.regularizers`)."""
 
+MECHANISM_METRICS = (
+    Metric("dormant_fraction", "fraction of dormant hidden units (score 0: silent)", higher_is_better=False),
+    Metric("dormant_fraction_0025", "fraction of dormant hidden units (score <= 0.025)", higher_is_better=False),
+    Metric("feature_srank", "effective rank (srank) of the last hidden layer's features"),
+    Metric("effective_lr", "effective learning rate (update norm / weight norm)"),
+)
+"""Every learner reports these (see :mod:`regspeed.learn.mechanisms`; NaN on updates a
+learner does not measure, and the representation ones NaN without hidden layers)."""
+
 
 def finite_checks(metrics: Sequence[Metric]) -> tuple[str, ...]:
     """The metrics whose non-finite values stop a run (a :class:`Trainer`'s ``finite_checks``)."""

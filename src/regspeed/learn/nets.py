@@ -1,8 +1,14 @@
-"""Flax networks: an MLP and a small CNN torso, actor-critic heads, traced-rate dropout.
+"""Flax networks: an MLP and a small CNN torso, actor-critic heads, traced-rate dropout,
+optional LayerNorm.
 
 Parameter names are part of the contract with :mod:`regspeed.regularizers`: dense and
-convolution weights are ``kernel`` leaves; the policy network lives under ``policy``, the
-value network under ``value``, and a shared torso under ``torso``.
+convolution weights are ``kernel`` leaves, LayerNorm gains ``scale`` leaves (never a
+weight: regularized only with ``include_norm_scales``); the policy network lives under
+``policy``, the value network under ``value``, and a shared torso under ``torso``.
+
+Every hidden layer's activation (after the nonlinearity, before dropout) is sown into the
+``intermediates`` collection (:func:`regspeed.learn.mechanisms.sow_hidden`): a no-op
+unless a caller asks for that collection, which is how the mechanism metrics read them.
 
 Dropout is written here rather than taken from ``flax.linen.Dropout`` because its rate must
 be a traced value (it is a regularizer strength, vmapped across runs); Flax's compares the
@@ -21,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from regspeed.errors import ConfigError
+from regspeed.learn import mechanisms
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu}
 TORSOS = ("auto", "mlp", "cnn")
@@ -38,6 +45,11 @@ class NetworkConfig:
         cnn_channels: channels of the 3 x 3 convolutions of the cnn torso (before its
             dense layers).
         shared_torso: one torso feeding both heads, instead of separate networks.
+        layer_norm: a LayerNorm (with gain and bias) between each hidden layer's affine map
+            and its activation: after every dense layer of a torso, and after every
+            convolution of the cnn torso, normalising each cell's channels (as ConvNeXt
+            does: independent of the board size). Off, the network and its parameters are
+            exactly those without the option.
     """
 
     hidden: tuple[int, ...] = (128, 128)
@@ -45,6 +57,7 @@ class NetworkConfig:
     torso: str = "auto"
     cnn_channels: tuple[int, ...] = (16, 32)
     shared_torso: bool = False
+    layer_norm: bool = False
 
     def __post_init__(self) -> None:
         if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
@@ -55,6 +68,8 @@ class NetworkConfig:
             raise ConfigError("torso", f"must be one of {', '.join(TORSOS)} (got {self.torso!r})")
         if any(not isinstance(c, int) or c < 1 for c in self.cnn_channels):
             raise ConfigError("cnn_channels", f"must be positive channel counts (got {self.cnn_channels!r})")
+        if not isinstance(self.layer_norm, bool):
+            raise ConfigError("layer_norm", f"must be true or false (got {self.layer_norm!r})")
 
     def resolve_torso(self, observation_shape: Sequence[int]) -> str:
         """The torso to use for observations of this shape, checking they fit."""
@@ -108,8 +123,13 @@ class PatchConv3x3(nn.Module):
 
 
 class Torso(nn.Module):
-    """Dense layers (after 3 x 3 convolutions for a cnn), each followed by the activation
-    and, when ``use_dropout``, dropout at the traced rate."""
+    """Dense layers (after 3 x 3 convolutions for a cnn), each followed by LayerNorm (when
+    ``network.layer_norm``), the activation and, when ``use_dropout``, dropout at the traced
+    rate. Each activation is sown (before dropout) for the mechanism metrics.
+
+    Parameters: ``PatchConv3x3_i``, ``Dense_i`` and, with LayerNorm, ``LayerNorm_i`` (the
+    convolutions' first, then the dense layers'), each with ``scale`` and ``bias``.
+    """
 
     network: NetworkConfig
     kind: str  # "mlp" or "cnn"
@@ -120,7 +140,12 @@ class Torso(nn.Module):
         """Features of a batch of observations (dropout only when ``train``)."""
         act = ACTIVATIONS[self.network.activation]
 
-        def maybe_dropout(h: jax.Array) -> jax.Array:
+        def hidden(h: jax.Array) -> jax.Array:
+            """An affine map's output through (LayerNorm,) the activation (and dropout)."""
+            if self.network.layer_norm:
+                h = nn.LayerNorm()(h)
+            h = act(h)
+            mechanisms.sow_hidden(self, h)
             if self.use_dropout and train:
                 return dropout(h, dropout_rate, self.make_rng("dropout"))
             return h
@@ -133,12 +158,12 @@ class Torso(nn.Module):
             wall = np.pad(np.zeros(x.shape[-2:], np.float32), 1, constant_values=1.0)[..., None]
             h = jnp.concatenate([h, jnp.broadcast_to(wall, (*h.shape[:-1], 1))], axis=-1)
             for channels in self.network.cnn_channels:
-                h = maybe_dropout(act(PatchConv3x3(channels)(h)))
+                h = hidden(PatchConv3x3(channels)(h))
             x = h.reshape(*h.shape[:-3], -1)
         else:
             x = x.reshape(*x.shape[: x.ndim - 1], -1) if x.ndim > 1 else x
         for size in self.network.hidden:
-            x = maybe_dropout(act(_dense(size, np.sqrt(2))(x)))
+            x = hidden(_dense(size, np.sqrt(2))(x))
         return x
 
 

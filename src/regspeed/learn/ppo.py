@@ -31,7 +31,7 @@ import optax
 
 from regspeed.envs import schedule, snake
 from regspeed.errors import ConfigError, refuse_non_finite
-from regspeed.learn import common, nets, snake_agents
+from regspeed.learn import common, mechanisms, nets, snake_agents
 from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams
 from regspeed.learn.common import hparams as hparams  # re-exported: ppo.hparams
@@ -42,6 +42,7 @@ Metrics = dict[str, jax.Array]
 
 
 DEFAULT_LEARNING_RATE = 1e-3  # the tuned default (README learning table)
+MECHANISM_EVERY = 1  # updates between mechanism metrics: every one (about 1% of a PPO update)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,7 +293,7 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
     regularizer, strength = config.regularizer, carry.hparams.strength
 
     def minibatch_step(state: tuple, indices: jax.Array) -> tuple[tuple, Metrics]:
-        params, opt_state, key = state
+        params, opt_state, key, moved = state
         key, dropout_key = jax.random.split(key)
         # Gathered here rather than as a permuted copy of the whole rollout per epoch: the
         # minibatch is still in cache when the forward and backward passes read it.
@@ -303,22 +304,48 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
         parts = {**parts, **regs.gradient_diagnostics(regularizer, task_grad, params, carry.init_params, strength)}
         updates, opt_state = optimizer.update(task_grad, opt_state, params)  # adds the penalty's gradient
         params = optax.apply_updates(params, updates)
-        return (params, opt_state, key), parts
+        return (params, opt_state, key, jax.tree.map(jnp.add, moved, updates)), parts
 
     def epoch(state: tuple, _: None) -> tuple[tuple, tuple[Metrics, jax.Array]]:
-        params, opt_state, key = state
+        params, opt_state, key, moved = state
         key, shuffle_key = jax.random.split(key)
         order = common.permutation(shuffle_key, config.batch_size).reshape(config.minibatches, -1)
-        return jax.lax.scan(minibatch_step, (params, opt_state, key), order)
+        state, parts = jax.lax.scan(minibatch_step, (params, opt_state, key, moved), order)
+        return state, (parts, order[-1, : mechanisms.SAMPLE_ROWS])
 
-    (params, opt_state, key), parts = jax.lax.scan(
-        epoch, (carry.params, opt_state, carry.key), None, length=config.epochs
+    # ``moved`` sums the update's steps (for the effective learning rate): cheaper than
+    # keeping the parameters from before the update alive through the loops.
+    moved = jax.tree.map(jnp.zeros_like, carry.params)
+    (params, opt_state, key, moved), (parts, sampled) = jax.lax.scan(
+        epoch, (carry.params, opt_state, carry.key, moved), None, length=config.epochs
     )
     metrics = jax.tree.map(jnp.mean, parts)
     metrics["learning_rate"] = opt_state.hyperparams["learning_rate"]
     metrics["reg_loss"] = regs.penalty(regularizer, params, carry.init_params, strength)
     metrics.update(regs.weight_statistics(params))
+    observations = flat["observation"][sampled[-1]]
+    metrics.update(mechanism_metrics(config, moved, params, observations, carry.update + 1))
     return carry.replace(params=params, opt_state=opt_state, key=key), metrics
+
+
+def mechanism_metrics(
+    config: PPOConfig, moved: Any, after: Any, observations: jax.Array, update: jax.Array
+) -> Metrics:
+    """An update's mechanism metrics (:mod:`~regspeed.learn.mechanisms`), on every update
+    (:data:`MECHANISM_EVERY`).
+
+    Dormant units and srank: the policy network's torso (the shared one if shared) with the
+    parameters after the update, without dropout, on ``observations``: the first 256 of the
+    update's last minibatch, a uniform random sample of its rollout (all of it when the
+    minibatch is smaller). Effective learning rate: both networks' weights moved by the
+    whole update (``moved``, all its epochs and minibatches) and after it.
+    """
+    net = network(config)
+
+    def activations_of(observations: jax.Array) -> list[jax.Array]:
+        return mechanisms.hidden_activations(net, {"params": after}, observations, method=net.logits)
+
+    return mechanisms.metrics(MECHANISM_EVERY, update, activations_of, observations, moved, after)
 
 
 def update(config: PPOConfig, carry: Carry) -> tuple[Carry, Metrics]:

@@ -247,12 +247,12 @@ def noise_key(params: Params) -> jax.Array:
 
 
 @custom_vmap
-def _in_any_run(flag: jax.Array) -> jax.Array:
+def in_any_run(flag: jax.Array) -> jax.Array:
     """``flag`` itself; under ``vmap``, whether it holds in any run of the batch, unbatched."""
     return flag
 
 
-@_in_any_run.def_vmap
+@in_any_run.def_vmap
 def _in_any_run_vmap(axis_size: int, in_batched: list[bool], flag: jax.Array) -> tuple[jax.Array, bool]:
     (batched,) = in_batched
     return (jnp.any(flag) if batched else flag), False
@@ -305,7 +305,7 @@ def shrink_perturb(regularizer: Regularizer, strength: jax.Array | float) -> opt
     operands and results copied), about 1% of a PPO update
     (``benchmarks/shrink_perturb_cost.py``). Under ``vmap`` a batched predicate would turn
     the ``cond`` into a ``select`` that draws every step, so the ``cond`` is taken when any
-    run of the batch is due (:func:`_in_any_run`), and each run's ``where`` keeps its own
+    run of the batch is due (:func:`in_any_run`), and each run's ``where`` keeps its own
     result.
     """
     if regularizer.kind != "shrink_perturb":
@@ -335,7 +335,7 @@ def shrink_perturb(regularizer: Regularizer, strength: jax.Array | float) -> opt
         def skip(key: jax.Array) -> tuple[jax.Array, jax.Array]:
             return key, jnp.zeros((size,))
 
-        key, normals = jax.lax.cond(_in_any_run(due), draw, skip, state.key)
+        key, normals = jax.lax.cond(in_any_run(due), draw, skip, state.key)
         updates = _shrunk_and_perturbed(regularizer, strength, due, params, updates, state, normals)
         return updates, state._replace(count=count, key=jnp.where(due, key, state.key))
 

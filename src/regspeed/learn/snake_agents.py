@@ -25,6 +25,7 @@ from regspeed.errors import ConfigError, ConfigProblemsError
 from regspeed.learn import nets
 from regspeed.learn.driver import Trainer
 from regspeed.learn.learner import (
+    MECHANISM_METRICS,
     REGULARIZATION_METRICS,
     Learner,
     Metric,
@@ -55,6 +56,7 @@ EPISODE_METRICS = (
     Metric("test_levels_steps", "greedy survival on held-out levels", "steps"),
     Metric("levels_gap", "generalization gap (training minus held-out levels' score)", "food", higher_is_better=False),
     *REGULARIZATION_METRICS,
+    *MECHANISM_METRICS,
 )
 """The metrics every Snake agent reports (the ``*_levels_*`` ones in a world with levels);
 each agent adds its losses."""

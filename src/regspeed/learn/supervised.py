@@ -37,19 +37,28 @@ import numpy as np
 import optax
 
 from regspeed.errors import ConfigError, ConfigProblemsError, refuse_non_finite
-from regspeed.learn import common
+from regspeed.learn import common, mechanisms
 from regspeed.learn import regularizers as regs
 from regspeed.learn.common import Hparams, Metrics
 from regspeed.learn.common import hparams as hparams  # re-exported
 from regspeed.learn.common import run_keys as run_keys  # re-exported
 from regspeed.learn.driver import Trainer
-from regspeed.learn.learner import REGULARIZATION_METRICS, Learner, Metric, Request, Setup, finite_checks
+from regspeed.learn.learner import (
+    MECHANISM_METRICS,
+    REGULARIZATION_METRICS,
+    Learner,
+    Metric,
+    Request,
+    Setup,
+    finite_checks,
+)
 from regspeed.learn.tables import Tables, learning_rate, plain, set_by_caller, unknown_keys, validated
 
 TASKS = ("linreg", "teacher", "digits", "modadd")
 CLASSIFICATION = ("digits", "modadd")
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LEARNING_RATE = 1e-3
+MECHANISM_EVERY = 100  # updates between measurements of the representation (see mechanism_metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +66,9 @@ class SupervisedConfig:
     """Static settings of a supervised task (hashable: they select the compiled code).
 
     ``optimizer`` is ``sgd`` (with ``momentum``) or ``adam``; AdamW is ``adam`` with the
-    ``weight_decay`` regularizer. ``hidden = ()`` is a linear model.
+    ``weight_decay`` regularizer. ``hidden = ()`` is a linear model. ``layer_norm`` puts a
+    LayerNorm (gain and bias) between each hidden layer's affine map and its activation, as
+    :class:`~regspeed.learn.nets.NetworkConfig`'s does.
     """
 
     task: str = "modadd"
@@ -72,6 +83,7 @@ class SupervisedConfig:
     embedding: int = 128  # modadd
     hidden: tuple[int, ...] = (256,)
     activation: str = "relu"
+    layer_norm: bool = False
     optimizer: str = "adam"
     momentum: float = 0.0
     batch_size: int = 0  # 0: full batch
@@ -201,7 +213,12 @@ def _modadd(config: SupervisedConfig, rng: np.random.Generator) -> tuple:
 
 
 class Model(nn.Module):
-    """An MLP (``hidden = ()``: linear); for ``modadd``, on embeddings of a and b."""
+    """An MLP (``hidden = ()``: linear); for ``modadd``, on embeddings of a and b.
+
+    Parameters: ``hidden_i``, with ``layer_norm`` ``norm_i`` (``scale`` and ``bias``),
+    ``out`` and for ``modadd`` ``embed``. Each hidden activation is sown (before dropout)
+    for the mechanism metrics.
+    """
 
     config: SupervisedConfig
 
@@ -215,7 +232,11 @@ class Model(nn.Module):
             embed = nn.Embed(config.modulus, config.embedding, name="embed")
             x = embed(x).reshape(*x.shape[:-1], 2 * config.embedding)
         for index, size in enumerate(config.hidden):
-            x = ACTIVATIONS[config.activation](nn.Dense(size, name=f"hidden_{index}")(x))
+            x = nn.Dense(size, name=f"hidden_{index}")(x)
+            if config.layer_norm:
+                x = nn.LayerNorm(name=f"norm_{index}")(x)
+            x = ACTIVATIONS[config.activation](x)
+            mechanisms.sow_hidden(self, x)
             if key is not None:
                 x = dropout(x, dropout_rate, jax.random.fold_in(key, index))
         outputs = config.modulus if config.task == "modadd" else 10 if config.task == "digits" else 1
@@ -328,6 +349,7 @@ def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
     # The optimizer adds the penalty's gradient itself.
     updates, opt_state = _optimizer(config, carry.hparams).update(task_grad, carry.opt_state, carry.params)
     params = optax.apply_updates(carry.params, updates)
+    mechanism = mechanism_metrics(config, updates, params, x_batch, carry.update + 1)
     carry = carry.replace(params=params, opt_state=opt_state, key=key, update=carry.update + 1)
     progress = (
         optimum_progress(config, params, carry.init_params, jnp.where(regularizer.kind == "l2", strength, 0.0))
@@ -342,7 +364,30 @@ def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
         "learning_rate": opt_state.hyperparams["learning_rate"],
         "reg_loss": regs.penalty(regularizer, params, carry.init_params, strength),
         **regs.weight_statistics(params),
+        **mechanism,
     }
+
+
+def mechanism_metrics(
+    config: SupervisedConfig, moved: Any, after: Any, x_batch: jax.Array, update: jax.Array
+) -> Metrics:
+    """An update's mechanism metrics (:mod:`~regspeed.learn.mechanisms`), on every
+    :data:`MECHANISM_EVERY`-th update only (NaN on the others): an SVD of 256 rows costs
+    more than a whole update of the smaller tasks.
+
+    Dormant units and srank: the model with the parameters after the step, without dropout,
+    on the step's batch (its first 256 rows: with full batches, the same 256 training
+    examples every time; NaN for a linear model, which has no hidden layer). Effective
+    learning rate: the weights moved by the step (``moved``, the optimizer's updates) and
+    after it.
+    """
+    model = Model(config)
+
+    def activations_of(x: jax.Array) -> list[jax.Array]:
+        return mechanisms.hidden_activations(model, {"params": after}, x)
+
+    sample = x_batch[: mechanisms.SAMPLE_ROWS]
+    return mechanisms.metrics(MECHANISM_EVERY, update, activations_of, sample, moved, after)
 
 
 def advance(config: SupervisedConfig, carry: Carry, n_updates: int) -> tuple[Carry, Metrics]:
@@ -412,6 +457,7 @@ def metrics(task: str) -> tuple[Metric, ...]:
         *measured,
         Metric("optimum_progress", "progress towards its own optimum"),
         *REGULARIZATION_METRICS,
+        *MECHANISM_METRICS,
         *evaluated,
     )
 
