@@ -223,3 +223,14 @@ def test_a_cell_of_a_changing_world_shows_its_relearning_in_the_map() -> None:
     first = page.split("<summary>board=")[1]
     assert "<h4>Relearning after the world changes</h4>" in first and "<h5>Relearning: phase by phase</h5>" in first
     assert summary.count("#### Relearning after the world changes") == 2
+
+
+def test_a_changing_worlds_answer_leads_with_relearning_then_the_first_time(known: compare.StudyAnalysis) -> None:
+    said = text.answer(known)
+    assert said.startswith("After the world changed, L2 1e-2 made the network relearn faster (up to 1.7x as fast).")
+    assert "L2 1e-3 relearned within 10% of the baseline's time." in said
+    first = said.index("The first time, no regularizer made the network learn faster.")
+    assert said.index("relearn faster") < first
+    assert said.endswith("from the run's start the first time and from each change for relearning.")
+    stationary = named_study({"none": np.full(SEEDS, 5_000.0), "l2@0.01": np.full(SEEDS, 2_500.0)})
+    assert "relearn" not in text.answer(compare.analyze(stationary))

@@ -204,8 +204,40 @@ def answer(analysis: StudyAnalysis) -> str:
     inconclusive = _verdict_phrase(analysis, "inconclusive")
     if inconclusive:
         sentences.append(f"For {inconclusive}, {analysis.seeds} seeds cannot tell{_too_few(analysis.seeds)}.")
-    sentences.append(f"Learning speed here is {threshold_words(analysis)}.")
+    measured = f"Learning speed here is {threshold_words(analysis)}"
+    if analysis.phases is not None:  # a changing world: relearning is the answer, first learning beside it
+        first = "n" + sentences[0][1:] if sentences[0].startswith("No ") else sentences[0]
+        sentences = [*_relearning_answer(analysis, subject), f"the first time, {first}", *sentences[1:]]
+        measured += ", from the run's start the first time and from each change for relearning"
+    sentences.append(f"{measured}.")
     return " ".join(sentence[0].upper() + sentence[1:] for sentence in sentences)
+
+
+def _relearning_answer(analysis: StudyAnalysis, subject: str) -> list[str]:
+    """A changing world's answer: which regularizers made relearning after each change faster,
+    slower, no different or could not tell (the relearning family's verdicts)."""
+    found = analysis.phases
+    assert found is not None
+    against = {row.condition: row.relearning_vs_baseline for row in found.conditions[1:]}
+    compared = [c for c in analysis.conditions[1:] if against.get(c.name) is not None]
+
+    def phrase(verdict: str) -> str | None:
+        return _conditions_phrase(compared, {c.name for c in compared if against[c.name].verdict == verdict})
+
+    sentences = []
+    if faster := phrase("faster"):
+        best = max(against[c.name].speedup.value for c in compared if against[c.name].verdict == "faster")
+        said = f"after the world changed, {faster} made {subject} relearn faster (up to {best:.2g}x as fast)."
+        sentences.append(said)
+    else:
+        sentences.append(f"after the world changed, no regularizer made {subject} relearn detectably faster.")
+    if slower := phrase("slower"):
+        sentences.append(f"{slower} made relearning slower.")
+    if equivalent := phrase("equivalent"):
+        sentences.append(f"{equivalent} relearned within {analysis.margin - 1:.0%} of the baseline's time.")
+    if inconclusive := phrase("inconclusive"):
+        sentences.append(f"for {inconclusive}, {analysis.seeds} seeds cannot tell whether relearning changed.")
+    return sentences
 
 
 def _too_few(seeds: int) -> str:
