@@ -115,7 +115,7 @@ def test_two_cells_with_the_same_condition_names_round_trip(tmp_path: Path) -> N
 def test_a_sequential_wave_adds_batches_of_a_cell(tmp_path: Path) -> None:
     with two_cells(tmp_path) as store:
         store.add_wave([(["none"], 20, 1)], [PlannedRun("none", 2, 3, 0, 1)], {"plan": "{}"})
-        with pytest.raises(ValueError, match="not of a new batch of its cell"):  # cell 0's none in cell 1's batch
+        with pytest.raises(ValueError, match="is the first of batch 4 but not of its cell 1"):  # cell 0's none first
             store.add_wave([(["none"], 20, 1)], [PlannedRun("none", 3, 4, 0, 0)], {})
     with Store.open(tmp_path) as store:
         assert store.batches()[-1].cell == 1 and len(store.batches()) == 4
@@ -123,6 +123,22 @@ def test_a_sequential_wave_adds_batches_of_a_cell(tmp_path: Path) -> None:
         assert [(run.cell, run.condition, run.seed) for run in added] == [(1, "none", 2)]
         in_order = [(r.cell, r.condition, r.seed) for r in store.runs()]
         assert in_order[4:7] == [(1, "none", seed) for seed in (0, 1, 2)]  # cell 1's none, after all of cell 0
+
+
+def test_a_batch_may_hold_runs_of_several_cells_each_read_as_its_cells(tmp_path: Path) -> None:
+    shared = [(["none", "l2@0.001"], 12, 0), (["none", "l2@0.001"], 12, 1)]  # cells differing only in a traced rate
+    runs = [*RUNS[:4], PlannedRun("none", 0, 0, 4, 1), PlannedRun("none", 1, 0, 5, 1)]
+    runs += [PlannedRun("l2@0.001", 0, 1, 0, 1), PlannedRun("l2@0.001", 1, 1, 1, 1)]
+    with Store.create(tmp_path, {"spec_json": SPEC}, CONDITIONS, shared, runs, cells=CELLS) as store:
+        write_curves(store)
+    with Store.open(tmp_path) as store:
+        mixed = [run for run in store.runs() if run.batch == 0]
+        assert [(run.cell, run.condition) for run in mixed][-2:] == [(1, "none"), (1, "none")]
+        assert [batch.cell for batch in store.batches()] == [0, 1]
+        curve, home = store.curve("score"), {batch.batch_id: batch.cell for batch in store.batches()}
+        for run in store.runs():  # each run reads the values recorded at its own batch and position
+            expected = score(home[run.batch], run.batch, run.position, np.arange(1, 9.0))
+            assert curve[run.run_id][1].tolist() == expected.tolist()
 
 
 def test_a_condition_name_is_unique_within_its_cell_only(tmp_path: Path) -> None:
@@ -157,9 +173,10 @@ def test_a_study_without_factors_is_one_cell_named_all(tmp_path: Path) -> None:
         ({"batches": [*BATCHES, (["none"], 20, 2)]}, "batch 3 is of cell 2"),
         ({"batches": [(["none", "l1"], 12, 0), *BATCHES[1:]]}, r"batch 0 names conditions \['l1'\]"),
         ({"batches": [(["none", "l2@0.001"], 12, 0, 1), *BATCHES[1:]]}, "has 4 fields"),
-        ({"runs": [*RUNS[:7], PlannedRun("l2@0.001", 1, 2, 1, 0)]}, "not of a new batch of its cell"),
-        ({"runs": [*RUNS[:7], PlannedRun("none", 2, 2, 1, 1)]}, "not of a new batch of its cell and condition"),
-        ({"runs": [*RUNS, PlannedRun("none", 2, 3, 0, 1)]}, "not of a new batch"),
+        ({"runs": [*RUNS[:6], PlannedRun("l2@0.001", 2, 2, 0, 0), *RUNS[6:]]}, "is the first of batch 2 but not of"),
+        ({"runs": [*RUNS[:7], PlannedRun("none", 2, 2, 1, 1)]}, "not of a condition of its cell in a new batch naming"),
+        ({"runs": [*RUNS, PlannedRun("none", 2, 3, 0, 1)]}, "not of a condition of its cell in a new batch"),
+        ({"runs": [*RUNS, PlannedRun("l1", 2, 2, 2, 1)]}, "not of a condition of its cell"),
     ],
     ids=[
         "conditions-not-cell-by-cell",
@@ -168,9 +185,10 @@ def test_a_study_without_factors_is_one_cell_named_all(tmp_path: Path) -> None:
         "a-batch-of-no-cell",
         "a-batch-of-another-cells-condition",
         "a-batch-of-five-fields",
-        "a-run-in-a-batch-of-another-cell",
+        "a-batch-led-by-a-run-of-another-cell",
         "a-run-in-a-batch-without-its-condition",
         "a-run-of-no-batch",
+        "a-run-of-a-condition-its-cell-lacks",
     ],
 )
 def test_a_plan_that_mixes_cells_up_is_refused_before_anything_is_written(

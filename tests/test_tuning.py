@@ -138,6 +138,26 @@ def test_without_failures_the_kept_candidate_has_the_largest_mean(scores: list[l
 
 
 @pytest.mark.slow
+def test_cells_that_differ_only_in_the_learning_rate_share_batches() -> None:
+    """The tuning candidates of a board share one compiled program (the rate is traced), so
+    their runs are batched together; boards are not (their programs differ). Runs keep their
+    cells, in cell order."""
+    study = spec_module.tuning_study(spec_module.parse(TUNED_CELLS))
+    parts = [runner.Part(c.index, c.spec, spec_module.conditions(c.spec)) for c in spec_module.cells(study)]
+    the_plan = runner.plan_parts(parts, study.seed_list())
+    cells_of = [sorted({run.cell for run in batch.runs}) for batch in the_plan.batches]
+    assert cells_of == [[0, 1], [0, 1], [2, 3], [2, 3]]  # (board 5, board 6) x (none, l2): each with both rates
+    assert sum(len(batch.runs) for batch in the_plan.batches) == 4 * 2 * 2
+    first = the_plan.batches[0]
+    assert [(run.cell, run.condition, run.seed) for run in first.runs] == [
+        (0, "none", 100), (0, "none", 101), (1, "none", 100), (1, "none", 101)
+    ]  # fmt: skip
+    untuned = TUNED_CELLS.replace("board = [5, 6]", "learning_rate = [1e-3, 3e-3]").split("[tuning]")[0]
+    rates = spec_module.parse(untuned + "\n[factors]\nlearning_rate = [1e-3, 3e-3]\n")  # a plain factor
+    parts = [runner.Part(c.index, c.spec, spec_module.conditions(c.spec)) for c in spec_module.cells(rates)]
+    assert [sorted({r.cell for r in b.runs}) for b in runner.plan_parts(parts, [0]).batches] == [[0, 1], [0, 1]]
+
+
 def test_a_tuned_study_keeps_each_conditions_best_and_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     """Two cells, two conditions, two learning rates on two tuning seeds: the tuning runs are a
     study of their own in FOLDER/tuning; each condition of each cell is evaluated at the rate
@@ -151,6 +171,11 @@ def test_a_tuned_study_keeps_each_conditions_best_and_resumes_to_the_uninterrupt
     with store_module.Store.open(reference / runner.TUNING) as tuned, store_module.Store.open(reference) as store:
         assert len(tuned.runs()) == 2 * 2 * 2 * 2  # cells x candidates x conditions x tuning seeds
         assert {run.seed for run in tuned.runs()} == {100, 101} and {run.seed for run in store.runs()} == {0, 1}
+        for batch in tuned.batches():  # each batch trains both candidates of a board, each run at its own rate
+            assert len({run.cell for run in tuned.runs() if run.batch == batch.batch_id}) == 2
+        for cell in range(4):
+            for curves in results.curves(tuned, "learning_rate", cell=cell):
+                assert np.allclose(curves.values[:, 0], (3e-4, 3e-3)[cell % 2])
         choice = results.tuning(store)
         rates = results.curves(store, "learning_rate", cell=1)
         expected = {}

@@ -264,10 +264,13 @@ class _StudyProgress:
         self.progress.update(self.study, description=title, total=max(1, self.total), completed=self._completed())
         count = len(batches)
         cells = {row.cell_id: row.label for row in store.cells()}
-        cell_of = {batch.batch_id: batch.cell for batch in batches}
+        cells_of: dict[int, list[str]] = {}
+        for run in runs:  # a batch may hold runs of several cells that share its program
+            labels = cells_of.setdefault(run.batch, [])
+            labels += [] if cells[run.cell] in labels else [cells[run.cell]]
         for job in jobs:
             names = sorted({store_name for store_name in self._conditions(store, job.batch_id)})
-            where = f" ({cells[cell_of[job.batch_id]]})" if len(cells) > 1 else ""
+            where = f" ({'; '.join(cells_of[job.batch_id])})" if len(cells) > 1 else ""
             label = printable(f"batch {job.batch_id + 1}/{count}{where}: {', '.join(names)}")
             task = self.progress.add_task(
                 escape(label if len(label) < 60 else label[:57] + "..."), total=1.0, detail="waiting", start=False

@@ -142,9 +142,17 @@ class Learner:
         """Budget units per update."""
         return setup.config.steps_per_update
 
-    def start(self, setup: Setup, seeds: Sequence[int], strengths: Sequence[float] | np.ndarray) -> Any:
-        """Fresh carries of a batch of runs: one per (seed, strength), vmappable together.
-        The same seed gives the same initial network and environments in every condition."""
+    def start(
+        self,
+        setup: Setup,
+        seeds: Sequence[int],
+        strengths: Sequence[float] | np.ndarray,
+        learning_rates: Sequence[float] | np.ndarray | None = None,
+    ) -> Any:
+        """Fresh carries of a batch of runs: one per (seed, strength, learning rate; by
+        default ``setup``'s rate for every run), vmappable together. The same seed gives the
+        same initial network and environments in every condition."""
         strengths = jnp.asarray(strengths, jnp.float32)
-        hparams = common.Hparams(jnp.full(strengths.shape, setup.learning_rate, jnp.float32), strengths)
+        rates = setup.learning_rate if learning_rates is None else jnp.asarray(learning_rates, jnp.float32)
+        hparams = common.Hparams(jnp.broadcast_to(jnp.asarray(rates, jnp.float32), strengths.shape), strengths)
         return self.trainer.init_batch(setup.config, common.run_keys(seeds), hparams)

@@ -29,7 +29,15 @@ import numpy as np
 
 from regspeed.errors import ConfigError
 from regspeed.study import files
-from regspeed.study.store import CellRow, CurveArrays, RunRow, Store, UnreadableCheckpointError, read_checkpoint
+from regspeed.study.store import (
+    BatchRow,
+    CellRow,
+    CurveArrays,
+    RunRow,
+    Store,
+    UnreadableCheckpointError,
+    read_checkpoint,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -240,7 +248,8 @@ def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) ->
     filled = spec_module.with_added_defaults(spec)
     runs = [run for run in store.runs() if run.cell == cell]
     conditions = [condition for condition in store.conditions() if condition["cell"] == cell]
-    batches = [batch for batch in store.batches() if batch.cell == cell]
+    in_cell = {run.batch for run in runs}
+    batches = [batch for batch in store.batches() if batch.batch_id in in_cell]  # some may hold other cells' runs too
     cell_metrics, cell_budget = _cell_facts(spec) if several else (_speed_metrics(meta), 0)
     speed_metrics = cell_metrics
     wanted = (*speed_metrics, *DIAGNOSTIC_METRICS) if metrics is None else metrics
@@ -270,7 +279,7 @@ def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) ->
             for run in runs
         ],
         curves=curves_by_metric,
-        wall_seconds=sum(batch.wall_seconds for batch in batches),
+        wall_seconds=_cell_wall_seconds(store.runs(), batches, cell),
         versions=json.loads(meta.get("versions", "{}")),
         spec_toml=meta.get("spec_toml", ""),
         metric_labels=facts.metric_labels,
@@ -280,6 +289,14 @@ def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) ->
         tuning=_cell_tuning(meta, cell),
         phase_steps=_phase_steps(spec),
     )
+
+
+def _cell_wall_seconds(runs: list[RunRow], batches: list[BatchRow], cell: int) -> float:
+    """The training time of a cell's runs: each batch's time shared out by its runs (a batch
+    may hold runs of several cells)."""
+    sizes = collections.Counter(run.batch for run in runs)
+    of_cell = collections.Counter(run.batch for run in runs if run.cell == cell)
+    return sum(batch.wall_seconds * of_cell[batch.batch_id] / max(1, sizes[batch.batch_id]) for batch in batches)
 
 
 def _phase_steps(spec: dict[str, Any]) -> int:

@@ -1,9 +1,12 @@
 """Running a study: plan the runs into batches, execute them in chunks, store every chunk.
 
-- **Plan.** Conditions x seeds become runs. Runs whose regularizer has the same static
-  part (kind and mask) share compiled code and form a group; a group is split into
-  batches small enough for ``execution.memory_cap_gb``. Within a batch, strength and seed
-  are vmapped. The plan is stored with the study and never recomputed.
+- **Plan.** Conditions x seeds become runs. Runs that share compiled code form a group: the
+  same learner configuration (its regularizer's static part, kind and mask, included), the
+  same number of updates and evaluation. Runs of different cells of a study with factors
+  share it where the cells' settings differ only in traced values: the learning rate (a
+  tuning candidate, a ``learning_rate`` factor, or what a tuned condition kept). A group is
+  split into batches small enough for ``execution.memory_cap_gb``. Within a batch, strength,
+  learning rate and seed are vmapped. The plan is stored with the study and never recomputed.
 - **Execute.** :func:`execute_batch` is a generator that trains one batch from its last
   checkpoint and yields after every chunk (metrics, evaluations, the carry as arrays). The
   ``local`` backend iterates it in this process; the ``ray`` backend runs it as a Ray task
@@ -72,6 +75,7 @@ class BatchJob:
     seeds: list[int]  # one per run, in batch order
     strengths: list[float]  # one per run, in batch order
     start: dict[str, np.ndarray] | None  # checkpoint arrays to resume from, or None
+    learning_rates: list[float] | None = None  # one per run, in batch order; None: the spec's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,20 +109,33 @@ class StudyOutcome:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One planned run: a condition at its strength, with one seed."""
+    """One planned run: a condition (of cell ``cell``) at its strength, with one seed."""
 
     condition: str
     strength: float
     seed: int
+    cell: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
     """Runs trained together by one compiled program: they share the regularizer's static
-    part; strength and seed are vmapped."""
+    part and the learner's configuration (``spec``: the first run's cell's, which builds
+    it); strength, learning rate and seed are vmapped."""
 
     regularizer: regs.Regularizer
     runs: tuple[Run, ...]
+    spec: Spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """Runs to plan: ``conditions`` of cell ``cell``, trained as ``spec`` says (the cell's
+    spec, with the settings a tuned condition kept)."""
+
+    cell: int
+    spec: Spec
+    conditions: list[spec_module.Condition]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,27 +148,44 @@ class Plan:
 
 
 def plan(spec: Spec, conditions: list[spec_module.Condition] | None = None, seeds: list[int] | None = None) -> Plan:
-    """Conditions x seeds as batches: one group per static regularizer, cut into equal
-    batches that fit ``execution.memory_cap_gb``. By default every condition of the spec
-    with the seeds of its first wave (:meth:`Spec.seed_list`); a later wave of a sequential
-    study gives its own."""
-    learner = spec_module.learner_of(spec)
+    """Conditions x seeds of a study without factors (or of one cell) as batches
+    (:func:`plan_parts`). By default every condition of the spec with the seeds of its
+    first wave (:meth:`Spec.seed_list`); a later wave of a sequential study gives its own."""
     chosen = spec_module.conditions(spec) if conditions is None else conditions
-    seed_list = spec.seed_list() if seeds is None else seeds
-    groups: dict[regs.Regularizer, list[Run]] = {}
-    for condition in chosen:
-        runs = groups.setdefault(condition.regularizer, [])
-        runs += [Run(condition.name, condition.strength, seed) for seed in seed_list]
+    return plan_parts([Part(0, spec, chosen)], spec.seed_list() if seeds is None else seeds)
+
+
+def plan_parts(parts: list[Part], seeds: list[int]) -> Plan:
+    """The parts' conditions x ``seeds`` as batches: one group per compiled program
+    (:func:`shared_program`), across parts (cells) where they share it, cut into equal
+    batches that fit ``execution.memory_cap_gb`` (the first part's spec's). Runs keep the
+    parts' order, then the conditions', then the seeds'."""
+    execution = parts[0].spec.execution
+    groups: dict[Any, tuple[Spec, regs.Regularizer, list[Run]]] = {}
+    for part in parts:
+        for condition in part.conditions:
+            key = shared_program(part.spec, condition.regularizer)
+            _, _, runs = groups.setdefault(key, (part.spec, condition.regularizer, []))
+            runs += [Run(condition.name, condition.strength, seed, part.cell) for seed in seeds]
     batches: list[Batch] = []
-    cap = spec.execution.memory_cap_gb * 2**30
+    cap = execution.memory_cap_gb * 2**30
     largest = 0
-    for regularizer, runs in groups.items():
-        per_run = learner.bytes_per_run(spec_module.setup(spec, regularizer).config)
+    for spec, regularizer, runs in groups.values():
+        per_run = spec_module.learner_of(spec).bytes_per_run(spec_module.setup(spec, regularizer).config)
         most = max(1, int(cap // per_run))
         size = math.ceil(len(runs) / math.ceil(len(runs) / most))  # equal batches: fewer compiled shapes
-        batches += [Batch(regularizer, tuple(runs[i : i + size])) for i in range(0, len(runs), size)]
+        batches += [Batch(regularizer, tuple(runs[i : i + size]), spec) for i in range(0, len(runs), size)]
         largest = max(largest, size * per_run)
-    return Plan(tuple(batches), spec.execution.memory_cap_gb, largest / 2**30)
+    return Plan(tuple(batches), execution.memory_cap_gb, largest / 2**30)
+
+
+def shared_program(spec: Spec, regularizer: regs.Regularizer) -> tuple:
+    """What selects the compiled program of ``spec``'s runs with ``regularizer``: the task,
+    the learner's static configuration (which holds the regularizer), its number of updates
+    and the evaluation. The learning rate is not part of it: it is traced (:class:`common.Hparams`)."""
+    setup = spec_module.setup(spec, regularizer)
+    total = spec_module.learner_of(spec).total_updates(setup)
+    return spec.task, setup.config, total, spec.evaluation.model_dump_json()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,19 +198,20 @@ class _PlanRows:
     budget_steps: int
 
 
-def _plan_rows(spec: Spec, the_plan: Plan, first_batch: int = 0, cell: int = 0) -> _PlanRows:
-    """The store's rows of ``the_plan`` (of cell ``cell``), its batches numbered on from ``first_batch``."""
-    learner = spec_module.learner_of(spec)
+def _plan_rows(the_plan: Plan, first_batch: int = 0) -> _PlanRows:
+    """The store's rows of ``the_plan``, its batches numbered on from ``first_batch`` (a
+    batch's cell: its first run's)."""
     planned = []
     batch_rows = []
     budget_steps = 0
     for batch_id, batch in enumerate(the_plan.batches, start=first_batch):
-        setup = spec_module.setup(spec, batch.regularizer)
+        learner = spec_module.learner_of(batch.spec)
+        setup = spec_module.setup(batch.spec, batch.regularizer)
         total = learner.total_updates(setup)
         budget_steps = max(budget_steps, total * learner.steps_per_update(setup))
-        batch_rows.append((list(dict.fromkeys(run.condition for run in batch.runs)), total, cell))
+        batch_rows.append((list(dict.fromkeys(run.condition for run in batch.runs)), total, batch.runs[0].cell))
         planned += [
-            store_module.PlannedRun(run.condition, run.seed, batch_id, position, cell)
+            store_module.PlannedRun(run.condition, run.seed, batch_id, position, run.cell)
             for position, run in enumerate(batch.runs)
         ]
     return _PlanRows(batch_rows, planned, budget_steps)
@@ -210,7 +245,7 @@ def execute_batch(job: BatchJob, chunk_updates: int) -> Iterator[ChunkOutcome]:
     spec = spec_module.validate(job.spec)
     learner = spec_module.learner_of(spec)
     setup = spec_module.setup(spec, regs.Regularizer(**job.regularizer))
-    carry = learner.start(setup, job.seeds, job.strengths)
+    carry = learner.start(setup, job.seeds, job.strengths, job.learning_rates)
     if job.start is not None:
         carry = checkpoint.from_arrays(job.start, carry, f"batch {job.batch_id}")
     total = learner.total_updates(setup)
@@ -360,22 +395,21 @@ def _open_or_create(spec: Spec, folder: Path, spec_text: str) -> store_module.St
             )
         return store_module.Store.open(folder, writable=True, check=False)  # checked just above, under the lock
     cells = spec_module.cells(spec)
-    conditions, batches, runs, cell_rows = [], [], [], []
-    largest = budget_steps = 0.0
-    for cell in cells:  # each cell planned as a study of its own, batches numbered on
+    conditions, cell_rows = [], []
+    for cell in cells:
         conditions += [
             (c.name, c.regularizer.kind, c.strength, json.dumps(dataclasses.asdict(c.regularizer)), cell.index)
             for c in spec_module.conditions(cell.spec)
         ]
         cell_rows.append((cell.label, json.dumps(spec_module.normalized(cell.spec))))
-        if spec.tuning is not None:
-            continue  # planned once its tuning has chosen each condition's settings (_add_evaluation)
-        the_plan = plan(cell.spec)
-        rows = _plan_rows(cell.spec, the_plan, first_batch=len(batches), cell=cell.index)
-        batches += rows.batches
-        runs += rows.runs
-        largest = max(largest, the_plan.largest_batch_estimate_gb)
-        budget_steps = max(budget_steps, rows.budget_steps)
+    batches: list[store_module.PlannedBatch] = []
+    runs: list[store_module.PlannedRun] = []
+    largest = budget_steps = 0.0
+    if spec.tuning is None:  # a tuned study's runs are planned once its tuning has chosen (_add_evaluation)
+        the_plan = plan_parts([Part(c.index, c.spec, spec_module.conditions(c.spec)) for c in cells], spec.seed_list())
+        rows = _plan_rows(the_plan)
+        batches, runs = rows.batches, rows.runs
+        largest, budget_steps = the_plan.largest_batch_estimate_gb, rows.budget_steps
     facts = {"memory_cap_gb": spec.execution.memory_cap_gb, "largest_batch_estimate_gb": largest}
     meta = {
         "spec_toml": spec_text,
@@ -399,28 +433,23 @@ TUNING = "tuning"  # a tuned study's tuning runs: a study of their own in this f
 
 def _add_evaluation(spec: Spec, store: store_module.Store, choice: results.TuningChoice) -> None:
     """Plan a tuned study's evaluation runs once its tuning has chosen: every condition of
-    every cell with its chosen settings on the evaluation seeds (runs of one candidate and
-    regularizer batched as usual), added with the choice in one transaction."""
+    every cell with its chosen settings on the evaluation seeds (batched across cells and
+    kept settings wherever they share a compiled program, :func:`plan_parts`), added with
+    the choice in one transaction."""
     options = spec_module.candidates(spec)
-    batches: list[store_module.PlannedBatch] = []
-    runs: list[store_module.PlannedRun] = []
-    largest = budget_steps = 0.0
+    parts = []
     for cell in spec_module.cells(spec):
         chosen = {tuned.condition: tuned.chosen for tuned in choice.cells[cell.index].conditions}
         for index, values in enumerate(options):
             conditions = [c for c in spec_module.conditions(cell.spec) if chosen[c.name] == index]
-            if not conditions:
-                continue
-            tuned_spec = spec_module.with_values(cell.spec, values)
-            the_plan = plan(tuned_spec, conditions)
-            rows = _plan_rows(tuned_spec, the_plan, first_batch=len(batches), cell=cell.index)
-            batches += rows.batches
-            runs += rows.runs
-            largest = max(largest, the_plan.largest_batch_estimate_gb)
-            budget_steps = max(budget_steps, rows.budget_steps)
+            if conditions:
+                parts.append(Part(cell.index, spec_module.with_values(cell.spec, values), conditions))
+    the_plan = plan_parts(parts, spec.seed_list())
+    rows = _plan_rows(the_plan)
+    largest = the_plan.largest_batch_estimate_gb
     facts = {"memory_cap_gb": spec.execution.memory_cap_gb, "largest_batch_estimate_gb": largest}
-    meta = {"plan": json.dumps(facts), "budget_steps": str(int(budget_steps)), "tuning": choice.to_json()}
-    store.add_wave(batches, runs, meta)
+    meta = {"plan": json.dumps(facts), "budget_steps": str(int(rows.budget_steps)), "tuning": choice.to_json()}
+    store.add_wave(rows.batches, rows.runs, meta)
 
 
 def _batch_specs(spec: Spec, store: store_module.Store) -> Callable[[int, str], dict[str, Any]]:
@@ -501,7 +530,7 @@ def _add_next_wave(spec: Spec, store: store_module.Store, next_wave: NextWave | 
     meta = store.meta()
     facts = json.loads(meta["plan"])
     facts["largest_batch_estimate_gb"] = max(facts["largest_batch_estimate_gb"], the_plan.largest_batch_estimate_gb)
-    rows = _plan_rows(spec, the_plan, first_batch=len(store.batches()))
+    rows = _plan_rows(the_plan, first_batch=len(store.batches()))
     budget_steps = max(int(meta["budget_steps"]), rows.budget_steps)
     store.add_wave(rows.batches, rows.runs, {"plan": json.dumps(facts), "budget_steps": str(budget_steps)})
     return True
@@ -515,6 +544,7 @@ def _jobs(
     ``board`` removed first)."""
     conditions = {(c["cell"], c["name"]): c for c in store.conditions()}
     spec_of = _batch_specs(spec, store)
+    rate_of = _learning_rates(spec_of, conditions)
     labels = _run_labels(store)
     runs_by_batch: dict[int, list[store_module.RunRow]] = {}
     for run in store.runs():
@@ -530,14 +560,29 @@ def _jobs(
         jobs.append(
             BatchJob(
                 batch_id=batch.batch_id,
-                spec=spec_of(batch.cell, runs[0].condition),
-                regularizer=conditions[batch.cell, runs[0].condition]["regularizer"],
+                spec=spec_of(runs[0].cell, runs[0].condition),
+                regularizer=conditions[runs[0].cell, runs[0].condition]["regularizer"],
                 seeds=[run.seed for run in runs],
-                strengths=[conditions[batch.cell, run.condition]["strength"] for run in runs],
+                strengths=[conditions[run.cell, run.condition]["strength"] for run in runs],
                 start=start,
+                learning_rates=[rate_of(run.cell, run.condition) for run in runs],
             )
         )
     return jobs
+
+
+def _learning_rates(
+    spec_of: Callable[[int, str], dict[str, Any]], conditions: dict[tuple[int, str], dict[str, Any]]
+) -> Callable[[int, str], float]:
+    """(cell, condition) -> the learning rate its runs train with (its batch may hold runs
+    of other cells, trained at theirs)."""
+
+    @functools.cache
+    def rate(cell: int, condition: str) -> float:
+        regularizer = regs.Regularizer(**conditions[cell, condition]["regularizer"])
+        return spec_module.setup(spec_module.validate(spec_of(cell, condition)), regularizer).learning_rate
+
+    return rate
 
 
 def _run_labels(store: store_module.Store) -> dict[int, tuple[str, ...]]:

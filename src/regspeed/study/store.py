@@ -9,8 +9,9 @@ Tables:
 - ``conditions``: one row per condition of a cell (name, regularizer, strength): the same
   names recur in every cell, a name is unique within its cell. Condition ids run cell by
   cell, and order the runs.
-- ``batches``: runs of one cell that share compiled code, with their progress and current
-  checkpoint; their conditions by name (of the batch's cell).
+- ``batches``: runs that share compiled code, with their progress and current checkpoint;
+  their conditions by name. A batch's runs are of one cell, or of several whose settings
+  differ only in traced values (the learning rate); its ``cell`` is its first run's.
 - ``runs``: one row per (condition, seed): batch, status, timings, error.
 - ``metrics``: metric names; ``blocks`` (format 4): the curves, one row per chunk of a batch
   and metric holding its runs' finite values as arrays (:func:`encode_block`): run ids,
@@ -102,7 +103,7 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     + """
 CREATE TABLE batches (
     batch_id INTEGER PRIMARY KEY,
-    condition_ids TEXT NOT NULL,  -- a JSON list of the names of conditions of its cell
+    condition_ids TEXT NOT NULL,  -- a JSON list of the names of its runs' conditions
     total_updates INTEGER NOT NULL,
     updates_done INTEGER NOT NULL DEFAULT 0,
     checkpoint TEXT,
@@ -690,8 +691,9 @@ def _insert_plan(
     connection: sqlite3.Connection, first: int, batches: list[PlannedBatch], runs: list[PlannedRun]
 ) -> None:
     """Insert planned batches, numbered from ``first``, and their runs (pending), inside the
-    caller's transaction. A batch's conditions are conditions of its cell; a run is of one of
-    the new batches, of its cell, and of one of its conditions."""
+    caller's transaction. A batch's cell is one of the study's and its conditions are
+    conditions of some cell; a run is of a condition of its cell, of one of the new batches
+    and of one of that batch's conditions; a batch's first run is of the batch's cell."""
     cells = {cell for (cell,) in connection.execute("SELECT cell_id FROM cells")}
     ids = {
         (cell, name): id_ for cell, name, id_ in connection.execute("SELECT cell, name, condition_id FROM conditions")
@@ -701,13 +703,16 @@ def _insert_plan(
         names, total, cell = _with_cell(batch, 2)
         if cell not in cells:
             raise ValueError(f"batch {index} is of cell {cell}, which the study does not have")
-        if unknown := [name for name in names if (cell, name) not in ids]:
-            raise ValueError(f"batch {index} names conditions {unknown} that its cell {cell} does not have")
+        known = {name for _, name in ids}
+        if unknown := [name for name in names if name not in known]:
+            raise ValueError(f"batch {index} names conditions {unknown} that no cell has")
         planned[index] = (list(names), total, cell)
     for run in runs:
         names, _, cell = planned.get(run.batch, ([], 0, None))
-        if cell != run.cell or run.condition not in names:
-            raise ValueError(f"{run} is not of a new batch of its cell and condition")
+        if (run.cell, run.condition) not in ids or run.condition not in names:
+            raise ValueError(f"{run} is not of a condition of its cell in a new batch naming it")
+        if run.position == 0 and run.cell != cell:
+            raise ValueError(f"{run} is the first of batch {run.batch} but not of its cell {cell}")
     connection.executemany(
         "INSERT INTO batches (batch_id, condition_ids, total_updates, cell) VALUES (?, ?, ?, ?)",
         [(index, json.dumps(names), total, cell) for index, (names, total, cell) in planned.items()],
