@@ -206,19 +206,32 @@ def answer(analysis: StudyAnalysis) -> str:
         sentences.append(f"For {inconclusive}, {analysis.seeds} seeds cannot tell{_too_few(analysis.seeds)}.")
     measured = f"Learning speed here is {threshold_words(analysis)}"
     if analysis.phases is not None:  # a changing world: relearning is the answer, first learning beside it
-        first = "n" + sentences[0][1:] if sentences[0].startswith("No ") else sentences[0]
-        sentences = [*_relearning_answer(analysis, subject), f"the first time, {first}", *sentences[1:]]
-        measured += ", from the run's start the first time and from each change for relearning"
+        sentences = _phase_answer(analysis, subject)
+        measured += ", from the run's start the first time and from each change's start for relearning"
     sentences.append(f"{measured}.")
     return " ".join(sentence[0].upper() + sentence[1:] for sentence in sentences)
 
 
-def _relearning_answer(analysis: StudyAnalysis, subject: str) -> list[str]:
-    """A changing world's answer: which regularizers made relearning after each change faster,
-    slower, no different or could not tell (the relearning family's verdicts)."""
+def _phase_answer(analysis: StudyAnalysis, subject: str) -> list[str]:
+    """A changing world's answer from its phase-by-phase comparisons: which regularizers made
+    relearning after each change faster, slower, no different or could not tell, then the
+    same for the first learning (phase 0; not the whole run's time, whose smoothing and
+    threshold crossing may fall in any phase)."""
     found = analysis.phases
     assert found is not None
-    against = {row.condition: row.relearning_vs_baseline for row in found.conditions[1:]}
+    relearning = {row.condition: row.relearning_vs_baseline for row in found.conditions[1:]}
+    first = {row.condition: row.first_vs_baseline for row in found.conditions[1:]}
+    return [
+        *_family_sentences(analysis, relearning, f"after the world changed, {{}} made {subject} relearn", "relearning"),
+        *_family_sentences(analysis, first, f"the first time, {{}} made {subject} learn", "first learning"),
+    ]
+
+
+def _family_sentences(
+    analysis: StudyAnalysis, against: dict[str, PhaseComparison | None], lead: str, what: str
+) -> list[str]:
+    """One family's verdicts in words: ``lead`` (a template for the conditions) faster or
+    not, then slower, equivalent and inconclusive, grouped by regularizer."""
     compared = [c for c in analysis.conditions[1:] if against.get(c.name) is not None]
 
     def phrase(verdict: str) -> str | None:
@@ -227,16 +240,15 @@ def _relearning_answer(analysis: StudyAnalysis, subject: str) -> list[str]:
     sentences = []
     if faster := phrase("faster"):
         best = max(against[c.name].speedup.value for c in compared if against[c.name].verdict == "faster")
-        said = f"after the world changed, {faster} made {subject} relearn faster (up to {best:.2g}x as fast)."
-        sentences.append(said)
+        sentences.append(f"{lead.format(faster)} faster (up to {best:.2g}x as fast).")
     else:
-        sentences.append(f"after the world changed, no regularizer made {subject} relearn detectably faster.")
+        sentences.append(f"{lead.format('no regularizer')} detectably faster.")
     if slower := phrase("slower"):
-        sentences.append(f"{slower} made relearning slower.")
+        sentences.append(f"{slower} made {what} slower.")
     if equivalent := phrase("equivalent"):
-        sentences.append(f"{equivalent} relearned within {analysis.margin - 1:.0%} of the baseline's time.")
+        sentences.append(f"{equivalent} changed the time of {what} by less than {analysis.margin - 1:.0%}.")
     if inconclusive := phrase("inconclusive"):
-        sentences.append(f"for {inconclusive}, {analysis.seeds} seeds cannot tell whether relearning changed.")
+        sentences.append(f"for {inconclusive}, {analysis.seeds} seeds cannot tell whether {what} changed.")
     return sentences
 
 
