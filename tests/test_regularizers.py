@@ -316,6 +316,34 @@ def test_shrink_perturb_every_period_steps_and_nothing_between(regularizer: regs
         assert np.array_equal(jax.random.key_data(state.inner_state[-1].key), jax.random.key_data(key))
 
 
+def test_shrink_perturb_at_phase_changes_acts_where_the_learner_says_a_phase_ends() -> None:
+    """``period = 0``: the steps given ``phase_ends=False`` are the baseline's bit for bit, the
+    one given ``True`` shrinks and perturbs (the key moves on once); without the flag it refuses
+    (a learner without phases would silently never act), and the name says "phase"."""
+    regularizer = regs.Regularizer("shrink_perturb", period=0, perturb=0.5)
+    assert regularizer.at_phase_change and not SHRINK.at_phase_change
+    ours = regs.optimizer(regularizer, 0.05, STRENGTH, max_grad_norm=0.5)
+    baseline = regs.optimizer(regs.Regularizer(), 0.05, STRENGTH, max_grad_norm=0.5)
+    params, state, key = PARAMS, ours.init(PARAMS), regs.noise_key(PARAMS)
+    for ends in (False, False, True, False):
+        grads = _task_grad(params)
+        plain, _ = baseline.update(grads, _without_shrink(state), params)
+        stepped = optax.apply_updates(params, plain)
+        updates, state = ours.update(grads, state, params, phase_ends=jnp.asarray(ends))
+        params = optax.apply_updates(params, updates)
+        if ends:
+            _assert_leaves(params, _by_hand(regularizer, stepped, key), exact=False)
+            key = jax.random.split(key)[0]
+        else:
+            _assert_leaves(params, stepped, exact=True)
+        assert np.array_equal(jax.random.key_data(state.inner_state[-1].key), jax.random.key_data(key))
+    with pytest.raises(ValueError, match="phase_ends"):
+        ours.update(GRADS, state, PARAMS)
+    from regspeed.study import spec as spec_module
+
+    assert spec_module.condition_name(regularizer, 0.2) == "shrink_perturb[period=phase,perturb=0.5]@0.2"
+
+
 def test_shrink_perturb_noise_has_each_leafs_initial_mean_and_spread() -> None:
     """With ``w + u = 0`` and ``b = 1`` the parameters become the noise. For a leaf of n
     entries, n normal draws have a sample mean within sigma / sqrt(n) and a sample standard
@@ -429,7 +457,8 @@ def test_shrink_perturb_direction_and_chain() -> None:
 @pytest.mark.parametrize(
     ("make", "field"),
     [
-        (lambda: regs.Regularizer("shrink_perturb", period=0), "reg_period"),
+        (lambda: regs.Regularizer("shrink_perturb", period=-1), "reg_period"),
+        (lambda: regs.check_world(regs.Regularizer("shrink_perturb", period=0), changing=False), "reg_period"),
         (lambda: regs.Regularizer("shrink_perturb", period=2.5), "reg_period"),
         (lambda: regs.Regularizer("shrink_perturb", period=True), "reg_period"),
         (lambda: regs.Regularizer("shrink_perturb", period=2**31), "reg_period"),
@@ -485,7 +514,8 @@ def test_a_spec_names_shrink_perturb_by_its_static_fields() -> None:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        (("period = 4", "period = 0"), ("regularizers[0].period", "must be an integer from 1 to 2147483647 (got 0)")),
+        (("period = 4", "period = 0"), ("regularizers[0].period", "0 (shrink and perturb at each phase change) needs")),
+        (("period = 4", "period = -1"), ("regularizers[0].period", "must be an integer from 0 (at each phase change)")),
         (("period = 4", "period = 2.5"), ("regularizers[0].period", "must be an integer (got 2.5)")),
         (("period = 4", "period = true"), ("regularizers[0].period", "must be an integer (got True)")),
         (("period = 4", "perturb = -1"), ("regularizers[0].perturb", "must be >= 0 (got -1.0)")),
@@ -515,10 +545,11 @@ def test_bad_shrink_perturb_settings_on_the_command_line_exit_2(tmp_path) -> Non
     path.write_text(SP_SPEC.replace("period = 4", "period = 0"))
     result = CliRunner().invoke(app, ["study", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "regularizers[0].period: must be an integer from 1 to 2147483647 (got 0)" in result.output
+    assert "regularizers[0].period: 0 (shrink and perturb at each phase change) needs a changing world" in result.output
     assert not (tmp_path / "out").exists()
     for flags, line in (
-        (["--reg-period", "0"], "error: reg_period: must be an integer from 1 to 2147483647 (got 0)"),
+        (["--reg-period", "0"], "error: reg_period: 0 (shrink and perturb at each phase change) needs a changing"),
+        (["--reg-period", "-1"], "error: reg_period: must be an integer from 0 (at each phase change) to 2147483647"),
         (["--reg-perturb", "-1"], "error: reg_perturb: must be >= 0 (got -1.0)"),
         (["--strength", "1"], "error: strength: must be in [0, 1): the weights are multiplied by 1 - strength"),
     ):

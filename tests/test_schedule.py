@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 
 from regspeed.cli import app
 from regspeed.envs import schedule
-from regspeed.errors import ConfigError
+from regspeed.errors import ConfigError, ConfigProblemsError
 from regspeed.learn import checkpoint, common
 from regspeed.learn import driver as training
+from regspeed.learn import regularizers as regs
 
 
 @given(st.integers(0, 2**32 - 1), st.integers(3, 4), st.integers(2, 40), st.integers(2, 12))
@@ -164,3 +165,289 @@ def test_a_bad_schedule_in_a_spec_exits_2_with_its_path(tmp_path: Path, table: s
     result = CliRunner().invoke(app, ["study", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and problem in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------- shrink and perturb at each phase change
+
+AT_PHASE_CHANGE = regs.Regularizer("shrink_perturb", period=0, perturb=0.0)  # shrink only: a * (w + u)
+SHRUNK_UPDATES = {  # updates (0-based) after which it acts, of the first ones, with tiny.CHANGING's 2 updates a phase
+    "snake-ppo": ([1, 3], 5),
+    "snake-dqn": ([3, 5], 7),  # a tiny DQN learns from update 3 on: the phase change after update 1 finds nothing
+}
+
+
+def _twin(carry, hp):
+    """Run 1 set to a copy of run 0's state, keeping each run's strength."""
+    copied = jax.tree.map(lambda x: x.at[1].set(x[0]), carry)
+    hyperparams = {**copied.opt_state.hyperparams, "strength": hp.strength}
+    opt_state = copied.opt_state._replace(hyperparams=hyperparams)
+    return jax.tree.map(jnp.copy, copied.replace(hparams=hp, opt_state=opt_state))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", AGENTS)
+def test_shrink_perturb_at_phase_changes_acts_after_each_phases_last_update_only(name: str) -> None:
+    """Update by update, a run shrinking half its weights at phase changes and its twin at
+    strength 0, both from the same state: equal bit for bit after every update but the last
+    of a phase (once learning has started), where the kernels are half the twin's and the
+    biases the twin's; the flag is schedule.ends_phase."""
+    shrunk, updates = SHRUNK_UPDATES[name]
+    learner, setup, carry = tiny.start(name, [1, 1], [0.5, 0.0], regularizer=AT_PHASE_CHANGE,
+                                       schedule=tiny.CHANGING[name])  # fmt: skip
+    hp = carry.hparams
+    phase_updates = setup.config.schedule.phase_updates(setup.config.steps_per_update)
+    for update in range(updates):
+        carry, _ = learner.trainer.advance_batch(setup.config, _twin(carry, hp), 1)
+        flat = jax.tree_util.tree_flatten_with_path(carry.params)[0]
+        if update not in shrunk:
+            assert all(np.array_equal(w[0], w[1]) for _, w in flat), update
+            continue
+        assert bool(schedule.ends_phase(update, phase_updates, setup.config.total_updates))
+        for path, w in flat:
+            kernel = str(path[-1].key) == "kernel"
+            np.testing.assert_allclose(w[0], 0.5 * w[1] if kernel else w[1], rtol=1e-6, atol=1e-7)
+    assert not bool(schedule.ends_phase(setup.config.total_updates - 1, phase_updates, setup.config.total_updates))
+
+
+def test_the_last_update_of_a_phase_is_flagged_but_not_the_runs_last() -> None:
+    assert [bool(schedule.ends_phase(u, 3, 9)) for u in range(9)] == [0, 0, 1, 0, 0, 1, 0, 0, 0]
+    assert [bool(schedule.ends_phase(u, 3, 8)) for u in range(8)] == [0, 0, 1, 0, 0, 1, 0, 0]
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_shrink_perturb_at_phase_changes_in_a_world_that_never_changes_is_refused(name: str) -> None:
+    with pytest.raises(ConfigProblemsError) as caught:
+        tiny.setup(name, regularizer=AT_PHASE_CHANGE)
+    [(path, message)] = caught.value.problems
+    assert path == "regularizer.period" and message.startswith("0 (shrink and perturb at each phase change) needs")
+
+
+@pytest.mark.slow
+def test_shrink_perturb_at_phase_changes_resumes_bit_identical_across_a_boundary(tmp_path: Path) -> None:
+    """Killed after 3 updates (mid-phase), resumed across the phase changes after updates 4
+    and 6: the same carry and curves as an uninterrupted run."""
+    options = {"schedule": tiny.CHANGING["snake-ppo"], "regularizer": regs.Regularizer("shrink_perturb", period=0)}
+    learner, setup, carry = tiny.start("snake-ppo", [5, 6], [0.3, 0.0], **options)
+    total = learner.total_updates(setup)
+    straight, straight_history = training.train(learner.trainer, setup.config, carry, total, 3, eval_every=2)
+    fresh = tiny.start("snake-ppo", [5, 6], [0.3, 0.0], **options)[2]
+    first, history = training.train(learner.trainer, setup.config, fresh, 3, 3, eval_every=2)
+    template = tiny.start("snake-ppo", [0, 0], [0.0, 0.0], **options)[2]
+    restored = checkpoint.load(checkpoint.save(tmp_path / "carry.npz", first), template)
+    resumed, history = training.train(learner.trainer, setup.config, restored, total, 3, eval_every=2, history=history)
+    assert leaves_equal(resumed, straight)
+    for metric, values in straight_history.updates.items():
+        np.testing.assert_array_equal(history.updates[metric], values)
+
+
+# ------------------------------------------------------------------------------ reward changes
+
+REWARDS = {name: {**table, "changes": ["rewards"]} for name, table in tiny.CHANGING.items()}
+
+
+def test_reward_scales_are_log_uniform_from_a_tenth_to_ten_and_leave_the_permutations_alone() -> None:
+    found = schedule.Schedule(100, ("rewards",), 11)
+    world = schedule.tables(found, 3, 5, 2000)
+    assert world.rewards[0] == 1.0 and world.rewards.dtype == np.float32
+    exponents = np.log10(world.rewards[1:])
+    assert exponents.min() >= -1 and exponents.max() <= 1 and len(np.unique(exponents)) == 1999
+    assert abs(exponents.mean()) < 0.1 and abs((exponents < 0).mean() - 0.5) < 0.05  # uniform: 5+ standard errors
+    assert (world.actions == np.arange(3)).all() and (world.observations == np.arange(5)).all()
+    assert schedule.reward_scale(found, 7) == pytest.approx(float(world.rewards[7]))
+    assert np.array_equal(schedule.tables(found, 3, 5, 8).rewards, world.rewards[:8])  # the same however many phases
+    both = schedule.tables(schedule.Schedule(100, ("actions", "observations", "rewards"), 11), 3, 5, 8)
+    permuted = schedule.tables(schedule.Schedule(100, ("actions", "observations"), 11), 3, 5, 8)
+    assert np.array_equal(both.actions, permuted.actions) and np.array_equal(both.observations, permuted.observations)
+    assert np.array_equal(both.rewards, world.rewards[:8]) and (permuted.rewards == 1).all()
+    reward = jnp.array([1.0, -1.0, 0.0])
+    np.testing.assert_array_equal(schedule.scaled(world, jnp.asarray(3), reward), reward * world.rewards[3])
+    assert schedule.scaled(schedule.WorldTables(world.actions, world.observations), jnp.asarray(3), reward) is reward
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_the_learner_receives_each_phases_scaled_reward_and_only_with_the_change(name: str) -> None:
+    config = tiny.setup(name, schedule=REWARDS[name]).config
+    world = common.world_tables(config)
+    reward = jnp.array([1.0, -1.0, -0.01])
+    for update, phase in ((0, 0), (1, 0), (2, 1), (5, 2)):
+        np.testing.assert_array_equal(common.perspective(config, update).reward(reward), reward * world.rewards[phase])
+    assert world.rewards[1] != 1
+    for other in (tiny.CHANGING[name], None):
+        assert common.perspective(tiny.setup(name, schedule=other).config, 4).reward(reward) is reward
+
+
+@pytest.mark.slow
+def test_dqn_stores_the_scaled_reward_and_its_score_is_the_worlds() -> None:
+    """The same seed in a stationary world and in one whose rewards change: the first phase
+    is the same bit for bit; the first update of phase 1 collects the same transitions with
+    every stored reward times the phase's scale, and the same score."""
+    learner, still, fixed = tiny.start("snake-dqn", [1], [0.0])
+    _, changing, moving = tiny.start("snake-dqn", [1], [0.0], schedule=REWARDS["snake-dqn"])
+    fixed, fixed_metrics = learner.trainer.advance_batch(still.config, fixed, 3)
+    moving, moving_metrics = learner.trainer.advance_batch(changing.config, moving, 3)
+    scale = common.world_tables(changing.config).rewards[1]
+    rows = slice(0, 3 * 2)  # 2 rows an update; the third update is phase 1's first
+    np.testing.assert_array_equal(moving.replay.observation[0, rows], fixed.replay.observation[0, rows])
+    stored, world_rewards = np.asarray(moving.replay.reward[0, rows]), np.asarray(fixed.replay.reward[0, rows])
+    np.testing.assert_array_equal(stored[:4], world_rewards[:4])
+    np.testing.assert_allclose(stored[4:], world_rewards[4:] * scale, rtol=1e-6)
+    assert (world_rewards[4:] != 0).any()  # a step cost or food: something to scale
+    for metric in ("score", "episodes", "length", "epsilon"):
+        np.testing.assert_array_equal(moving_metrics[metric], fixed_metrics[metric])
+
+
+@pytest.mark.slow
+def test_ppo_learns_from_the_scaled_reward_and_scores_the_worlds() -> None:
+    """PPO's first update of phase 1 plays the same episodes as in a stationary world (the same
+    score), but its critic's targets are rescaled: a different value loss."""
+    learner, still, fixed = tiny.start("snake-ppo", [1], [0.0])
+    _, changing, moving = tiny.start("snake-ppo", [1], [0.0], schedule=REWARDS["snake-ppo"])
+    _, fixed_metrics = learner.trainer.advance_batch(still.config, fixed, 3)
+    _, moving_metrics = learner.trainer.advance_batch(changing.config, moving, 3)
+    for metric in ("score", "episodes", "length", "steps"):
+        np.testing.assert_array_equal(moving_metrics[metric], fixed_metrics[metric])
+    np.testing.assert_array_equal(moving_metrics["value_loss"][:, :2], fixed_metrics["value_loss"][:, :2])
+    assert moving_metrics["value_loss"][0, 2] != fixed_metrics["value_loss"][0, 2]
+
+
+# ------------------------------------------------------------------------ regspeed train's flags
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--phase-steps", "1000", "--changes", "actions"], "error: phase_steps: must be a whole number of updates"),
+        (["--phase-steps", "8192", "--changes", "actions,rules"], "error: changes: unknown change 'rules'"),
+        (["--phase-steps", "8192", "--changes", ""], "error: changes: give what changes every 8192 env steps"),
+        (["--changes", "rewards"], "error: phase_steps: give the env steps per phase"),
+        (["--phase-steps", "8192", "--changes", "actions", "--schedule-seed", "-1"], "error: schedule_seed: must be"),
+        (["--phase-steps", "8192", "--changes", "actions", "--steps", "8192"], "error: phase_steps: must be shorter"),
+        (["--reg", "shrink_perturb", "--reg-period", "0"], "error: reg_period: 0 (shrink and perturb at each phase"),
+    ],
+)
+def test_bad_schedule_flags_are_one_line_naming_the_flag_exit_2(tmp_path: Path, flags: list[str], line: str) -> None:
+    result = CliRunner().invoke(app, ["train", *flags, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.strip().startswith(line), result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_train_runs_a_changing_world_from_its_flags(tmp_path: Path) -> None:
+    import json
+
+    tiny_ppo = ["--rows", "5", "--cols", "5", "--observation", "features", "--hidden", "32", "--num-envs", "8",
+                "--rollout-steps", "16", "--steps", "1024", "--eval-every", "2", "--no-tensorboard"]  # fmt: skip
+    changing = ["--phase-steps", "256", "--changes", "observations, actions,rewards", "--schedule-seed", "7"]
+    shrink = ["--reg", "shrink_perturb", "--reg-period", "0", "--strength", "0.2"]
+    result = CliRunner().invoke(app, ["train", *tiny_ppo, *changing, *shrink, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "observations/actions/rewards change every 256 env steps" in result.output
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    found = written["schedule"]
+    assert (found["phase_steps"], found["changes"], found["seed"]) == (256, ["observations", "actions", "rewards"], 7)
+    assert written["regularizer"]["period"] == 0
+
+
+# ------------------------------------------------------------------------ the Gymnasium adapters
+
+GYM_SCHEDULE = {"phase_steps": 4, "changes": ["actions", "observations", "rewards"], "seed": 5}
+
+
+def test_the_gymnasium_env_changes_world_every_phase_steps_env_steps_as_the_learners_would() -> None:
+    """A changing SnakeEnv against a plain one, same seed, the plain one carrying out the
+    phase's action: the changing one's observations are the plain one's seen in the next
+    step's phase, its rewards scaled by the step's phase, its action mask the plain one's
+    through the phase's actions; the phase switches every 4 env steps and reset does not
+    start it over. The tables are schedule.tables', as common.world_tables draws them."""
+    from regspeed.envs.gym import SnakeEnv
+
+    kwargs = {"rows": 6, "cols": 6, "observation": "features"}
+    changing, plain = SnakeEnv(schedule=GYM_SCHEDULE, **kwargs), SnakeEnv(**kwargs)
+    config = changing.config
+    world = schedule.tables(schedule.Schedule(4, tuple(GYM_SCHEDULE["changes"]), 5), 3, 11, 6)
+    (observation, info), (raw, raw_info) = changing.reset(seed=3), plain.reset(seed=3)
+    np.testing.assert_array_equal(observation, raw)
+    phases, generator = [], np.random.default_rng(0)
+    for step in range(18):
+        if step == 9:  # a new episode, the same phase counter
+            (observation, info), (raw, raw_info) = changing.reset(seed=4), plain.reset(seed=4)
+            assert changing.phase == 2 and changing.env_steps == 9
+            np.testing.assert_array_equal(observation, np.asarray(schedule.seen(world, 2, jnp.asarray(raw), (11,))))
+        phase = changing.phase
+        phases.append(phase)
+        action = int(generator.integers(3))
+        observation, reward, terminated, truncated, info = changing.step(action)
+        raw, raw_reward, raw_terminated, _, raw_info = plain.step(int(schedule.carried_out(world, phase, action)))
+        following = (step + 1) // 4
+        assert info["phase"] == following == changing.phase and changing.env_steps == step + 1
+        np.testing.assert_array_equal(observation, np.asarray(schedule.seen(world, following, jnp.asarray(raw), (11,))))
+        assert reward == float(schedule.scaled(world, phase, jnp.float32(raw_reward)))
+        np.testing.assert_array_equal(info["action_mask"], raw_info["action_mask"][world.actions[following]])
+        assert terminated == raw_terminated and info["score"] == raw_info["score"]
+        if terminated or truncated:
+            (observation, info), (raw, raw_info) = changing.reset(seed=step), plain.reset(seed=step)
+    assert phases == [k // 4 for k in range(18)]
+    tiny_ppo = tiny.setup("snake-ppo", schedule={**GYM_SCHEDULE, "phase_steps": 128}).config
+    learners = common.world_tables(tiny_ppo)
+    assert config.observation_shape == tiny_ppo.env.observation_shape
+    both = min(len(learners.actions), len(world.actions))
+    for learners_table, ours in zip(learners, world, strict=True):
+        assert np.array_equal(learners_table[:both], ours[:both])
+
+
+def test_the_gymnasium_vector_env_counts_every_environments_steps() -> None:
+    """4 environments and phases of 8 env steps: the world changes every 2 calls; the final
+    observations are seen in the step's phase, the next observations in the next call's."""
+    from regspeed.envs.gym import SnakeVectorEnv
+
+    kwargs = {"rows": 5, "cols": 5, "observation": "features"}
+    changing = SnakeVectorEnv(4, schedule={**GYM_SCHEDULE, "phase_steps": 8}, **kwargs)
+    plain = SnakeVectorEnv(4, **kwargs)
+    world = schedule.tables(schedule.Schedule(8, tuple(GYM_SCHEDULE["changes"]), 5), 3, 11, 8)
+    (observation, _), (raw, _) = changing.reset(seed=1), plain.reset(seed=1)
+    np.testing.assert_array_equal(observation, raw)
+    generator = np.random.default_rng(1)
+    for call in range(7):
+        phase = changing.phase
+        assert phase == call // 2 and changing.env_steps == 4 * call
+        actions = generator.integers(0, 3, 4)
+        observation, reward, _, _, info = changing.step(actions)
+        raw, raw_reward, _, _, raw_info = plain.step(np.asarray(schedule.carried_out(world, phase, actions)))
+        np.testing.assert_array_equal(observation, schedule.seen(world, (call + 1) // 2, jnp.asarray(raw), (11,)))
+        np.testing.assert_array_equal(info["final_obs"], schedule.seen(world, phase, raw_info["final_obs"], (11,)))
+        np.testing.assert_array_equal(reward, schedule.scaled(world, phase, jnp.asarray(raw_reward)))
+        np.testing.assert_array_equal(info["episode"]["score"], raw_info["episode"]["score"])
+    changing.reset(seed=2)
+    assert changing.phase == 3 and changing.env_steps == 28
+
+
+def test_the_gymnasium_adapters_refuse_what_they_do_not_change() -> None:
+    import gymnasium
+
+    from regspeed.envs.gym import SnakeEnv
+
+    with pytest.raises(ConfigError, match="changes: the Gymnasium adapters change actions, observations, rewards"):
+        SnakeEnv(schedule={"phase_steps": 10, "changes": ["labels"]})
+    with pytest.raises(ConfigError, match="schedule: must be a Schedule"):
+        SnakeEnv(schedule=10)
+    env = gymnasium.make("regspeed/Snake-v0", schedule=schedule.Schedule(10, ("observations",)))
+    env.reset(seed=0)
+    assert env.unwrapped.phase == 0 and SnakeEnv(schedule={"phase_steps": 0}).phase == 0
+
+
+def test_a_spec_shrinks_at_phase_changes_only_in_a_changing_world() -> None:
+    from test_study import TINY_SPEC
+
+    from regspeed.study import spec as spec_module
+
+    shrink = 'kind = "shrink_perturb"\nperiod = 0\nstrengths = [0.2]'
+    text = TINY_SPEC.replace('kind = "l2"\nstrengths = [1e-3, 1e-2]', shrink)
+    with pytest.raises(spec_module.SpecError) as caught:
+        spec_module.parse(text)
+    [(path, message)] = caught.value.problems
+    assert path == "regularizers[0].period" and message.startswith("0 (shrink and perturb at each phase change) needs")
+    table = '[config.schedule]\nphase_steps = 1024\nchanges = ["rewards"]\n'
+    changing = text.replace("[config.ppo]", f"{table}[config.ppo]")
+    assert [c.name for c in spec_module.conditions(spec_module.parse(changing))] == [
+        "none", "shrink_perturb[period=phase]@0.2"
+    ]  # fmt: skip

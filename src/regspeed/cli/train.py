@@ -46,10 +46,30 @@ def train(
         float, typer.Option(help="Regularizer strength (dropout: the drop rate; shrink_perturb: the share shrunk).")
     ] = 0.0,
     reg_network: Annotated[str, typer.Option(help="Network the regularizer acts on: all, policy, value.")] = "all",
-    reg_period: Annotated[int, typer.Option(help="shrink_perturb: optimizer steps between shrink-and-perturbs.")] = 1,
+    reg_period: Annotated[
+        int,
+        typer.Option(
+            help="shrink_perturb: optimizer steps between shrink-and-perturbs; 0: once at each phase change "
+            "(needs --phase-steps)."
+        ),
+    ] = 1,
     reg_perturb: Annotated[
         float, typer.Option(help="shrink_perturb: noise scale as a multiple of the strength (0: shrink only).")
     ] = 1.0,
+    phase_steps: Annotated[
+        int | None,
+        typer.Option(help="A changing world: env steps per phase (whole updates); the world changes after each."),
+    ] = None,
+    changes: Annotated[
+        str | None,
+        typer.Option(
+            help="What changes at each phase boundary, comma-separated: actions, observations, rewards, "
+            "board, obstacles."
+        ),
+    ] = None,
+    schedule_seed: Annotated[
+        int | None, typer.Option(help="Which sequence of worlds (the phases' permutations and scales; default 0).")
+    ] = None,
     steps: Annotated[int, typer.Option(help="Env steps per run.")] = 2_000_000,
     seeds: Annotated[int, typer.Option(help="Runs (seeds 0..N-1 after --first-seed), vmapped together.")] = 1,
     first_seed: Annotated[int, typer.Option(help="First seed.")] = 0,
@@ -114,8 +134,10 @@ def train(
             layer_norm=layer_norm,
         ),
         algo: dict(num_envs=num_envs, rollout_steps=rollout_steps, learning_rate=lr),
+        "schedule": dict(phase_steps=phase_steps, changes=_change_list(changes), seed=schedule_seed),
     }
     tables = {name: {key: value for key, value in table.items() if value is not None} for name, table in given.items()}
+    tables = {name: table for name, table in tables.items() if table or name != "schedule"}  # stationary: no table
     if not 1 <= steps <= 10**12:
         raise ConfigError("steps", f"must be between 1 and 10^12 env steps (got {steps})")
     setup = _built(learner, tables, Request(budget=steps, regularizer=regularizer))
@@ -136,6 +158,8 @@ def train(
     seed_list = list(range(first_seed, first_seed + seeds))
     chunk = eval_every if eval_every else 10
     title = f"{algo.upper()}, {reg}" + (f" {strength:g}" if reg != "none" else "") + f", {render.describe(config.env)}"
+    if config.schedule.changing:
+        title += f", {'/'.join(config.schedule.changes)} change every {config.schedule.phase_steps:,} env steps"
     console.print(f"[bold]{title}[/]: {seeds} seed(s) x {updates * steps_per_update:,} env steps")
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -200,6 +224,13 @@ def _live_writers(board: Any, seeds: list[int]) -> dict[int, Any]:
     return {run: board.writer(live.run_folder(seed), fresh=True) for run, seed in enumerate(seeds)}
 
 
+def _change_list(changes: str | None) -> list[str] | None:
+    """``--changes observations,actions`` as the schedule's list of changes."""
+    if changes is None:
+        return None
+    return [change.strip() for change in changes.split(",") if change.strip()]
+
+
 def _layer_sizes(hidden: str | None) -> tuple[int, ...] | None:
     """``--hidden 128,128`` as layer sizes."""
     if hidden is None:
@@ -210,7 +241,10 @@ def _layer_sizes(hidden: str | None) -> tuple[int, ...] | None:
         raise ConfigError("hidden", f"must be comma-separated integers like 128,128 (got {hidden!r})") from None
 
 
-TRAIN_FLAGS = {"env.window_size": "window", "budget": "steps", "regularizer.network": "reg_network"}
+TRAIN_FLAGS = {
+    "env.window_size": "window", "budget": "steps", "regularizer.network": "reg_network",
+    "regularizer.period": "reg_period", "schedule.seed": "schedule_seed",
+}  # fmt: skip
 """Table paths of a learner's problems that ``regspeed train`` names by another flag."""
 
 

@@ -12,10 +12,25 @@
   observations reached before a reset, masked by ``info["_final_obs"]``).
 
 Both compile once per configuration and share the compiled functions between instances.
+
+A changing world (:mod:`~regspeed.envs.schedule`): ``schedule=Schedule(...)`` (or a dict of
+its fields, e.g. ``gymnasium.make("regspeed/Snake-v0", schedule={"phase_steps": 100_000,
+"changes": ["observations", "actions"], "seed": 0})``) changes the world every
+``phase_steps`` env steps exactly as the JAX learners meet it: the same tables for the same
+seed (:func:`~regspeed.envs.schedule.tables`), applied on the host. Env steps count as the
+learners count them, every environment's step, so a vector env of ``n`` environments
+advances ``n`` per call (the whole call in the world of the env steps before it). The
+counter lives as long as the env: ``reset`` starts an episode, not a new sequence of worlds.
+What the agent gets is the phase's: the observation it will act on (after a step, in the
+world of the next step), the reward of its step (scaled where ``rewards`` change), the
+action mask of its own actions; ``info["final_obs"]`` is seen in the world of the step that
+reached it, as the learners bootstrap. ``actions``, ``observations`` and ``rewards`` change
+here; ``env.phase`` and ``env.env_steps`` say where it is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, ClassVar
 
@@ -27,7 +42,9 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from regspeed.envs import render, snake
+from regspeed.envs import render, schedule, snake
+
+GYM_CHANGES = ("actions", "observations", "rewards")  # the changes the Gymnasium adapters make
 
 # Static config first: the jit cache is keyed on it, so every instance with an equal config
 # shares one compiled function.
@@ -75,6 +92,65 @@ def _make_config(config: snake.SnakeConfig | None, kwargs: dict[str, Any]) -> sn
     return config if config is not None else snake.to_config(**kwargs)
 
 
+@dataclasses.dataclass
+class Phases:
+    """Where a Gymnasium env is in its changing world: the schedule, env steps so far (never
+    reset by ``reset``) and the tables of the phases drawn so far (grown as phases come)."""
+
+    schedule: schedule.Schedule
+    num_actions: int
+    observation_size: int
+    env_steps: int = 0
+    world: schedule.WorldTables | None = None
+
+    @property
+    def phase(self) -> int:
+        """The phase of the next env step."""
+        return self.env_steps // self.schedule.phase_steps
+
+    def tables(self, phase: int) -> schedule.WorldTables:
+        """Tables holding ``phase`` (drawn by :func:`schedule.tables`, the learners' function;
+        doubled when a later phase comes: a phase's row does not depend on how many are drawn)."""
+        if self.world is None or len(self.world.actions) <= phase:
+            drawn = max(2 * (phase + 1), 8)
+            self.world = schedule.tables(self.schedule, self.num_actions, self.observation_size, drawn)
+        return self.world
+
+
+def _phases(found: schedule.Schedule | dict[str, Any] | None, config: snake.SnakeConfig) -> Phases | None:
+    """The :class:`Phases` of a ``schedule`` argument (None: a world that never changes)."""
+    if found is None:
+        return None
+    if isinstance(found, dict):
+        found = schedule.Schedule(**{key: tuple(v) if key == "changes" else v for key, v in found.items()})
+    if not isinstance(found, schedule.Schedule):
+        raise snake.ConfigError("schedule", f"must be a Schedule or a dict of its fields (got {found!r})")
+    unsupported = [change for change in found.changes if change not in GYM_CHANGES]
+    if unsupported:
+        raise snake.ConfigError("changes", f"the Gymnasium adapters change {', '.join(GYM_CHANGES)} "
+                                f"(got {unsupported[0]!r})")  # fmt: skip
+    if not found.changing:
+        return None
+    return Phases(found, config.num_actions, int(np.prod(config.observation_shape)))
+
+
+def seen(world: schedule.WorldTables, phase: int, observation: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """:func:`schedule.seen` on the host (NumPy in and out)."""
+    batch = observation.shape[: observation.ndim - len(shape)]
+    return observation.reshape(*batch, -1)[..., world.observations[phase]].reshape(observation.shape)
+
+
+def carried_out(world: schedule.WorldTables, phase: int, action: Any) -> np.ndarray:
+    """:func:`schedule.carried_out` on the host: the world's actions for the agent's."""
+    return world.actions[phase][np.asarray(action, np.int64)].astype(np.int32)
+
+
+def scaled(world: schedule.WorldTables, phase: int, reward: Any) -> np.ndarray:
+    """:func:`schedule.scaled` on the host, in float32 as the learners compute it."""
+    scale = np.float32(1.0 if world.rewards is None else world.rewards[phase])
+    return np.asarray(reward, np.float32) * scale
+
+
 def _observation_space(config: snake.SnakeConfig) -> spaces.Box:
     return spaces.Box(low=0.0, high=1.0, shape=config.observation_shape, dtype=np.float32)
 
@@ -88,13 +164,21 @@ class SnakeEnv(gymnasium.Env):
 
     ``info`` carries ``score`` (food eaten), ``length``, ``steps``, ``cause`` (a
     :class:`~regspeed.envs.snake.Cause` name, ``running`` until the episode ends) and
-    ``action_mask`` (absolute mode masks the reversal, which would be ignored).
+    ``action_mask`` (absolute mode masks the reversal, which would be ignored); in a changing
+    world (``schedule``, see the module's docstring) also ``phase``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 12}
 
-    def __init__(self, render_mode: str | None = None, config: snake.SnakeConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        config: snake.SnakeConfig | None = None,
+        schedule: schedule.Schedule | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.config = _make_config(config, kwargs)
+        self._phases = _phases(schedule, self.config)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise snake.ConfigError(
                 "render_mode", f"must be one of {self.metadata['render_modes']} or None (got {render_mode!r})"
@@ -111,14 +195,43 @@ class SnakeEnv(gymnasium.Env):
         super().reset(seed=seed)
         self._state, packed = _reset_packed(self.config, _key_from_generator(self.np_random))
         observation, _, _, _, info = self._unpack(np.asarray(packed))
+        observation, _, info = self._as_seen(observation, 0.0, info, self.phase)
         return observation, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply one action (an int in ``action_space``)."""
         if self._state is None:
             raise gymnasium.error.ResetNeeded("call reset() before step()")
+        phase = self.phase
+        if self._phases is not None:
+            action = carried_out(self._phases.tables(phase), phase, action)
+            self._phases.env_steps += 1
         self._state, packed = _step_packed(self.config, self._state, np.int32(action))
-        return self._unpack(np.asarray(packed))
+        observation, reward, terminated, truncated, info = self._unpack(np.asarray(packed))
+        observation, reward, info = self._as_seen(observation, reward, info, phase)
+        return observation, reward, terminated, truncated, info
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps taken since the env was made (0 in a world that never changes)."""
+        return 0 if self._phases is None else self._phases.env_steps
+
+    @property
+    def phase(self) -> int:
+        """The phase of the next step (0 in a world that never changes)."""
+        return 0 if self._phases is None else self._phases.phase
+
+    def _as_seen(
+        self, observation: np.ndarray, reward: float, info: dict[str, Any], phase: int
+    ) -> tuple[np.ndarray, float, dict[str, Any]]:
+        """The agent's view in a changing world: the reward of a step in ``phase``, the
+        observation and action mask of the next step's phase."""
+        if self._phases is None:
+            return observation, reward, info
+        world, following = self._phases.tables(self.phase), self.phase
+        info = {**info, "phase": following, "action_mask": info["action_mask"][world.actions[following]]}
+        reward = float(scaled(world, phase, reward))
+        return seen(world, following, observation, self.config.observation_shape), reward, info
 
     def _unpack(self, packed: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         size = int(np.prod(self.config.observation_shape))
@@ -147,17 +260,24 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
 
     ``info`` holds, per environment, ``final_obs`` (masked by ``_final_obs``) and the ended
     episode's ``score``, ``length``, ``steps`` and ``cause`` (an int
-    :class:`~regspeed.envs.snake.Cause`), all masked by ``_episode``.
+    :class:`~regspeed.envs.snake.Cause`), all masked by ``_episode``. A changing world
+    (``schedule``): see the module's docstring; a call counts ``num_envs`` env steps.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(
-        self, num_envs: int, render_mode: str | None = None, config: snake.SnakeConfig | None = None, **kwargs: Any
+        self,
+        num_envs: int,
+        render_mode: str | None = None,
+        config: snake.SnakeConfig | None = None,
+        schedule: schedule.Schedule | dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise snake.ConfigError("num_envs", f"must be a positive integer (got {num_envs!r})")
         self.config = _make_config(config, kwargs)
+        self._phases = _phases(schedule, self.config)
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.single_observation_space = _observation_space(self.config)
@@ -176,8 +296,21 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
             self._np_random, self._np_random_seed = gymnasium.utils.seeding.np_random(seed)
             keys = jax.random.split(_key_from_generator(self._np_random), self.num_envs)
         self._states = _reset_batch(self.config, keys)
-        observations = _observe_batch(self.config, self._states)
-        return np.asarray(observations), {}
+        observations = np.asarray(_observe_batch(self.config, self._states))
+        if self._phases is not None:
+            world, phase = self._phases.tables(self.phase), self.phase
+            observations = seen(world, phase, observations, self.config.observation_shape)
+        return observations, {}
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps taken since the env was made, ``num_envs`` a call (0 in a world that never changes)."""
+        return 0 if self._phases is None else self._phases.env_steps
+
+    @property
+    def phase(self) -> int:
+        """The phase of the next call's steps (0 in a world that never changes)."""
+        return 0 if self._phases is None else self._phases.phase
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every environment; ended episodes restart within the same call."""
@@ -185,8 +318,14 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         # NumPy in, one writable NumPy copy per leaf out: jnp.asarray and jax.device_get
         # cost 30 and 45 us per call, as much as the compiled step itself (measured).
-        self._states, timestep = _autoreset_batch(self.config, self._states, np.asarray(actions, np.int32))
+        actions, phase = np.asarray(actions, np.int32), self.phase
+        if self._phases is not None:
+            actions = carried_out(self._phases.tables(phase), phase, actions)
+            self._phases.env_steps += self.num_envs
+        self._states, timestep = _autoreset_batch(self.config, self._states, actions)
         ts = jax.tree.map(np.array, timestep)
+        if self._phases is not None:
+            ts = self._as_seen(ts, phase)
         done = ts.terminated | ts.truncated
         info = {
             "final_obs": ts.final_observation,
@@ -200,6 +339,17 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
             "_episode": done,
         }
         return ts.observation, ts.reward, ts.terminated, ts.truncated, info
+
+    def _as_seen(self, ts: snake.TimeStep, phase: int) -> snake.TimeStep:
+        """A step's results as the agent gets them in a changing world: the reward and the
+        reached states (``final_obs``) of the step's ``phase``, the observations of the next call's."""
+        shape, following = self.config.observation_shape, self.phase
+        world = self._phases.tables(following)
+        return ts.replace(
+            observation=seen(world, following, ts.observation, shape),
+            final_observation=seen(world, phase, ts.final_observation, shape),
+            reward=scaled(world, phase, ts.reward),
+        )
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """One RGB frame per environment (``rgb_array`` mode)."""

@@ -8,7 +8,24 @@ later phase the world changes in the declared ways (``changes``), without recomp
   derangement (every action changes meaning; with 3 relative actions, a rotation).
 - ``observations``: the agent sees the world's observation with its numbers permuted by
   ``observations[k]`` (the 11 ``features``, or every number of a ``window`` or ``grid``), as
-  in permuted-MNIST continual learning (Dohare et al. 2024).
+  in permuted-MNIST continual learning (Dohare et al. 2024). A supervised task's inputs
+  are permuted the same way.
+- ``labels`` (supervised classification only): every example's label ``y`` becomes
+  ``actions[k][y]``, a derangement of the classes (a new label mapping; Kumar et al. 2023).
+  It shares the ``actions`` row: the outputs change meaning, as an agent's actions do.
+- ``rewards``: every reward the learner receives is multiplied by ``rewards[k]``, a scale
+  drawn log-uniformly in [0.1, 10] (phase 0: 1). The score (food eaten) is the world's and
+  does not change; what the critic or Q-network must predict does (its targets rescale).
+- ``board``: the configured ``rows x cols`` is the largest board; each later phase plays on
+  an active area of drawn size (rows and cols each from ``min_side`` to the configured
+  ones) at a drawn place, never the previous phase's area; the cells outside it are walls.
+- ``obstacles``: each later phase has its own obstacles inside the (active) board, a drawn
+  pillar-lattice layout of ``obstacle_density`` as a level's (:func:`walls`).
+
+A ``board`` or ``obstacles`` world keeps its walls in the episode (``SnakeConfig.changing_walls``,
+which the agents set; the ``grid`` observation has the walls channel from phase 0 on): a new
+episode starts in its phase's walls, an episode running across a phase boundary finishes in
+the walls it started with.
 
 The phase's tables are drawn on the host with NumPy from ``(seed, phase)`` while the program
 is traced, so they are constants of the compiled program indexed by the traced phase (the
@@ -20,15 +37,18 @@ comparison stays paired. A killed and resumed run is in the phase its update cou
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from regspeed.envs import snake
 from regspeed.errors import ConfigError
 
-CHANGES = ("actions", "observations")
+CHANGES = ("actions", "observations", "labels", "board", "obstacles", "rewards")
+WALL_CHANGES = ("board", "obstacles")  # changes that put walls in the world
+SETTINGS = {"min_side": "board", "obstacle_density": "obstacles"}  # a change's own settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +59,17 @@ class Schedule:
         phase_steps: env steps per phase; 0: the world never changes (a stationary run).
         changes: what changes at each phase boundary, some of :data:`CHANGES`.
         seed: draws the phases' permutations (the same for every run).
+        min_side: ``board``: the least rows and cols of a phase's active area; 0 (the
+            default): the least the snake needs, ``max(4, initial_length + 1)``.
+        obstacle_density: ``obstacles``: the share of the board's cells that are obstacles
+            in a later phase, on average, in (0, 0.25].
     """
 
     phase_steps: int = 0
     changes: tuple[str, ...] = ()
     seed: int = 0
+    min_side: int = 0
+    obstacle_density: float = 0.1
 
     def __post_init__(self) -> None:
         if not isinstance(self.phase_steps, int) or isinstance(self.phase_steps, bool) or self.phase_steps < 0:
@@ -61,11 +87,26 @@ class Schedule:
             raise ConfigError("phase_steps", "give the env steps per phase for the changes to happen")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise ConfigError("seed", f"must be an integer from 0 to 2^32 - 1 (got {self.seed!r})")
+        whole = isinstance(self.min_side, int) and not isinstance(self.min_side, bool)
+        if not whole or not (self.min_side == 0 or self.min_side >= 4):
+            raise ConfigError("min_side", "must be an integer >= 4 (the smallest board), or 0 for the least the "
+                              f"snake needs (got {self.min_side!r})")  # fmt: skip
+        if isinstance(self.obstacle_density, bool) or not 0 < self.obstacle_density <= 0.25:
+            raise ConfigError("obstacle_density", "must be in (0, 0.25]: obstacles stand on every other row and "
+                              f"column (got {self.obstacle_density!r})")  # fmt: skip
+        for setting, change in SETTINGS.items():
+            if getattr(self, setting) != _DEFAULTS[setting] and change not in self.changes:
+                raise ConfigError(setting, f'is a setting of the "{change}" change, which changes does not list')
 
     @property
     def changing(self) -> bool:
         """Whether the world changes at all."""
         return self.phase_steps > 0
+
+    @property
+    def changes_walls(self) -> bool:
+        """Whether the world's walls change (``board`` or ``obstacles``)."""
+        return any(change in WALL_CHANGES for change in self.changes)
 
     def phase_updates(self, steps_per_update: int) -> int:
         """Updates per phase; a phase must be a whole number of updates."""
@@ -82,11 +123,17 @@ class Schedule:
         return -(-total_updates // self.phase_updates(steps_per_update))
 
 
+REWARD_SCALES = (0.1, 10.0)  # the ``rewards`` change's scales: log-uniform between these
+_REWARDS = 0x5CA1E  # the random stream of a phase's reward scale, apart from its permutations' and walls'
+
+
 class WorldTables(NamedTuple):
-    """Each phase's action and observation permutations, ``[phases, n]`` (row 0: identity)."""
+    """Each phase's action and observation permutations, ``[phases, n]`` (row 0: identity),
+    and reward scales, ``[phases]`` (row 0: 1; None: 1 in every phase)."""
 
     actions: np.ndarray
     observations: np.ndarray
+    rewards: np.ndarray | None = None
 
 
 def tables(schedule: Schedule, num_actions: int, observation_size: int, phases: int) -> WorldTables:
@@ -96,11 +143,23 @@ def tables(schedule: Schedule, num_actions: int, observation_size: int, phases: 
     observations = np.tile(np.arange(observation_size), (phases, 1))
     for phase in range(1, phases):
         generator = np.random.default_rng([schedule.seed, phase])
-        if "actions" in schedule.changes:
+        if "actions" in schedule.changes or "labels" in schedule.changes:
             actions[phase] = derangement(generator, num_actions)
         if "observations" in schedule.changes:
             observations[phase] = generator.permutation(observation_size)
-    return WorldTables(actions.astype(np.int32), observations.astype(np.int32))
+    rewards = np.array([reward_scale(schedule, phase) for phase in range(phases)], np.float32)
+    return WorldTables(actions.astype(np.int32), observations.astype(np.int32), rewards)
+
+
+def reward_scale(schedule: Schedule, phase: int) -> float:
+    """What the ``rewards`` change multiplies the learner's rewards by in ``phase``: 1 in
+    phase 0 and without the change, else ``10 ** u`` with ``u`` uniform in [-1, 1] (log-uniform
+    in :data:`REWARD_SCALES`), drawn from ``(seed, phase)`` in a stream of its own, so adding
+    the change leaves the phases' permutations as they were."""
+    if phase == 0 or "rewards" not in schedule.changes:
+        return 1.0
+    low, high = np.log10(REWARD_SCALES)
+    return float(10 ** np.random.default_rng([schedule.seed, phase, _REWARDS]).uniform(low, high))
 
 
 def derangement(generator: np.random.Generator, n: int) -> np.ndarray:
@@ -116,9 +175,23 @@ def phase_of(update: jax.Array, phase_updates: int, phases: int) -> jax.Array:
     return jnp.minimum(update // phase_updates, phases - 1)
 
 
+def ends_phase(update: jax.Array, phase_updates: int, total_updates: int) -> jax.Array:
+    """Whether the update numbered ``update`` (0-based) is the last of a phase that another
+    phase follows (the run's last update is not: no phase follows it)."""
+    following = jnp.asarray(update) + 1
+    return (following % phase_updates == 0) & (following < total_updates)
+
+
 def carried_out(world: WorldTables, phase: jax.Array, action: jax.Array) -> jax.Array:
     """The world's action for the agent's ``action`` in ``phase``."""
     return jnp.asarray(world.actions)[phase][action]
+
+
+def scaled(world: WorldTables, phase: jax.Array, reward: jax.Array) -> jax.Array:
+    """The reward the learner receives for the world's ``reward`` (any shape) in ``phase``."""
+    if world.rewards is None:
+        return reward
+    return reward * jnp.asarray(world.rewards, reward.dtype)[phase]
 
 
 def seen(world: WorldTables, phase: jax.Array, observation: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -127,3 +200,77 @@ def seen(world: WorldTables, phase: jax.Array, observation: jax.Array, shape: tu
     batch = observation.shape[: observation.ndim - len(shape)]
     flat = observation.reshape(*batch, -1)
     return jnp.take(flat, jnp.asarray(world.observations)[phase], axis=-1).reshape(observation.shape)
+
+
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Schedule)}
+_BOARD, _OBSTACLES = 1, 2  # the random streams of a phase's walls, apart from its permutations'
+
+
+def table(found: Schedule) -> dict[str, Any]:
+    """The schedule as a table (plain data), a change's own settings (:data:`SETTINGS`) only
+    where ``changes`` lists the change, so that a table written before the change existed
+    reads the same today."""
+    data = {field.name: getattr(found, field.name) for field in dataclasses.fields(Schedule)}
+    return {name: value for name, value in data.items() if SETTINGS.get(name, name) in (name, *found.changes)}
+
+
+def check_world(found: Schedule, env: snake.SnakeConfig) -> None:
+    """Refuse a ``board`` or ``obstacles`` change that the world ``env`` cannot take: a
+    :class:`~regspeed.errors.ConfigError` naming the schedule's field."""
+    if not found.changes_walls:
+        return
+    if env.has_levels:
+        changes = " and ".join(change for change in found.changes if change in WALL_CHANGES)
+        raise ConfigError("changes", f"{changes} need a world without levels: set env.levels = 0 and "
+                          "env.obstacle_density = 0 (the \"obstacles\" change brings obstacles)")  # fmt: skip
+    if "board" not in found.changes:
+        return
+    needs = env.initial_length + 1
+    if found.min_side > min(env.rows, env.cols):
+        raise ConfigError("min_side", f"must be at most the configured board's rows and cols ({env.rows} x "
+                          f"{env.cols}), the largest board (got {found.min_side})")  # fmt: skip
+    if 0 < found.min_side < needs:
+        raise ConfigError("min_side", f"must be at least initial_length + 1 = {needs}: the snake starts straight "
+                          f"with room for a step ahead (got {found.min_side})")  # fmt: skip
+    if least_side(found, env) == env.rows == env.cols:
+        raise ConfigError("min_side", f"must be below rows and cols ({env.rows}) for the board to change "
+                          f"(got {found.min_side or 'the least the snake needs'}), or a larger board")  # fmt: skip
+
+
+def least_side(found: Schedule, env: snake.SnakeConfig) -> int:
+    """The least rows and cols of a ``board`` phase's area: ``min_side``, or where it is 0 the
+    least the snake of ``env`` needs (``max(4, initial_length + 1)``)."""
+    return found.min_side or max(snake.MIN_SIZE, env.initial_length + 1)
+
+
+def walls(found: Schedule, env: snake.SnakeConfig, phases: int) -> np.ndarray:
+    """Every phase's walls, bool[phases, rows * cols] row-major (phase 0: none, the world as
+    configured); deterministic in ``found.seed``, the same whatever the number of phases asked
+    for. ``board``: the cells outside the phase's active area; ``obstacles``: a pillar layout
+    inside it (:func:`~regspeed.envs.snake.pillar_walls`)."""
+    check_world(found, env)
+    layouts = np.zeros((phases, env.num_cells), bool)
+    area = (0, 0, env.rows, env.cols)
+    for phase in range(1, phases):
+        if "board" in found.changes:
+            area = next_area(found, env, area, np.random.default_rng([found.seed, phase, _BOARD]))
+        layouts[phase] = snake.area_walls(env, *area)
+        if "obstacles" in found.changes:
+            generator = np.random.default_rng([found.seed, phase, _OBSTACLES])
+            layouts[phase] = snake.pillar_walls(env, layouts[phase], found.obstacle_density, generator)
+    return layouts
+
+
+def next_area(
+    found: Schedule, env: snake.SnakeConfig, previous: tuple[int, int, int, int], generator: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """A phase's active area ``(top, left, rows, cols)``: rows and cols each uniform from
+    :func:`least_side` to the board's, at a uniform place on the board, drawn again while it is the
+    ``previous`` phase's area."""
+    while True:
+        rows = int(generator.integers(least_side(found, env), env.rows + 1))
+        cols = int(generator.integers(least_side(found, env), env.cols + 1))
+        area = (int(generator.integers(0, env.rows - rows + 1)), int(generator.integers(0, env.cols - cols + 1)), rows,
+                cols)  # fmt: skip
+        if area != previous:
+            return area

@@ -31,6 +31,13 @@ levels (``held_out_level_offset`` on) are played only by evaluations (:func:`res
 Walls stand on a *pillar lattice*, every other row and column at a per-level offset, never
 touching one another, not even diagonally, so the free cells always stay connected; the
 snake starts on a line of the other parity, which holds no wall.
+
+Changing walls. With ``changing_walls`` (a changing world's ``board`` or ``obstacles``,
+:mod:`~regspeed.envs.schedule`) an episode starts in the :class:`World` that :func:`reset` or
+:func:`autoreset_step` is given, traced: its walls (outside a smaller active area, obstacles
+inside) are written into the body as a level's are, the snake starts where it fits among them
+and food is drawn among the free cells, so it never appears outside the active area. A world
+without walls starts episodes exactly as the world without levels does (the same draws).
 """
 
 from __future__ import annotations
@@ -106,6 +113,12 @@ class SnakeConfig:
         level_seed_offset: the first training level seed.
         held_out_level_offset: the first held-out level seed; evaluations play the held-out
             levels ``held_out_level_offset + i``, which must not be training levels.
+        changing_walls: the walls change during a run (a changing world's ``board`` or
+            ``obstacles``, :mod:`~regspeed.envs.schedule`; the agents set it from their
+            schedule): every episode starts in a :class:`World` given to :func:`reset` /
+            :func:`autoreset_step`, walls block and never age as in a world with levels, and
+            the ``grid`` observation has its walls channel from the start. Without a
+            :class:`World` it is the configured board without walls.
     """
 
     rows: int = 10
@@ -126,6 +139,7 @@ class SnakeConfig:
     levels: int = 0
     level_seed_offset: int = 0
     held_out_level_offset: int = 1_000_000_000
+    changing_walls: bool = False
 
     def __post_init__(self) -> None:
         refuse_non_finite(self)
@@ -173,6 +187,11 @@ class SnakeConfig:
                 f"(got {self.level_seed_offset + self.levels})",
             )
         self.check_held_out(1)
+        if not isinstance(self.changing_walls, bool):
+            raise ConfigError("changing_walls", f"must be true or false (got {self.changing_walls!r})")
+        if self.changing_walls and self.has_levels:
+            raise ConfigError("changing_walls", "a world with levels has its own walls: set levels = 0 and "
+                              "obstacle_density = 0 for walls that change")  # fmt: skip
 
     def check_held_out(self, count: int) -> None:
         """Refuse a held-out set of ``count`` levels that overlaps the training levels."""
@@ -198,6 +217,12 @@ class SnakeConfig:
     def has_levels(self) -> bool:
         """Whether episodes are played on levels (walls, start and food fixed by a level seed)."""
         return self.levels > 0 or self.obstacle_density > 0
+
+    @property
+    def has_walls(self) -> bool:
+        """Whether the board may hold walls (``WALL`` cells of the body): with levels, or changing walls."""
+        return self.has_levels or self.changing_walls
+
     @property
     def num_actions(self) -> int:
         """Size of the discrete action space (3 relative, 4 absolute)."""
@@ -217,7 +242,7 @@ class SnakeConfig:
     def observation_shape(self) -> tuple[int, ...]:
         """Shape of one observation (float32)."""
         if self.observation == "grid":
-            return (4 if self.obstacle_density > 0 else 3, self.rows, self.cols)
+            return (4 if self.obstacle_density > 0 or self.changing_walls else 3, self.rows, self.cols)
         if self.observation == "features":
             return (11,)
         return (3 * self.window_size**2 + 8,)
@@ -494,8 +519,139 @@ def _fresh_state(config: SnakeConfig, start: _Start, key: jax.Array, level: jax.
 
 
 def walls(config: SnakeConfig, state: SnakeState) -> jax.Array:
-    """Where the walls inside the board are, bool[rows * cols] (none without levels)."""
+    """Where the walls inside the board are, bool[rows * cols] (none without levels or changing walls)."""
     return state.body < 0
+
+
+# -------------------------------------------------------------------- changing walls
+
+
+class World(NamedTuple):
+    """The walls an episode starts with in a world whose walls change (``changing_walls``),
+    and where its snake may start; traced arguments of :func:`reset` and
+    :func:`autoreset_step`, so every world runs the same compiled program. Made on the host
+    by :func:`worlds` (a leading axis of worlds; :func:`world_at` picks one).
+
+    Attributes:
+        walls: bool[rows * cols] row-major, the wall cells (outside the active area,
+            obstacles inside it).
+        starts: int32[4, n, 2], per heading the ``(along, across)`` (as in the world without
+            levels: the head's distance from the board's edge it faces, and its line) of every
+            straight start whose body and the cell ahead are free, in the order of the world
+            without walls' placements, padded to a common ``n``.
+        counts: int32[4], how many of ``starts`` each heading has (at least one).
+        free: int32[rows * cols], the cells that are not walls in row-major order (padded).
+        rank: int32[rows * cols], each cell's index in ``free`` (a wall's is never read).
+        open: int32, how many cells are not walls.
+    """
+
+    walls: Any
+    starts: Any
+    counts: Any
+    free: Any
+    rank: Any
+    open: Any
+
+
+def area_walls(config: SnakeConfig, top: int, left: int, rows: int, cols: int) -> np.ndarray:
+    """bool[rows * cols] (host): every cell of the board outside the ``rows x cols`` area whose
+    top-left cell is ``(top, left)``."""
+    rr, cc = _cell_rows_cols(config)
+    return ~((rr >= top) & (rr < top + rows) & (cc >= left) & (cc < left + cols))
+
+
+def pillar_walls(config: SnakeConfig, walls: np.ndarray, density: float, generator: np.random.Generator) -> np.ndarray:
+    """``walls`` (bool[rows * cols], host) with obstacles added where a level would put them: on
+    the pillar lattice of a drawn parity (every other row and column), each lattice cell that is
+    not a wall already a wall with probability ``4 * density``. No two obstacles touch, even
+    diagonally, so the free cells of a rectangular area of side 2 or more stay connected."""
+    rr, cc = _cell_rows_cols(config)
+    parity = int(generator.integers(0, 4))
+    on_lattice = (rr % 2 == (parity & 1)) & (cc % 2 == (parity >> 1))
+    return walls | (on_lattice & (generator.random(config.num_cells) < 4 * density))
+
+
+def worlds(config: SnakeConfig, walls: np.ndarray) -> World:
+    """The :class:`World` of each of ``walls`` (bool[k, rows * cols], host NumPy), on a leading
+    axis of ``k``. Raises ``ValueError`` where a heading has no start that fits."""
+    walls = np.asarray(walls, bool).reshape(-1, config.num_cells)
+    found = [[_fitting_starts(config, blocked, heading) for heading in range(4)] for blocked in walls]
+    counts = np.array([[len(starts) for starts in per_heading] for per_heading in found], np.int32)
+    if counts.size and counts.min() < 1:
+        world, heading = np.argwhere(counts < 1)[0]
+        raise ValueError(f"world {world}: no start of length {config.initial_length} fits heading "
+                         f"{HEADING_NAMES[heading]}")  # fmt: skip
+    starts = np.zeros((len(walls), 4, max(1, counts.max(initial=1)), 2), np.int32)
+    free = np.zeros(walls.shape, np.int32)
+    for world, per_heading in enumerate(found):
+        for heading, fitting in enumerate(per_heading):
+            starts[world, heading, : len(fitting)] = fitting
+        cells = np.flatnonzero(~walls[world])
+        free[world, : len(cells)] = cells
+    rank = (np.cumsum(~walls, axis=1) - 1).astype(np.int32)
+    return World(walls, starts, counts, free, rank, (~walls).sum(1).astype(np.int32))
+
+
+def world_at(found: World, index: jax.Array | int) -> World:
+    """World ``index`` of :func:`worlds` (``index`` may be traced)."""
+    return World(*(jnp.asarray(table)[index] for table in found))
+
+
+def _fitting_starts(config: SnakeConfig, walls: np.ndarray, heading: int) -> np.ndarray:
+    """int32[n, 2]: the ``(along, across)`` of every start heading ``heading`` whose body and
+    the cell ahead avoid ``walls`` (bool[rows * cols]), in :func:`_initial_snake`'s order
+    (placement ``p``: along ``1 + p // n_across``, across ``p % n_across``)."""
+    length = config.initial_length
+    vertical = heading in (UP, DOWN)
+    n_along, n_across = (config.rows, config.cols) if vertical else (config.cols, config.rows)
+    along, across = (a.ravel() for a in np.meshgrid(np.arange(1, n_along - length + 1), np.arange(n_across),
+                                                     indexing="ij"))  # fmt: skip
+    row = {UP: along, DOWN: config.rows - 1 - along}.get(heading, across)
+    col = {LEFT: along, RIGHT: config.cols - 1 - along}.get(heading, across)
+    delta = DELTAS[heading]
+    blocked = walls.reshape(config.rows, config.cols)
+    fits = np.ones(along.shape, bool)
+    for behind in range(-1, length):  # the cell ahead, then the body from the head
+        fits &= ~blocked[row - behind * delta[0], col - behind * delta[1]]
+    return np.stack([along[fits], across[fits]], -1).astype(np.int32)
+
+
+def _world_start(config: SnakeConfig, world: World, words: jax.Array) -> _Start:
+    """:func:`_initial_snake` in ``world``: the heading and a start among those that fit in it
+    from the same words, the food among its free cells. In a world without walls it is
+    :func:`_initial_snake`'s start, value for value.
+
+    The food is the k-th free cell as :func:`_sample_free_cell` draws it, found in O(length)
+    as :func:`_initial_snake` finds it, over the cells that are not walls (``world.free``)
+    instead of the board's: the body cells' indices among them (``world.rank``) increase in
+    row-major order."""
+    length = config.initial_length
+    heading = (words[0] % 4).astype(jnp.int32)
+    count = jnp.asarray(world.counts)[heading]
+    placement = (words[1] % count.astype(jnp.uint32)).astype(jnp.int32)
+    along, across = jnp.asarray(world.starts)[heading, placement]
+    heading, along, across = _materialised(heading, along, across)  # read by every cell
+    body, head = _straight_snake(config, heading, along, across)
+    body = jnp.where(jnp.asarray(world.walls), WALL, body)
+    delta = jnp.asarray(DELTAS)[heading]
+    stride = jnp.where((heading == UP) | (heading == DOWN), config.cols, 1)
+    tail = head - (length - 1) * delta
+    first = jnp.minimum(_flat(config, head), _flat(config, tail))
+    ranks = jnp.asarray(world.rank)[first + jnp.arange(length) * stride]
+    k = (words[2] % (jnp.asarray(world.open) - length).astype(jnp.uint32)).astype(jnp.int32)
+    cell = jnp.asarray(world.free)[k + (ranks - jnp.arange(length) <= k).sum()]
+    food = jnp.stack([cell // config.cols, cell % config.cols]).astype(jnp.int32)
+    return _Start(body, head, heading, food)
+
+
+def _start(config: SnakeConfig, words: jax.Array, world: World | None) -> _Start:
+    """A fresh episode's start in the world without levels (in ``world`` where one is given)."""
+    if world is None:
+        return _initial_snake(config, words)
+    if not config.changing_walls:
+        raise ConfigError("changing_walls", "a World is given to a world whose walls do not change: "
+                          "without changing_walls its walls would not block")  # fmt: skip
+    return _world_start(config, world, words)
 
 
 def _inclusive_cumsum(counts: jax.Array) -> jax.Array:
@@ -528,14 +684,15 @@ def _sample_free_cell(config: SnakeConfig, body: jax.Array, word: jax.Array) -> 
     return jnp.stack([row, col]).astype(jnp.int32)
 
 
-def reset(config: SnakeConfig, key: jax.Array) -> SnakeState:
+def reset(config: SnakeConfig, key: jax.Array, world: World | None = None) -> SnakeState:
     """A fresh episode: a straight snake at a uniformly random fitting place and heading,
     and one food uniformly among the free cells; in a world with levels, the start of a
-    training level drawn at random."""
+    training level drawn at random; with changing walls, in ``world`` (its walls, and a
+    start that fits among them; none: the board without walls)."""
     key, sub = jax.random.split(key)
     if config.has_levels:
         return reset_to_level(config, _draw_level(config, _random_words(sub, 1)[0]), key)
-    return _fresh_state(config, _initial_snake(config, _random_words(sub, 3)), key)
+    return _fresh_state(config, _start(config, _random_words(sub, 3), world), key)
 
 
 # ----------------------------------------------------------------------------- step
@@ -584,7 +741,7 @@ def _move(config: SnakeConfig, state: SnakeState, action: jax.Array) -> _Outcome
     # on the body, so on a step that eats (and keeps the tail) the target is free anyway.
     entered = state.body[_flat(config, safe_target)]
     hits_body = in_bounds & (entered > 1)
-    hits_wall = ~in_bounds | (entered == WALL) if config.has_levels else ~in_bounds
+    hits_wall = ~in_bounds | (entered == WALL) if config.has_walls else ~in_bounds
     died = hits_wall | hits_body
     ate = ~died & (target == state.food).all()
 
@@ -593,7 +750,7 @@ def _move(config: SnakeConfig, state: SnakeState, action: jax.Array) -> _Outcome
     # written and nothing ages. Folding that into one pass saves a select over the board.
     write_at = jnp.where(died, -1, _flat(config, safe_target))
     aging = (~ate & ~died).astype(jnp.int32)
-    if config.has_levels:  # walls (negative) never age
+    if config.has_walls:  # walls (negative) never age
         aged = jnp.where(state.body > 0, state.body - aging, state.body)
         cells = config.num_cells - (state.body == WALL).sum(dtype=jnp.int32)
     else:
@@ -677,14 +834,21 @@ def step(config: SnakeConfig, state: SnakeState, action: jax.Array) -> tuple[Sna
 
 
 def autoreset_step(
-    config: SnakeConfig, state: SnakeState, action: jax.Array, *, final_observation: bool = True
+    config: SnakeConfig,
+    state: SnakeState,
+    action: jax.Array,
+    *,
+    final_observation: bool = True,
+    world: World | None = None,
 ) -> tuple[SnakeState, TimeStep]:
     """One step; where the episode ends, the returned state is already a fresh episode.
 
     The fresh episode is drawn from the same key stream, so a batch stays deterministic.
     ``TimeStep.final_observation`` is the observation of the state the step reached before
     the reset (what a truncated episode bootstraps from); ``final_observation=False``
-    (static) skips computing it and repeats ``observation`` instead.
+    (static) skips computing it and repeats ``observation`` instead. With changing walls the
+    fresh episode starts in ``world`` (:func:`reset`); a running episode goes on in the walls
+    it started with.
     """
     if config.has_levels and config.time_limit is None:
         outcome, continuing = _level_autoreset(config, state, action, final_observation)
@@ -694,7 +858,7 @@ def autoreset_step(
             level = _draw_level(config, words[0])
             continuing = _continuing(config, outcome, _level_start(config, level), level)
         else:
-            continuing = _continuing(config, outcome, _initial_snake(config, words[1:]))
+            continuing = _continuing(config, outcome, _start(config, words[1:], world))
     observation = observe(config, continuing)
     final = observe(config, outcome.reached) if final_observation else observation
     return continuing, _timestep(config, state, outcome, observation, final)
@@ -756,7 +920,7 @@ def observe(config: SnakeConfig, state: SnakeState) -> jax.Array:
     """The observation selected by ``config.observation`` (float32, ``observation_shape``).
 
     - ``grid``: channels head, body, food over the board (and walls, where the world has
-      obstacles); the body channel is the age gradient, 1 at the head falling to
+      obstacles or changing walls); the body channel is the age gradient, 1 at the head falling to
       1/length at the tail.
     - ``features``: the classic 11 booleans: danger (edge, wall or body) straight / left / right, heading
       one-hot (up, right, down, left), food left / right / up / down of the head.
@@ -776,10 +940,10 @@ def _one_hot_cell(config: SnakeConfig, cell: jax.Array) -> jax.Array:
 
 
 def _grid_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
-    body = jnp.maximum(state.body, 0) if config.has_levels else state.body
+    body = jnp.maximum(state.body, 0) if config.has_walls else state.body
     age = body.astype(jnp.float32) * (1.0 / state.length.astype(jnp.float32))
     channels = [_one_hot_cell(config, state.head), age, _one_hot_cell(config, state.food)]
-    if config.obstacle_density > 0:
+    if config.obstacle_density > 0 or config.changing_walls:
         channels.append((state.body == WALL).astype(jnp.float32))
     return jnp.stack(channels).reshape(config.observation_shape)
 
@@ -832,7 +996,7 @@ def _window_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
     in_bounds = (cells >= 0).all(-1) & (cells[:, 0] < config.rows) & (cells[:, 1] < config.cols)
     safe = jnp.clip(cells, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
     seen = state.body[_flat(config, safe)]
-    wall = ~in_bounds | (seen == WALL) if config.has_levels else ~in_bounds
+    wall = ~in_bounds | (seen == WALL) if config.has_walls else ~in_bounds
     age = jnp.maximum(seen, 0).astype(jnp.float32) / state.length.astype(jnp.float32)
     body = jnp.where(in_bounds, age, 0.0)
     food = in_bounds & (cells == state.food).all(-1)
@@ -856,9 +1020,10 @@ def _window_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
 # ------------------------------------------------------------------ batched helpers
 
 
-def reset_batch(config: SnakeConfig, key: jax.Array, batch_size: int) -> SnakeState:
-    """``batch_size`` independent episodes, one key each (split from ``key``)."""
-    return jax.vmap(lambda k: reset(config, k))(jax.random.split(key, batch_size))
+def reset_batch(config: SnakeConfig, key: jax.Array, batch_size: int, world: World | None = None) -> SnakeState:
+    """``batch_size`` independent episodes, one key each (split from ``key``; with changing
+    walls, all in ``world``)."""
+    return jax.vmap(lambda k: reset(config, k, world))(jax.random.split(key, batch_size))
 
 
 def board(config: SnakeConfig, state: SnakeState) -> np.ndarray:

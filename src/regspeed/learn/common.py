@@ -45,10 +45,16 @@ def adam_optimizer(config: Any, hp: Hparams) -> optax.GradientTransformation:
 class Perspective(NamedTuple):
     """How an agent meets the world in one phase of a changing world (:mod:`~regspeed.envs.schedule`):
     what it sees of an observation (or a batch of them), and which action of the world its
-    action is. In a world that never changes, both are the identity."""
+    action is. In a world that never changes, both are the identity. ``world``: where the
+    walls change (``board``, ``obstacles``), the phase's walls that new episodes start in
+    (pass it to ``snake.reset`` / ``snake.autoreset_step``); else None. ``reward``: the reward
+    the learner receives for the world's (scaled where ``rewards`` change; else the identity:
+    the score, food eaten, is the world's either way)."""
 
     see: Callable[[jax.Array], jax.Array]
     act: Callable[[jax.Array], jax.Array]
+    world: snake.World | None = None
+    reward: Callable[[jax.Array], jax.Array] = lambda reward: reward
 
 
 def _unchanged(x: jax.Array) -> jax.Array:
@@ -66,6 +72,16 @@ def world_tables(config: Any) -> schedule.WorldTables | None:
     return schedule.tables(found, config.env.num_actions, size, phases)
 
 
+def world_walls(config: Any) -> snake.World | None:
+    """The phases' walls of an agent config's world, a leading axis of phases (None: its
+    walls never change); ``config`` as for :func:`world_tables`."""
+    found = config.schedule
+    if not found.changes_walls:
+        return None
+    phases = found.phases(config.total_updates, config.steps_per_update)
+    return snake.worlds(config.env, schedule.walls(found, config.env, phases))
+
+
 def perspective(config: Any, update: jax.Array | int) -> Perspective:
     """The agent's :class:`Perspective` during the update numbered ``update`` (0-based)."""
     tables = world_tables(config)
@@ -74,10 +90,26 @@ def perspective(config: Any, update: jax.Array | int) -> Perspective:
     phase_updates = config.schedule.phase_updates(config.steps_per_update)
     phase = schedule.phase_of(jnp.asarray(update), phase_updates, len(tables.actions))
     shape = config.env.observation_shape
+    walls = world_walls(config)
     return Perspective(
         see=lambda observation: schedule.seen(tables, phase, observation, shape),
         act=lambda action: schedule.carried_out(tables, phase, action),
+        world=None if walls is None else snake.world_at(walls, phase),
+        reward=(lambda reward: schedule.scaled(tables, phase, reward)) if "rewards" in config.schedule.changes
+        else _unchanged,
     )
+
+
+def phase_change_step(config: Any, update: jax.Array, step: jax.Array, steps: int) -> dict[str, jax.Array]:
+    """The extra arguments of the optimizer's ``update`` for optimizer step ``step`` (of
+    ``steps``) in the update numbered ``update``: ``phase_ends``, true on the last step of the
+    last update of a phase that another follows, for a regularizer that acts at phase changes
+    (``shrink_perturb`` with ``period = 0``); none for every other regularizer."""
+    if not config.regularizer.at_phase_change:
+        return {}
+    phase_updates = config.schedule.phase_updates(config.steps_per_update)
+    ends = schedule.ends_phase(update, phase_updates, config.total_updates)
+    return {"phase_ends": ends & (step == steps - 1)}
 
 
 def in_world(view: Perspective, choose: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
@@ -145,7 +177,11 @@ def evaluation_levels(env: snake.SnakeConfig, episodes: int) -> tuple[np.ndarray
 
 
 def greedy_evaluation(
-    env: snake.SnakeConfig, episodes: int, max_steps: int, choose: Callable[[jax.Array], jax.Array]
+    env: snake.SnakeConfig,
+    episodes: int,
+    max_steps: int,
+    choose: Callable[[jax.Array], jax.Array],
+    world: snake.World | None = None,
 ) -> Metrics:
     """Play ``choose`` (observations -> actions) on ``episodes`` fixed episodes for at most
     ``max_steps`` steps. Reports the mean score, length and steps of each environment's
@@ -155,11 +191,12 @@ def greedy_evaluation(
     In a world with levels the fixed episodes are the training levels of
     :func:`evaluation_levels` (``eval_*`` and ``train_levels_*``), and the held-out levels
     are played too (``test_levels_score`` and ``test_levels_steps``); ``levels_gap`` is the
-    training levels' score minus the held-out levels' score.
+    training levels' score minus the held-out levels' score. With changing walls the episodes
+    start in ``world`` (the same fixed draws, among its walls).
     """
     if not env.has_levels:
-        states = snake.reset_batch(env, jax.random.key(EVAL_SEED), episodes)
-        return _evaluation_metrics(_first_episodes(env, states, max_steps, choose))
+        states = snake.reset_batch(env, jax.random.key(EVAL_SEED), episodes, world)
+        return _evaluation_metrics(_first_episodes(env, states, max_steps, choose, world))
     training, held_out = evaluation_levels(env, episodes)
     on_training = _first_episodes(env, _level_states(env, training), max_steps, choose)
     on_held_out = _first_episodes(env, _level_states(env, held_out), max_steps, choose)
@@ -187,17 +224,21 @@ def _level_states(env: snake.SnakeConfig, levels: np.ndarray) -> snake.SnakeStat
 
 
 def _first_episodes(
-    env: snake.SnakeConfig, states: snake.SnakeState, max_steps: int, choose: Callable[[jax.Array], jax.Array]
+    env: snake.SnakeConfig,
+    states: snake.SnakeState,
+    max_steps: int,
+    choose: Callable[[jax.Array], jax.Array],
+    world: snake.World | None = None,
 ) -> _Played:
     """Play ``choose`` from ``states`` for ``max_steps`` steps, keeping each environment's
-    first episode."""
+    first episode (later ones start in ``world``)."""
     episodes = states.length.shape[0]
     observation = jax.vmap(lambda s: snake.observe(env, s))(states)
     zero = jnp.zeros(episodes, jnp.int32)
 
     def step(state: tuple, _: None) -> tuple[tuple, None]:
         env_state, observation, finished, score, length, steps = state
-        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(env, s, a, final_observation=False))(
+        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(env, s, a, final_observation=False, world=world))(
             env_state, choose(observation)
         )
         live = ~finished
@@ -224,16 +265,22 @@ def _evaluation_metrics(played: _Played) -> Metrics:
 
 
 def greedy_episode(
-    env: snake.SnakeConfig, key: jax.Array, max_steps: int, choose: Callable[[jax.Array], jax.Array]
+    env: snake.SnakeConfig,
+    key: jax.Array,
+    max_steps: int,
+    choose: Callable[[jax.Array], jax.Array],
+    world: snake.World | None = None,
 ) -> tuple[snake.SnakeState, jax.Array]:
     """One environment played by ``choose`` (one observation -> action) for ``max_steps``
-    steps: the state before each step, and whether that step ended the episode."""
+    steps: the state before each step, and whether that step ended the episode (every
+    episode starting in ``world``, with changing walls)."""
 
     def step(state: snake.SnakeState, _: None) -> tuple[snake.SnakeState, tuple]:
-        following, ts = snake.autoreset_step(env, state, choose(snake.observe(env, state)), final_observation=False)
+        observation = snake.observe(env, state)
+        following, ts = snake.autoreset_step(env, state, choose(observation), final_observation=False, world=world)
         return following, (state, ts.terminated | ts.truncated)
 
-    _, (states, done) = jax.lax.scan(step, snake.reset(env, key), None, length=max_steps)
+    _, (states, done) = jax.lax.scan(step, snake.reset(env, key, world), None, length=max_steps)
     return states, done
 
 

@@ -114,6 +114,7 @@ class DQNConfig:
         if self.regularizer.network != "all":
             raise ConfigError("reg_network", "DQN has one network (the Q-network); use all")
         self.network.resolve_torso(self.env.observation_shape)  # observation/network mismatch
+        regs.check_world(self.regularizer, self.schedule.changing)  # shrink_perturb at phase changes
 
     @property
     def buffer_rows(self) -> int:
@@ -233,12 +234,15 @@ def _collect(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
         greedy = jnp.argmax(net.apply({"params": carry.params}, seen), axis=-1)
         random = jax.random.randint(random_key, (config.num_envs,), 0, config.env.num_actions)
         action = jnp.where(jax.random.uniform(explore_key, (config.num_envs,)) < rate, random, greedy)
-        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a))(env_state, view.act(action))
+        world = view.world  # where the walls change: the phase's, that new episodes start in
+        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a, world=world))(
+            env_state, view.act(action)
+        )
         row = replay.position
         replay = replay.replace(
             observation=replay.observation.at[row].set(seen),
             action=replay.action.at[row].set(action),
-            reward=replay.reward.at[row].set(ts.reward),
+            reward=replay.reward.at[row].set(view.reward(ts.reward)),  # as the learner receives it
             terminated=replay.terminated.at[row].set(ts.terminated),
             done=replay.done.at[row].set(ts.terminated | ts.truncated),
             reached=replay.reached.at[row].set(view.see(ts.final_observation)),
@@ -311,7 +315,7 @@ def _learn(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
     stored = carry.replay.filled * config.num_envs
     learning = (stored >= config.learning_starts) & (carry.replay.filled >= config.n_step)
 
-    def gradient_step(state: tuple, _: None) -> tuple[tuple, tuple[Metrics, jax.Array]]:
+    def gradient_step(state: tuple, step: jax.Array) -> tuple[tuple, tuple[Metrics, jax.Array]]:
         params, opt_state, key, moved = state
         key, sample_key, dropout_key = jax.random.split(key, 3)
         batch = _sample(config, carry.replay, sample_key)
@@ -319,7 +323,10 @@ def _learn(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
             config, params, carry.target_params, batch, rate, dropout_key
         )
         parts = {**parts, **regs.gradient_diagnostics(regularizer, task_grad, params, carry.init_params, strength)}
-        updates, new_opt_state = optimizer.update(task_grad, opt_state, params)  # adds the penalty's gradient
+        # shrink_perturb with period 0: after the last step of a phase's last update (once learning has started)
+        at_phase_change = common.phase_change_step(config, carry.update, step, config.gradient_steps)
+        # the optimizer adds the penalty's gradient
+        updates, new_opt_state = optimizer.update(task_grad, opt_state, params, **at_phase_change)
         new_params = optax.apply_updates(params, updates)
         params, opt_state = jax.tree.map(
             lambda new, old: jnp.where(learning, new, old), (new_params, new_opt_state), (params, opt_state)
@@ -331,7 +338,7 @@ def _learn(config: DQNConfig, carry: Carry) -> tuple[Carry, Metrics]:
     # keeping the parameters from before the update alive through the loop.
     moved = jax.tree.map(jnp.zeros_like, carry.params)
     (params, opt_state, key, moved), (parts, sampled) = jax.lax.scan(
-        gradient_step, (carry.params, carry.opt_state, carry.key, moved), None, length=config.gradient_steps
+        gradient_step, (carry.params, carry.opt_state, carry.key, moved), jnp.arange(config.gradient_steps)
     )
     metrics = jax.tree.map(lambda x: jnp.where(learning, jnp.mean(x), jnp.nan), parts)
     update = carry.update + 1
@@ -390,7 +397,7 @@ def evaluate(config: DQNConfig, carry: Carry) -> Metrics:
     """The greedy policy on ``eval_episodes`` fixed episodes (see :func:`common.greedy_evaluation`)."""
     view = common.perspective(config, jnp.maximum(carry.update - 1, 0))  # the world of the last update
     choose = common.in_world(view, _greedy(config, carry.params))
-    return common.greedy_evaluation(config.env, config.eval_episodes, config.eval_max_steps, choose)
+    return common.greedy_evaluation(config.env, config.eval_episodes, config.eval_max_steps, choose, view.world)
 
 
 # ----------------------------------------------------------------- batched, compiled
@@ -405,7 +412,8 @@ def greedy_episode(
 ) -> tuple[snake.SnakeState, jax.Array]:
     """One environment played by the greedy policy of ``params`` (one run's parameters)."""
     view = common.perspective(config, config.total_updates - 1)  # a changing world: its last phase
-    return common.greedy_episode(config.env, key, max_steps, common.in_world(view, _greedy(config, params)))
+    choose = common.in_world(view, _greedy(config, params))
+    return common.greedy_episode(config.env, key, max_steps, choose, view.world)
 
 
 # ----------------------------------------------------------------- the learner

@@ -94,6 +94,7 @@ class PPOConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(name, f"must be in [0, 1] (got {getattr(self, name)})")
         self.network.resolve_torso(self.env.observation_shape)  # observation/network mismatch
+        regs.check_world(self.regularizer, self.schedule.changing)  # shrink_perturb at phase changes
 
     @property
     def batch_size(self) -> int:
@@ -197,7 +198,10 @@ def _rollout(config: PPOConfig, carry: Carry) -> tuple[Carry, _Transition]:
         logits = net.apply(variables, seen, method=net.logits)
         action = jax.random.categorical(action_key, logits)
         log_prob = jax.nn.log_softmax(logits)[jnp.arange(config.num_envs), action]
-        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a))(env_state, view.act(action))
+        world = view.world  # where the walls change: the phase's, that new episodes start in
+        env_state, ts = jax.vmap(lambda s, a: snake.autoreset_step(config.env, s, a, world=world))(
+            env_state, view.act(action)
+        )
         record = (seen, view.see(ts.final_observation), action, log_prob, ts)
         return (env_state, ts.observation, key), record
 
@@ -215,7 +219,7 @@ def _rollout(config: PPOConfig, carry: Carry) -> tuple[Carry, _Transition]:
         log_prob=log_probs,
         value=values,
         next_value=next_values,
-        reward=ts.reward,
+        reward=view.reward(ts.reward),  # a changing world's ``rewards``: scaled (else the world's)
         terminated=ts.terminated,
         done=ts.terminated | ts.truncated,
         episode_score=ts.episode_score,
@@ -292,8 +296,11 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
         opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": annealed})
     regularizer, strength = config.regularizer, carry.hparams.strength
 
-    def minibatch_step(state: tuple, indices: jax.Array) -> tuple[tuple, Metrics]:
+    steps = config.epochs * config.minibatches  # optimizer steps per update
+
+    def minibatch_step(state: tuple, xs: tuple[jax.Array, jax.Array]) -> tuple[tuple, Metrics]:
         params, opt_state, key, moved = state
+        indices, step = xs
         key, dropout_key = jax.random.split(key)
         # Gathered here rather than as a permuted copy of the whole rollout per epoch: the
         # minibatch is still in cache when the forward and backward passes read it.
@@ -302,22 +309,25 @@ def _learn(config: PPOConfig, carry: Carry, t: _Transition) -> tuple[Carry, Metr
             config, params, carry, batch, dropout_key
         )
         parts = {**parts, **regs.gradient_diagnostics(regularizer, task_grad, params, carry.init_params, strength)}
-        updates, opt_state = optimizer.update(task_grad, opt_state, params)  # adds the penalty's gradient
+        at_phase_change = common.phase_change_step(config, carry.update, step, steps)  # shrink_perturb, period 0
+        # the optimizer adds the penalty's gradient
+        updates, opt_state = optimizer.update(task_grad, opt_state, params, **at_phase_change)
         params = optax.apply_updates(params, updates)
         return (params, opt_state, key, jax.tree.map(jnp.add, moved, updates)), parts
 
-    def epoch(state: tuple, _: None) -> tuple[tuple, tuple[Metrics, jax.Array]]:
+    def epoch(state: tuple, first_step: jax.Array) -> tuple[tuple, tuple[Metrics, jax.Array]]:
         params, opt_state, key, moved = state
         key, shuffle_key = jax.random.split(key)
         order = common.permutation(shuffle_key, config.batch_size).reshape(config.minibatches, -1)
-        state, parts = jax.lax.scan(minibatch_step, (params, opt_state, key, moved), order)
+        numbered = (order, first_step + jnp.arange(config.minibatches))
+        state, parts = jax.lax.scan(minibatch_step, (params, opt_state, key, moved), numbered)
         return state, (parts, order[-1, : mechanisms.SAMPLE_ROWS])
 
     # ``moved`` sums the update's steps (for the effective learning rate): cheaper than
     # keeping the parameters from before the update alive through the loops.
     moved = jax.tree.map(jnp.zeros_like, carry.params)
     (params, opt_state, key, moved), (parts, sampled) = jax.lax.scan(
-        epoch, (carry.params, opt_state, carry.key, moved), None, length=config.epochs
+        epoch, (carry.params, opt_state, carry.key, moved), jnp.arange(0, steps, config.minibatches)
     )
     metrics = jax.tree.map(jnp.mean, parts)
     metrics["learning_rate"] = opt_state.hyperparams["learning_rate"]
@@ -377,7 +387,7 @@ def evaluate(config: PPOConfig, carry: Carry) -> Metrics:
 
     view = common.perspective(config, jnp.maximum(carry.update - 1, 0))  # the world of the last update
     played = common.in_world(view, choose)
-    return common.greedy_evaluation(config.env, config.eval_episodes, config.eval_max_steps, played)
+    return common.greedy_evaluation(config.env, config.eval_episodes, config.eval_max_steps, played, view.world)
 
 
 # ----------------------------------------------------------------- batched, compiled
@@ -399,7 +409,7 @@ def greedy_episode(
         return jnp.argmax(net.apply({"params": params}, observation, method=net.logits), axis=-1)
 
     view = common.perspective(config, config.total_updates - 1)  # a changing world: its last phase
-    return common.greedy_episode(config.env, key, max_steps, common.in_world(view, choose))
+    return common.greedy_episode(config.env, key, max_steps, common.in_world(view, choose), view.world)
 
 
 # ----------------------------------------------------------------- the learner

@@ -18,12 +18,17 @@ compiled code), and a *strength*, a traced scalar that can be vmapped across run
   factor ``a = 1 - strength`` and the noise scale ``b = perturb * strength``; ``noise`` is
   drawn from a Gaussian with each leaf's initial mean and standard deviation. The strength
   (swept, traced) is the share shrunk away, in [0, 1) (a shrink factor in (0, 1]); ``period``
-  (a positive integer) and ``perturb`` (>= 0) are static fields. ``perturb = 1`` (the
+  (an integer >= 0) and ``perturb`` (>= 0) are static fields. ``perturb = 1`` (the
   default) moves a fraction ``strength`` of the way towards a fresh draw from the initial
   distribution; 0 only shrinks. Any ``(a, b)`` with ``a < 1`` is ``strength = 1 - a``,
   ``perturb = b / (1 - a)``. At strength 0 the step's updates pass untouched (the
   baseline's, bit for bit, step by step). See :func:`shrink_perturb` for the noise and its
-  key. (The issue's "at each phase change" waits for phases: see :func:`_due`.)
+  key. ``period = 0``: instead of every ``period`` steps, once at each phase change of a
+  changing world (:mod:`~regspeed.envs.schedule`; Dohare et al. 2024's reset at each new
+  task): after the last optimizer step of phase ``k - 1``'s last update, so the first update
+  of every phase ``k >= 1`` starts from the shrunk and perturbed network. The learner says
+  which step that is (``update(..., phase_ends=...)``); a stationary world refuses it
+  (:func:`check_world`).
 
 The penalty kinds (``l1``, ``l2``, ``l2_init``, ``elastic``) act through the optimizer: the
 first transformation of :func:`optimizer`'s chain, :func:`add_penalty_gradient`, adds the
@@ -74,7 +79,8 @@ class Regularizer:
         l1_ratio: for ``elastic``, the share of the strength on the L1 term, in [0, 1].
         period: for ``shrink_perturb``, optimizer steps between two shrink-and-perturbs (PPO
             takes ``epochs * minibatches`` per update, DQN ``gradient_steps`` once learning
-            has started, the supervised tasks one): a positive integer.
+            has started, the supervised tasks one): a positive integer; 0: once at each
+            phase change of a changing world, and never otherwise.
         perturb: for ``shrink_perturb``, the noise scale as a multiple of the strength, >= 0.
     """
 
@@ -94,13 +100,28 @@ class Regularizer:
             raise ConfigError("reg_network", f"must be one of {', '.join(NETWORKS)} (got {self.network!r})")
         if not 0.0 <= self.l1_ratio <= 1.0:
             raise ConfigError("l1_ratio", f"must be in [0, 1] (got {self.l1_ratio})")
-        if isinstance(self.period, bool) or not isinstance(self.period, int) or not 1 <= self.period <= MAX_PERIOD:
-            raise ConfigError("reg_period", f"must be an integer from 1 to {MAX_PERIOD} (got {self.period!r})")
+        if isinstance(self.period, bool) or not isinstance(self.period, int) or not 0 <= self.period <= MAX_PERIOD:
+            raise ConfigError("reg_period", f"must be an integer from 0 (at each phase change) to {MAX_PERIOD} "
+                              f"(got {self.period!r})")  # fmt: skip
         if not self.perturb >= 0:
             raise ConfigError("reg_perturb", f"must be >= 0 (got {self.perturb})")
         for field, value, default in (("reg_period", self.period, 1), ("reg_perturb", self.perturb, 1.0)):
             if self.kind != "shrink_perturb" and value != default:
                 raise ConfigError(field, f"only shrink_perturb has one (the regularizer is {self.kind}); remove it")
+
+    @property
+    def at_phase_change(self) -> bool:
+        """Whether it acts once at each phase change of a changing world (``shrink_perturb``
+        with ``period = 0``) rather than every ``period`` optimizer steps."""
+        return self.kind == "shrink_perturb" and self.period == 0
+
+
+def check_world(regularizer: Regularizer, changing: bool) -> None:
+    """Refuse a regularizer that acts at phase changes (``period = 0``) in a world that never
+    changes (``changing`` false): it would never act."""
+    if regularizer.at_phase_change and not changing:
+        raise ConfigError("reg_period", "0 (shrink and perturb at each phase change) needs a changing world: give a "
+                          "schedule (phase_steps and changes), or a period >= 1")  # fmt: skip
 
 
 def check_strength(regularizer: Regularizer, strength: float) -> None:
@@ -258,10 +279,11 @@ def _in_any_run_vmap(axis_size: int, in_batched: list[bool], flag: jax.Array) ->
     return (jnp.any(flag) if batched else flag), False
 
 
-def _due(count: jax.Array, strength: jax.Array) -> jax.Array:
-    """Whether the step that brought the counter to ``count`` ends with a shrink-and-perturb.
-    Phases (issue 14) will add "or this step ends a phase" here, as a flag passed to ``update``."""
-    return (count == 0) & (strength > 0)
+def _due(regularizer: Regularizer, count: jax.Array, strength: jax.Array, phase_ends: jax.Array) -> jax.Array:
+    """Whether the step that brought the counter to ``count`` ends with a shrink-and-perturb:
+    at the end of every period, or with ``period = 0`` where the step ends a phase."""
+    scheduled = phase_ends if regularizer.at_phase_change else count == 0
+    return jnp.asarray(scheduled) & (strength > 0)
 
 
 def _shrunk_and_perturbed(
@@ -285,10 +307,13 @@ def _shrunk_and_perturbed(
     return tree.unflatten(moved)
 
 
-def shrink_perturb(regularizer: Regularizer, strength: jax.Array | float) -> optax.GradientTransformation:
+def shrink_perturb(regularizer: Regularizer, strength: jax.Array | float) -> optax.GradientTransformationExtraArgs:
     """An Optax transformation that shrinks and perturbs the masked parameters every
     ``regularizer.period`` steps: last in a chain, the step's parameters ``w + u`` become
     ``(1 - strength) * (w + u) + perturb * strength * noise``. ``update`` needs ``params``.
+    With ``period = 0`` it acts only on a step whose ``update`` is given ``phase_ends=True``
+    (a traced bool; an extra argument that :func:`optimizer`'s chain passes through): the
+    last optimizer step of a phase that another phase follows.
 
     The noise is Gaussian with each leaf's initial mean and standard deviation, measured by
     ``init(params)`` and kept in the state: Optax sees no initializers, and Flax's (variance
@@ -320,12 +345,17 @@ def shrink_perturb(regularizer: Regularizer, strength: jax.Array | float) -> opt
         )
 
     def update_fn(
-        updates: optax.Updates, state: ShrinkPerturbState, params: Params | None = None
-    ) -> tuple[optax.Updates, ShrinkPerturbState]:
+        updates: optax.Updates, state: ShrinkPerturbState, params: Params | None = None,
+        phase_ends: jax.Array | bool | None = None, **extra_args: Any,
+    ) -> tuple[optax.Updates, ShrinkPerturbState]:  # fmt: skip
         if params is None:
             raise ValueError("shrink_perturb needs the parameters: call update(updates, state, params)")
-        count = (state.count + 1) % regularizer.period  # never overflows, however long the run
-        due = _due(count, jnp.asarray(strength))
+        if phase_ends is None and regularizer.at_phase_change:  # a learner without phases would never shrink
+            raise ValueError("shrink_perturb with period 0 acts at phase changes: call update(..., phase_ends=flag)")
+        period = regularizer.period
+        count = (state.count + 1) % period if period else state.count  # never overflows, however long the run
+        ends = jnp.asarray(False if phase_ends is None else phase_ends)
+        due = _due(regularizer, count, jnp.asarray(strength), ends)
         size = sum(w.size for w in _masked_leaves(regularizer, params))
 
         def draw(key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -339,7 +369,7 @@ def shrink_perturb(regularizer: Regularizer, strength: jax.Array | float) -> opt
         updates = _shrunk_and_perturbed(regularizer, strength, due, params, updates, state, normals)
         return updates, state._replace(count=count, key=jnp.where(due, key, state.key))
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def optimizer(
@@ -362,7 +392,8 @@ def optimizer(
     gradient (penalty kinds only, :func:`add_penalty_gradient`), clip the global gradient
     norm (optional), scale by Adam (or momentum SGD), add ``strength * w`` on masked weights
     (``weight_decay`` only), scale by ``-learning_rate``, shrink and perturb every ``period``
-    steps (``shrink_perturb`` only, :func:`shrink_perturb`); for Adam with weight decay this
+    steps (``shrink_perturb`` only, :func:`shrink_perturb`; with ``period = 0`` where
+    ``update(..., phase_ends=True)``, the learner's flag); for Adam with weight decay this
     is exactly ``optax.adamw``, for a penalty kind it is the optimizer on the penalised loss.
     Other kinds have no penalty step in the chain, so their states keep their structure.
     """

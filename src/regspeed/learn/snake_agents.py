@@ -95,8 +95,12 @@ def build(config_class: type, algo: str, default_learning_rate: float, tables: T
         data = plain(getattr(defaults, part)) | given
         if part == "env":
             data = _whole_board_window(data, given)
+            if "changing_walls" in given:
+                problems.append(("env.changing_walls", 'follows from the schedule\'s changes ("board", "obstacles"); '
+                                 "remove it"))  # fmt: skip
         parts[part], found = validated(kind, data, (part,))
         problems += found
+    problems += _changing_walls(parts)
     table = tables.get(algo, {})
     if not isinstance(table, dict):
         raise ConfigProblemsError([*problems, (algo, "must be a table")])
@@ -122,10 +126,27 @@ def build(config_class: type, algo: str, default_learning_rate: float, tables: T
     return Setup(dataclasses.replace(config, total_updates=updates), rate)
 
 
+def _changing_walls(parts: dict[str, Any]) -> Problems:
+    """Where the schedule changes the walls (``board``, ``obstacles``), the env of ``parts``
+    gets ``changing_walls`` (in place); the problems of a world that cannot take them."""
+    env, found = parts.get("env"), parts.get("schedule")
+    if env is None or found is None or not found.changes_walls:
+        return []
+    try:
+        schedule.check_world(found, env)
+    except ConfigError as error:
+        return [(f"schedule.{error.field}", error.problem)]
+    parts["env"] = dataclasses.replace(env, changing_walls=True)
+    return []
+
+
 def raise_schedule_problems(found: schedule.Schedule, steps_per_update: int, updates: int) -> None:
     """A changing world's phases must be whole updates, and more than one must fit the budget."""
     if not found.changing:
         return
+    if "labels" in found.changes:
+        raise ConfigProblemsError([("schedule.changes", "labels change in supervised classification tasks only; "
+                                    "a snake's world changes its actions and / or observations")])  # fmt: skip
     try:
         phase_updates = found.phase_updates(steps_per_update)
     except ConfigError as error:
@@ -152,6 +173,8 @@ def _caller_path(algo: str, path: str) -> str:
         return "network.torso"
     if path == f"{algo}.reg_network":  # e.g. DQN has one network
         return "regularizer.network"
+    if path == f"{algo}.reg_period":  # shrink_perturb at phase changes in a world that never changes
+        return "regularizer.period"
     return path
 
 
@@ -161,9 +184,10 @@ def tables(algo: str, setup: Setup) -> Tables:
     config = setup.config
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in CALLER_FIELDS}
     own = fields | {"learning_rate": setup.learning_rate}
-    found = {"env": config.env, "network": config.network, algo: own}
+    env = {name: value for name, value in plain(config.env).items() if name != "changing_walls"}  # the schedule's
+    found = {"env": env, "network": config.network, algo: own}
     if config.schedule.changing:  # a stationary world's tables stay as stores written before schedules hold them
-        found["schedule"] = config.schedule
+        found["schedule"] = schedule.table(config.schedule)
     return plain(found)
 
 

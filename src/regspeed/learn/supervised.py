@@ -17,6 +17,14 @@ run and condition sees the same data; the run's seed sets initialisation and min
 Per update: train and test loss, accuracy (classification) or R^2 (regression), and the
 regularizer diagnostics shared with the RL trainers.
 
+A continual task (``schedule``, a :class:`~regspeed.envs.schedule.Schedule` with
+``phase_steps`` in updates): phase 0 is the task as configured; at each later phase's start
+the inputs are permuted (``observations``: permuted digits, as permuted MNIST in Dohare et
+al. 2024) and / or the classes get a new label mapping (``labels``). The phases' tables are
+:func:`~regspeed.envs.schedule.tables`' (host-drawn, the same for every run); training and
+the metrics of an update see the task of that update's phase. A stationary task's program
+is the one without schedules.
+
 The module ends with the four learners' declarations (``LEARNERS``, see
 :mod:`regspeed.learn.learner`), one per task, built from one flat table.
 """
@@ -27,7 +35,8 @@ import dataclasses
 import functools
 import itertools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import flax.struct
@@ -36,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from regspeed.envs import schedule as schedules
 from regspeed.errors import ConfigError, ConfigProblemsError, refuse_non_finite
 from regspeed.learn import common, mechanisms
 from regspeed.learn import regularizers as regs
@@ -59,6 +69,7 @@ CLASSIFICATION = ("digits", "modadd")
 OPTIMIZERS = ("sgd", "adam")
 DEFAULT_LEARNING_RATE = 1e-3
 MECHANISM_EVERY = 100  # updates between measurements of the representation (see mechanism_metrics)
+INPUT_CHANGES = ("linreg", "teacher", "digits")  # tasks whose inputs a schedule may permute ("observations")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +101,7 @@ class SupervisedConfig:
     data_seed: int = 0
     regularizer: regs.Regularizer = dataclasses.field(default_factory=regs.Regularizer)
     total_updates: int = 1000
+    schedule: schedules.Schedule = dataclasses.field(default_factory=schedules.Schedule)  # phase_steps in updates
 
     def __post_init__(self) -> None:
         refuse_non_finite(self)
@@ -121,6 +133,10 @@ class SupervisedConfig:
             raise ConfigError("batch_size", f"must be at most the {self.train_size} training examples")
         if self.regularizer.network != "all":
             raise ConfigError("reg_network", "a supervised model has one network; use all")
+        problem = schedule_problem(self.task, self.schedule)
+        if problem:
+            raise ConfigError(*problem)
+        regs.check_world(self.regularizer, self.schedule.changing)  # shrink_perturb at phase changes
 
     @property
     def classification(self) -> bool:
@@ -143,6 +159,71 @@ class SupervisedConfig:
 
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "gelu": nn.gelu}
+
+
+def schedule_problem(task: str, schedule: schedules.Schedule) -> tuple[str, str] | None:
+    """``(field, problem)`` if ``task`` cannot change as ``schedule`` says, else None: inputs
+    are permuted in :data:`INPUT_CHANGES`' tasks, labels remapped in classification tasks,
+    and no task has actions."""
+    allowed = (("observations",) if task in INPUT_CHANGES else ()) + (("labels",) if task in CLASSIFICATION else ())
+    for change in schedule.changes:
+        if change not in allowed:
+            choices = " and ".join(f'"{name}"' for name in allowed)
+            return "schedule.changes", f"{task} cannot change its {change} (it can change {choices})"
+    return None
+
+
+def world(config: SupervisedConfig) -> schedules.WorldTables | None:
+    """Every phase's input permutation and label derangement (None: a stationary task)."""
+    if not config.schedule.changing:
+        return None
+    phases = config.schedule.phases(config.total_updates, 1)
+    classes = config.modulus if config.task == "modadd" else 10 if config.task == "digits" else 1
+    return schedules.tables(config.schedule, classes, dataset(config)[0].shape[-1], phases)
+
+
+class View(NamedTuple):
+    """How an update's phase shows the task: ``params`` maps the run's parameters to those
+    the model applies, ``labels`` the dataset's labels to the phase's. A permutation ``p`` of
+    the inputs enters as the first layer's rows permuted the other way (``x[:, p] @ W ==
+    x @ W[argsort(p)]``), not as a gather of the inputs: XLA:CPU computes a product with a
+    computed input differently from one with the constant dataset, so phase 0 would not be
+    the stationary task's numbers bit for bit."""
+
+    params: Callable[[Any], Any]
+    labels: Callable[[jax.Array], jax.Array]
+
+
+def _unchanged(x: Any) -> Any:
+    return x
+
+
+UNCHANGED = View(_unchanged, _unchanged)
+
+
+def first_layer(config: SupervisedConfig) -> str:
+    """The name of the layer that reads the inputs (``hidden_0``; ``out`` for a linear model)."""
+    return "hidden_0" if config.hidden else "out"
+
+
+def view(config: SupervisedConfig, update: jax.Array | int) -> View:
+    """The task as the update numbered ``update`` (0-based) meets it: its phase's inputs and
+    labels; in a stationary task the identity (the program is unchanged)."""
+    tables = world(config)
+    if tables is None:
+        return UNCHANGED
+    phase = schedules.phase_of(jnp.asarray(update), config.schedule.phase_updates(1), len(tables.actions))
+    changes, layer = config.schedule.changes, first_layer(config)
+    rows = jnp.asarray(np.argsort(tables.observations, axis=1).astype(np.int32))[phase]
+
+    def params(found: Any) -> Any:
+        kernel = jnp.take(found[layer]["kernel"], rows, axis=0)
+        return {**found, layer: {**found[layer], "kernel": kernel}}
+
+    def labels(y: jax.Array) -> jax.Array:
+        return schedules.carried_out(tables, phase, y)
+
+    return View(params if "observations" in changes else _unchanged, labels if "labels" in changes else _unchanged)
 
 
 # -------------------------------------------------------------------------------- data
@@ -278,12 +359,13 @@ def _loss_and_quality(config: SupervisedConfig, predictions: jax.Array, targets:
     return error / 2, 1.0 - error / jnp.var(targets)
 
 
-def measure(config: SupervisedConfig, params: Any) -> Metrics:
-    """Train and test loss and quality (accuracy or R^2) on the whole sets."""
+def measure(config: SupervisedConfig, params: Any, seen: View = UNCHANGED) -> Metrics:
+    """Train and test loss and quality (accuracy or R^2) on the whole sets, as ``seen``
+    (a phase's :func:`view`) shows them."""
     x_train, y_train, x_test, y_test = (jnp.asarray(a) for a in dataset(config))
-    model = Model(config)
-    train_loss, train_quality = _loss_and_quality(config, model.apply({"params": params}, x_train), y_train)
-    test_loss, test_quality = _loss_and_quality(config, model.apply({"params": params}, x_test), y_test)
+    model, shown = Model(config), {"params": seen.params(params)}
+    train_loss, train_quality = _loss_and_quality(config, model.apply(shown, x_train), seen.labels(y_train))
+    test_loss, test_quality = _loss_and_quality(config, model.apply(shown, x_test), seen.labels(y_test))
     quality = "accuracy" if config.classification else "r2"
     return {
         "train_loss": train_loss,
@@ -330,26 +412,30 @@ def has_optimum(config: SupervisedConfig) -> bool:
 def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
     """One optimizer step (full batch or a minibatch); metrics on the whole sets after it."""
     x_train, y_train, _, _ = (jnp.asarray(a) for a in dataset(config))
+    seen = view(config, carry.update)  # this update's phase (a stationary task: the identity)
     key, batch_key, dropout_key = jax.random.split(carry.key, 3)
     if config.batch_size:
         index = jax.random.choice(batch_key, len(y_train), (config.batch_size,), replace=False)
-        x_batch, y_batch = x_train[index], y_train[index]
+        x_batch, y_batch = x_train[index], seen.labels(y_train[index])
     else:
-        x_batch, y_batch = x_train, y_train
+        x_batch, y_batch = x_train, seen.labels(y_train)
     regularizer, strength = config.regularizer, carry.hparams.strength
     rate = regs.dropout_rate(regularizer, strength)
     model = Model(config)
 
     def task_loss(params: Any) -> jax.Array:
         key = dropout_key if regularizer.kind == "dropout" else None
-        return _loss_and_quality(config, model.apply({"params": params}, x_batch, rate, key), y_batch)[0]
+        return _loss_and_quality(config, model.apply({"params": seen.params(params)}, x_batch, rate, key), y_batch)[0]
 
     task_grad = jax.grad(task_loss)(carry.params)
     diagnostics = regs.gradient_diagnostics(regularizer, task_grad, carry.params, carry.init_params, strength)
-    # The optimizer adds the penalty's gradient itself.
-    updates, opt_state = _optimizer(config, carry.hparams).update(task_grad, carry.opt_state, carry.params)
+    # The optimizer adds the penalty's gradient itself (and shrinks and perturbs, with period 0 at phase changes).
+    at_phase_change = common.phase_change_step(config, carry.update, jnp.asarray(0), 1)
+    updates, opt_state = _optimizer(config, carry.hparams).update(
+        task_grad, carry.opt_state, carry.params, **at_phase_change
+    )
     params = optax.apply_updates(carry.params, updates)
-    mechanism = mechanism_metrics(config, updates, params, x_batch, carry.update + 1)
+    mechanism = mechanism_metrics(config, updates, params, x_batch, carry.update + 1, seen)
     carry = carry.replace(params=params, opt_state=opt_state, key=key, update=carry.update + 1)
     progress = (
         optimum_progress(config, params, carry.init_params, jnp.where(regularizer.kind == "l2", strength, 0.0))
@@ -358,7 +444,7 @@ def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
     )
     return carry, {
         "step": carry.update,
-        **measure(config, params),
+        **measure(config, params, seen),
         "optimum_progress": progress,
         **diagnostics,
         "learning_rate": opt_state.hyperparams["learning_rate"],
@@ -369,7 +455,7 @@ def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
 
 
 def mechanism_metrics(
-    config: SupervisedConfig, moved: Any, after: Any, x_batch: jax.Array, update: jax.Array
+    config: SupervisedConfig, moved: Any, after: Any, x_batch: jax.Array, update: jax.Array, seen: View = UNCHANGED
 ) -> Metrics:
     """An update's mechanism metrics (:mod:`~regspeed.learn.mechanisms`), on every
     :data:`MECHANISM_EVERY`-th update only (NaN on the others): an SVD of 256 rows costs
@@ -379,12 +465,12 @@ def mechanism_metrics(
     on the step's batch (its first 256 rows: with full batches, the same 256 training
     examples every time; NaN for a linear model, which has no hidden layer). Effective
     learning rate: the weights moved by the step (``moved``, the optimizer's updates) and
-    after it.
+    after it. In a continual task the activations are the phase's (``seen``).
     """
     model = Model(config)
 
     def activations_of(x: jax.Array) -> list[jax.Array]:
-        return mechanisms.hidden_activations(model, {"params": after}, x)
+        return mechanisms.hidden_activations(model, {"params": seen.params(after)}, x)
 
     sample = x_batch[: mechanisms.SAMPLE_ROWS]
     return mechanisms.metrics(MECHANISM_EVERY, update, activations_of, sample, moved, after)
@@ -397,8 +483,11 @@ def advance(config: SupervisedConfig, carry: Carry, n_updates: int) -> tuple[Car
 
 def evaluate(config: SupervisedConfig, carry: Carry) -> Metrics:
     """The same measures as every update (there is no separate evaluation in supervised
-    learning), prefixed ``eval_``, so periodic evaluation works as for the RL tasks."""
-    return {f"eval_{name}": value for name, value in measure(config, carry.params).items()}
+    learning), prefixed ``eval_``, so periodic evaluation works as for the RL tasks; in a
+    continual task on the task of the last update (an evaluation at a phase boundary belongs
+    to the phase that ended)."""
+    seen = view(config, jnp.maximum(carry.update - 1, 0))
+    return {f"eval_{name}": value for name, value in measure(config, carry.params, seen).items()}
 
 
 init_batch, advance_batch, evaluate_batch = common.compiled(init, advance, evaluate)
@@ -412,23 +501,42 @@ CALLER_FIELDS = ("task", "regularizer", "total_updates")
 
 def build(task: str, tables: Tables, request: Request) -> Setup:
     """A setup of ``task`` from one flat table: fields of :class:`SupervisedConfig` (except
-    those in :data:`CALLER_FIELDS`) and ``learning_rate``; the budget counts updates."""
+    those in :data:`CALLER_FIELDS`), ``learning_rate`` and, for a continual task, a
+    ``schedule`` table (phases in updates, shorter than the budget); the budget counts updates."""
     table = dict(tables)
     rate, problems = learning_rate(table, DEFAULT_LEARNING_RATE, "learning_rate")
     problems += set_by_caller(table, CALLER_FIELDS, "") + unknown_keys(table, SupervisedConfig, "")
+    given = table.get("schedule", {})
+    if not isinstance(given, dict):
+        problems.append(("schedule", "must be a table"))
+    else:
+        problems += unknown_keys(given, schedules.Schedule, "schedule")
     if problems:
         raise ConfigProblemsError(problems)
+    found_schedule, problems = validated(schedules.Schedule, given, ("schedule",))
+    problem = schedule_problem(task, found_schedule) if found_schedule is not None else None
+    if problems or problem:
+        raise ConfigProblemsError(problems or [problem])
     fixed = {"task": task, "regularizer": request.regularizer, "total_updates": request.budget}
     config, found = validated(SupervisedConfig, table | fixed)
     if found:
-        raise ConfigProblemsError([("regularizer.network" if path == "reg_network" else path, m) for path, m in found])
+        paths = {"reg_network": "regularizer.network", "reg_period": "regularizer.period"}
+        raise ConfigProblemsError([(paths.get(path, path), message) for path, message in found])
+    if config.schedule.changing and config.schedule.phase_steps >= config.total_updates:
+        budget = f"{config.total_updates:,} updates"
+        problem = f"must be shorter than the budget ({budget}) for the task to change: shorten phases"
+        raise ConfigProblemsError([("schedule.phase_steps", problem)])
     return Setup(config, rate)
 
 
 def tables(setup: Setup) -> Tables:
-    """The table of a setup, every default filled in."""
+    """The table of a setup, every default filled in (a stationary task's without
+    ``schedule``, as stores written before schedules existed hold it)."""
     config = setup.config
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in CALLER_FIELDS}
+    del fields["schedule"]
+    if config.schedule.changing:
+        fields["schedule"] = schedules.table(config.schedule)
     return plain(fields | {"learning_rate": setup.learning_rate})
 
 

@@ -592,9 +592,14 @@ def setup(spec: Spec, regularizer: regs.Regularizer) -> Setup:
         eval_max_steps=spec.evaluation.max_steps,
     )
     try:
-        return learner_of(spec).build(spec.config, request)
+        built = learner_of(spec).build(spec.config, request)
     except ConfigProblemsError as error:
         raise SpecError([(_spec_path(path), message) for path, message in error.problems]) from None
+    try:  # a learner without schedules (or a stationary world) never has a phase change to act at
+        regs.check_world(regularizer, getattr(getattr(built.config, "schedule", None), "changing", False))
+    except ConfigError as error:
+        raise SpecError([("regularizers.period", error.problem)]) from None
+    return built
 
 
 def speed_metrics(spec: Spec) -> tuple[str, ...]:
@@ -743,7 +748,7 @@ def condition_name(regularizer: regs.Regularizer, strength: float) -> str:
     if regularizer.kind == "elastic" and regularizer.l1_ratio != 0.5:
         qualifiers.append(f"l1_ratio={regularizer.l1_ratio:g}")
     if regularizer.period != 1:
-        qualifiers.append(f"period={regularizer.period}")
+        qualifiers.append(f"period={regularizer.period or 'phase'}")  # 0: at each phase change
     if regularizer.perturb != 1.0:
         qualifiers.append(f"perturb={regularizer.perturb:g}")
     suffix = f"[{','.join(qualifiers)}]" if qualifiers else ""
