@@ -323,6 +323,11 @@ def test_ppo_learns_from_the_scaled_reward_and_scores_the_worlds() -> None:
         (["--phase-steps", "8192", "--changes", "actions", "--schedule-seed", "-1"], "error: schedule_seed: must be"),
         (["--phase-steps", "8192", "--changes", "actions", "--steps", "8192"], "error: phase_steps: must be shorter"),
         (["--reg", "shrink_perturb", "--reg-period", "0"], "error: reg_period: 0 (shrink and perturb at each phase"),
+        (["--phase-steps", "8192", "--changes", "board", "--min-side", "3"], "error: min_side: must be an integer"),
+        (["--phase-steps", "8192", "--changes", "board", "--min-side", "12"], "error: min_side:"),
+        (["--phase-steps", "8192", "--changes", "obstacles", "--phase-obstacle-density", "0.5"],
+         "error: phase_obstacle_density:"),
+        (["--phase-steps", "8192", "--changes", "actions", "--min-side", "6"], "error: min_side:"),
     ],
 )
 def test_bad_schedule_flags_are_one_line_naming_the_flag_exit_2(tmp_path: Path, flags: list[str], line: str) -> None:

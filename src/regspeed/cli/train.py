@@ -70,6 +70,14 @@ def train(
     schedule_seed: Annotated[
         int | None, typer.Option(help="Which sequence of worlds (the phases' permutations and scales; default 0).")
     ] = None,
+    min_side: Annotated[
+        int | None,
+        typer.Option(help="--changes board: the least rows and cols of a phase's area (default: the snake's need)."),
+    ] = None,
+    phase_obstacle_density: Annotated[
+        float | None,
+        typer.Option(help="--changes obstacles: the share of the board that is walls in each later phase (0.1)."),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Env steps per run.")] = 2_000_000,
     seeds: Annotated[int, typer.Option(help="Runs (seeds 0..N-1 after --first-seed), vmapped together.")] = 1,
     first_seed: Annotated[int, typer.Option(help="First seed.")] = 0,
@@ -134,7 +142,10 @@ def train(
             layer_norm=layer_norm,
         ),
         algo: dict(num_envs=num_envs, rollout_steps=rollout_steps, learning_rate=lr),
-        "schedule": dict(phase_steps=phase_steps, changes=_change_list(changes), seed=schedule_seed),
+        "schedule": dict(
+            phase_steps=phase_steps, changes=_change_list(changes), seed=schedule_seed, min_side=min_side,
+            obstacle_density=phase_obstacle_density,
+        ),
     }
     tables = {name: {key: value for key, value in table.items() if value is not None} for name, table in given.items()}
     tables = {name: table for name, table in tables.items() if table or name != "schedule"}  # stationary: no table
@@ -244,6 +255,7 @@ def _layer_sizes(hidden: str | None) -> tuple[int, ...] | None:
 TRAIN_FLAGS = {
     "env.window_size": "window", "budget": "steps", "regularizer.network": "reg_network",
     "regularizer.period": "reg_period", "schedule.seed": "schedule_seed",
+    "schedule.obstacle_density": "phase_obstacle_density",
 }  # fmt: skip
 """Table paths of a learner's problems that ``regspeed train`` names by another flag."""
 

@@ -145,8 +145,9 @@ def raise_schedule_problems(found: schedule.Schedule, steps_per_update: int, upd
     if not found.changing:
         return
     if "labels" in found.changes:
+        snake = ", ".join(change for change in schedule.CHANGES if change != "labels")
         raise ConfigProblemsError([("schedule.changes", "labels change in supervised classification tasks only; "
-                                    "a snake's world changes its actions and / or observations")])  # fmt: skip
+                                    f"a snake's world changes some of: {snake}")])  # fmt: skip
     try:
         phase_updates = found.phase_updates(steps_per_update)
     except ConfigError as error:
