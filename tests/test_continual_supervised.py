@@ -100,6 +100,14 @@ def test_a_bad_schedule_names_its_field(task: str, table: dict, problem: tuple[s
     assert path == problem[0] and message.startswith(problem[1]), caught.value.problems
 
 
+def test_more_phases_than_the_program_holds_is_refused() -> None:
+    table = SMALL.get("digits", {}) | {"schedule": {"phase_steps": 1, "changes": ["labels"]}}
+    with pytest.raises(ConfigProblemsError) as caught:
+        registry.get("digits").build(table, Request(budget=10_001))
+    assert caught.value.problems == [("schedule.phase_steps", caught.value.problems[0][1])]
+    assert caught.value.problems[0][1].startswith("gives 10,001 phases over the budget, more than 10,000")
+
+
 def test_a_snake_refuses_a_labels_change() -> None:
     with pytest.raises(ConfigProblemsError) as caught:
         registry.get("snake-ppo").build({"schedule": {"phase_steps": 8192, "changes": ["labels"]}},

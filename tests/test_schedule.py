@@ -167,6 +167,18 @@ def test_a_bad_schedule_in_a_spec_exits_2_with_its_path(tmp_path: Path, table: s
     assert not (tmp_path / "out").exists()
 
 
+def test_more_phases_than_the_program_holds_is_refused_naming_phase_steps(tmp_path: Path) -> None:
+    from test_study import TINY_SPEC
+
+    many = TINY_SPEC.replace("budget = 15_360", f"budget = {128 * (schedule.MAX_PHASES + 1)}")
+    path = tmp_path / "many.toml"
+    path.write_text(many.replace("[config.ppo]", '[config.schedule]\nphase_steps = 128\nchanges = ["actions"]\n'
+                                 "[config.ppo]", 1))  # fmt: skip
+    result = CliRunner().invoke(app, ["study", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "config.schedule.phase_steps: gives 10,001 phases" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------- shrink and perturb at each phase change
 
 AT_PHASE_CHANGE = regs.Regularizer("shrink_perturb", period=0, perturb=0.0)  # shrink only: a * (w + u)

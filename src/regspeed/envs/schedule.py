@@ -123,6 +123,19 @@ class Schedule:
         return -(-total_updates // self.phase_updates(steps_per_update))
 
 
+MAX_PHASES = 10_000  # a run's phases: each phase's world is a table compiled into the program
+
+
+def phases_problem(found: Schedule, total_updates: int, steps_per_update: int) -> str | None:
+    """Why a run of ``total_updates`` meets too many phases of ``found`` for its tables
+    (a problem of ``phase_steps``), or None."""
+    count = found.phases(total_updates, steps_per_update)
+    if count <= MAX_PHASES:
+        return None
+    return (f"gives {count:,} phases over the budget, more than {MAX_PHASES:,} (each phase's world is a table "
+            "compiled into the program): make phases longer or the budget shorter")  # fmt: skip
+
+
 REWARD_SCALES = (0.1, 10.0)  # the ``rewards`` change's scales: log-uniform between these
 _REWARDS = 0x5CA1E  # the random stream of a phase's reward scale, apart from its permutations' and walls'
 

@@ -156,6 +156,8 @@ def raise_schedule_problems(found: schedule.Schedule, steps_per_update: int, upd
         budget = f"{updates * steps_per_update:,} env steps"
         raise ConfigProblemsError([("schedule.phase_steps", f"must be shorter than the budget ({budget}) for the "
                                     "world to change; make phases shorter or the budget longer")])  # fmt: skip
+    if problem := schedule.phases_problem(found, updates, steps_per_update):
+        raise ConfigProblemsError([("schedule.phase_steps", problem)])
 
 
 def _whole_board_window(data: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -526,6 +526,8 @@ def build(task: str, tables: Tables, request: Request) -> Setup:
         budget = f"{config.total_updates:,} updates"
         problem = f"must be shorter than the budget ({budget}) for the task to change: shorten phases"
         raise ConfigProblemsError([("schedule.phase_steps", problem)])
+    if problem := schedules.phases_problem(config.schedule, config.total_updates, 1):
+        raise ConfigProblemsError([("schedule.phase_steps", problem)])
     return Setup(config, rate)
 
 
