@@ -149,6 +149,44 @@ def test_phase_0_is_the_stationary_task_bit_for_bit_and_phase_1_is_not(task: str
         assert not np.array_equal(runs[0][name][:, 3], runs[1][name][:, 3]), name
 
 
+LINREG = {"inputs": 6, "train_samples": 128, "test_samples": 32, "condition_number": 10.0, "hidden": [],
+          "optimizer": "sgd"}  # fmt: skip
+
+
+def test_optimum_progress_is_towards_the_phases_own_optimum() -> None:
+    """In phase 1 the stored weights that the phase's model applies as the ridge optimum
+    of the permuted inputs are at progress 1; phase 0's optimum is not. Phase 0's progress
+    is the stationary task's bit for bit."""
+    learner, l2 = registry.get("linreg"), regs.Regularizer("l2")
+    table = LINREG | {"schedule": {"phase_steps": 3, "changes": ["observations"], "seed": 1}}
+    config = learner.build(table, Request(budget=9, regularizer=l2)).config
+    world = supervised.world(config)
+    assert world is not None and not (world.observations[1] == np.arange(6)).all()
+    x, y = (np.asarray(a, np.float64) for a in supervised.dataset(config)[:2])
+
+    def ridge(inputs: np.ndarray) -> np.ndarray:  # [w; b] of the penalised least squares, solved here
+        features = np.concatenate([inputs, np.ones((len(y), 1))], axis=1)
+        gram = features.T @ features / len(y) + np.diag([0.5] * inputs.shape[1] + [0.0])
+        return np.linalg.solve(gram, features.T @ y / len(y))
+
+    def progress(solution: np.ndarray, update: int) -> float:  # after one step with learning rate 0
+        carry = supervised.init(config, jax.random.key(0), supervised.hparams(0.0, 0.5))
+        kernel = jax.numpy.asarray(solution[:-1, None], jax.numpy.float32)
+        params = {"out": {"kernel": kernel, "bias": jax.numpy.asarray(solution[-1:], jax.numpy.float32)}}
+        carry = carry.replace(params=params, update=jax.numpy.asarray(update, jax.numpy.int32))
+        return float(supervised.update(config, carry)[1]["optimum_progress"])
+
+    stationary, permuted = ridge(x), ridge(x[:, world.observations[1]])
+    assert progress(stationary, 0) == pytest.approx(1.0, abs=1e-4)
+    assert progress(permuted, 3) == pytest.approx(1.0, abs=1e-4)
+    assert progress(stationary, 3) < 0.9 and progress(permuted, 0) < 0.9
+    runs = []
+    for setup in (learner.build(found, Request(budget=9, regularizer=l2)) for found in (LINREG, table)):
+        runs.append(learner.trainer.advance_batch(setup.config, learner.start(setup, [3, 4], [1e-2, 0.5]), 4)[1])
+    np.testing.assert_array_equal(runs[0]["optimum_progress"][:, :3], runs[1]["optimum_progress"][:, :3])
+    assert not np.array_equal(runs[0]["optimum_progress"][:, 3], runs[1]["optimum_progress"][:, 3])
+
+
 def test_a_continual_task_resumes_mid_phase_bit_identical(tmp_path: Path) -> None:
     """Killed mid-phase and resumed from its checkpoint, a run ends as if uninterrupted."""
     learner, setup = _setup("digits", "shrink_perturb", budget=12, schedule=CHANGING["digits"])
@@ -211,3 +249,20 @@ def test_a_continual_supervised_study_reports_relearning(tmp_path: Path) -> None
     found = compare.analyze(data).phases
     assert found is not None and found.count == 3 and found.metric == "train_accuracy"
     assert "Relearning after the world changes" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_run_batched_with_runs_at_other_rates_ends_as_it_would_alone() -> None:
+    """Batching across cells: a run trained beside runs at other learning rates (and the same
+    seed) ends where it ends alone, to float rounding (a vmapped batch's products may sum in
+    another order), each at its own rate."""
+    learner = registry.get("teacher")
+    setup = learner.build(SMALL["teacher"], Request(budget=12))
+    together = learner.start(setup, [3, 3, 4], [0.0, 0.0, 0.0], [1e-3, 3e-3, 3e-3])
+    alone = learner.start(setup, [3], [0.0], [3e-3])
+    together, metrics = learner.trainer.advance_batch(setup.config, together, 12)
+    alone, _ = learner.trainer.advance_batch(setup.config, alone, 12)
+    np.testing.assert_array_equal(metrics["learning_rate"][:, 0], np.float32([1e-3, 3e-3, 3e-3]))
+    for mixed, single in zip(jax.tree.leaves(together.params), jax.tree.leaves(alone.params), strict=True):
+        np.testing.assert_allclose(np.asarray(mixed)[1], np.asarray(single)[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(jax.tree.leaves(together.params)[0])[0],
+                           np.asarray(jax.tree.leaves(together.params)[0])[1])  # fmt: skip

@@ -223,6 +223,8 @@ def test_a_cell_of_a_changing_world_shows_its_relearning_in_the_map() -> None:
     first = page.split("<summary>board=")[1]
     assert "<h4>Relearning after the world changes</h4>" in first and "<h5>Relearning: phase by phase</h5>" in first
     assert summary.count("#### Relearning after the world changes") == 2
+    assert text.map_answer(answer_map).endswith("these are the whole runs' times; each cell's relearning after the "
+                                                "changes is in its section.")  # fmt: skip
 
 
 def test_a_changing_worlds_answer_leads_with_relearning_then_the_first_time(known: compare.StudyAnalysis) -> None:
@@ -233,5 +235,6 @@ def test_a_changing_worlds_answer_leads_with_relearning_then_the_first_time(know
     assert said.index("relearn faster") < first
     assert "changed the time of first learning by less than 10%." in said[first:]  # both L2s: phase 0 equivalent
     assert said.endswith("from the run's start the first time and from each change's start for relearning.")
-    stationary = named_study({"none": np.full(SEEDS, 5_000.0), "l2@0.01": np.full(SEEDS, 2_500.0)})
-    assert "relearn" not in text.answer(compare.analyze(stationary))
+    assert text.verdict_title(known).endswith("vs baseline over the whole run (the world changes: relearning below)")
+    stationary = compare.analyze(named_study({"none": np.full(SEEDS, 5_000.0), "l2@0.01": np.full(SEEDS, 2_500.0)}))
+    assert "relearn" not in text.answer(stationary) and "whole run" not in text.verdict_title(stationary)

@@ -340,6 +340,15 @@ def test_ppo_learns_from_the_scaled_reward_and_scores_the_worlds() -> None:
         (["--phase-steps", "8192", "--changes", "obstacles", "--phase-obstacle-density", "0.5"],
          "error: phase_obstacle_density:"),
         (["--phase-steps", "8192", "--changes", "actions", "--min-side", "6"], "error: min_side:"),
+        (["--schedule-seed", "5"], "error: schedule_seed: sets a world that changes: give --phase-steps"),
+        (["--phase-steps", "0", "--schedule-seed", "5"], "error: schedule_seed: sets a world that changes"),
+        (["--min-side", "6"], "error: min_side: sets a world that changes"),
+        (["--phase-obstacle-density", "0.1"], "error: phase_obstacle_density: sets a world that changes"),
+        (["--changes", "board", "--min-side", "6"], "error: phase_steps: give the env steps per phase"),
+        (["--phase-steps", "8192", "--changes", "actions", "--phase-obstacle-density", "0.1"],
+         'error: phase_obstacle_density: is a setting of the "obstacles" change'),  # the default, passed
+        (["--phase-steps", "8192", "--changes", "actions", "--min-side", "0"],
+         'error: min_side: is a setting of the "board" change'),
     ],
 )
 def test_bad_schedule_flags_are_one_line_naming_the_flag_exit_2(tmp_path: Path, flags: list[str], line: str) -> None:
@@ -450,6 +459,126 @@ def test_the_gymnasium_adapters_refuse_what_they_do_not_change() -> None:
     env = gymnasium.make("regspeed/Snake-v0", schedule=schedule.Schedule(10, ("observations",)))
     env.reset(seed=0)
     assert env.unwrapped.phase == 0 and SnakeEnv(schedule={"phase_steps": 0}).phase == 0
+
+
+@pytest.mark.parametrize("make", ["env", "vector", "gymnasium.make"])
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"phase_step": 100}, "schedule: unknown field 'phase_step'; fields: phase_steps, changes, seed, min_side"),
+        ({"phase_steps": 100, "changes": "observations"}, "changes: must be a list of changes, some of actions, "),
+        ({"phase_steps": 100, "changes": None}, "changes: must be a list of changes"),
+        ({"phase_steps": 100, "changes": ["observations", 3]}, "changes: must be a list of changes"),
+        ({"phase_steps": "100", "changes": ["observations"]}, "phase_steps: must be an integer >= 0"),
+        ({"phase_steps": 100, "changes": ["observations"], "seed": "1"}, "seed: must be an integer from 0"),
+        ({"phase_steps": 100, "changes": ["board"], "min_side": "5"}, "min_side: must be an integer >= 4"),
+        ({"phase_steps": 100, "changes": ["obstacles"], "obstacle_density": "0.1"}, "obstacle_density: must be in"),
+    ],
+)
+def test_a_bad_schedule_argument_to_the_gymnasium_adapters_is_one_clear_error(
+    make: str, fields: dict, problem: str
+) -> None:
+    import gymnasium
+
+    from regspeed.envs.gym import SnakeEnv, SnakeVectorEnv
+
+    makers = {
+        "env": lambda: SnakeEnv(schedule=fields),
+        "vector": lambda: SnakeVectorEnv(2, schedule=fields),
+        "gymnasium.make": lambda: gymnasium.make("regspeed/Snake-v0", schedule=fields),
+    }
+    with pytest.raises(ConfigError) as caught:
+        makers[make]()
+    assert type(caught.value) is ConfigError and str(caught.value).startswith(problem)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"changes": "observations"}, "changes"),
+        ({"changes": ("observations",), "seed": 1.5}, "seed"),
+        ({"changes": ("board",), "min_side": 4.5}, "min_side"),
+        ({"changes": ("obstacles",), "obstacle_density": "0.1"}, "obstacle_density"),
+        ({"changes": ("obstacles",), "obstacle_density": None}, "obstacle_density"),
+    ],
+)
+def test_a_schedule_checks_types_before_comparing(fields: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        schedule.Schedule(100, **fields)
+    assert caught.value.field == field
+    listed = schedule.Schedule(100, ["actions"])  # a list, as TOML and JSON give it, kept as a hashable tuple
+    assert listed.changes == ("actions",) and hash(listed) == hash(schedule.Schedule(100, ("actions",)))
+
+
+# schedule.tables' rows as drawn before they were built from schedule.phase_row (recorded then)
+RECORDED = {
+    (5, ("actions", "observations", "rewards"), 3, 11): (
+        [[0, 1, 2], [2, 0, 1], [1, 2, 0], [2, 0, 1]],
+        [list(range(11)), [0, 1, 7, 10, 9, 3, 5, 2, 4, 6, 8], [5, 3, 0, 6, 2, 10, 4, 7, 8, 9, 1],
+         [0, 1, 10, 4, 7, 6, 9, 3, 5, 8, 2]],
+        [1.0, 0.5306089520454407, 0.3183363974094391, 0.21623890101909637],
+    ),
+    (123, ("labels", "observations", "rewards"), 10, 6): (
+        [list(range(10)), [8, 4, 6, 1, 0, 9, 2, 5, 3, 7], [1, 7, 5, 6, 0, 8, 9, 3, 4, 2]],
+        [list(range(6)), [1, 0, 2, 5, 4, 3], [1, 2, 4, 3, 5, 0]],
+        [1.0, 8.314031600952148, 8.540505409240723],
+    ),
+}  # fmt: skip
+RECORDED_DIGEST = "ce0cd3a2e97351181111ae94d1faeeb9eda28ce3d1d8763167e6039530add651"  # 60 tables of 40 phases
+
+
+def test_the_tables_are_their_phase_rows_and_as_recorded_before_rows_existed() -> None:
+    import hashlib
+
+    for (seed, changes, actions, observations), expected in RECORDED.items():
+        world = schedule.tables(schedule.Schedule(4, changes, seed), actions, observations, len(expected[0]))
+        assert world.actions.tolist() == expected[0] and world.observations.tolist() == expected[1]
+        assert world.rewards.tolist() == expected[2]
+        assert (world.actions.dtype, world.observations.dtype, world.rewards.dtype) == (np.int32, np.int32, np.float32)
+    digest = hashlib.sha256()
+    for seed in (0, 5, 123, 2**32 - 1):
+        for changes in (("actions", "observations", "rewards"), ("labels", "observations"), ("observations",),
+                        ("rewards",), ("actions",)):  # fmt: skip
+            for actions, observations in ((3, 11), (4, 75), (10, 64)):
+                found = schedule.Schedule(100, changes, seed)
+                world = schedule.tables(found, actions, observations, 40)
+                for table in world:
+                    digest.update(str(table.dtype).encode() + str(table.shape).encode())
+                    digest.update(np.ascontiguousarray(table).tobytes())
+                for phase in (0, 1, 17, 39):
+                    row = schedule.phase_row(found, actions, observations, phase)
+                    assert np.array_equal(row.actions, world.actions[phase]) and row.actions.dtype == np.int32
+                    assert np.array_equal(row.observations, world.observations[phase])
+                    assert np.float32(row.reward) == world.rewards[phase]
+    assert digest.hexdigest() == RECORDED_DIGEST
+    empty = schedule.tables(schedule.Schedule(4, ("actions",)), 3, 2, 0)
+    assert empty.actions.shape == (0, 3) and empty.observations.shape == (0, 2) and empty.rewards.shape == (0,)
+
+
+def test_the_gymnasium_adapters_hold_only_the_phases_they_are_in() -> None:
+    """A phase per env step for 40 steps (a vector env: 3 phases a call): the envs hold two
+    rows, the step's phase's and the next's, and meet the phases' worlds as schedule.tables'."""
+    from regspeed.envs.gym import SnakeEnv, SnakeVectorEnv
+
+    kwargs = {"rows": 5, "cols": 5, "observation": "features"}
+    fields = {**GYM_SCHEDULE, "phase_steps": 1}
+    env, vector = SnakeEnv(schedule=fields, **kwargs), SnakeVectorEnv(3, schedule=fields, **kwargs)
+    world = schedule.tables(schedule.Schedule(1, tuple(GYM_SCHEDULE["changes"]), 5), 3, 11, 130)
+    env.reset(seed=0)
+    vector.reset(seed=0)
+    for _ in range(40):
+        _, _, terminated, truncated, _ = env.step(0)
+        if terminated or truncated:
+            env.reset(seed=1)
+        vector.step(np.zeros(3, np.int64))
+        for made in (env, vector):
+            rows = made._phases.rows
+            assert len(rows) <= 2 and made.phase in rows
+            for phase, row in rows.items():
+                assert np.array_equal(row.actions, world.actions[phase])
+                assert np.array_equal(row.observations, world.observations[phase])
+    assert env.phase == 40 and sorted(env._phases.rows) == [39, 40]
+    assert vector.phase == 120 and sorted(vector._phases.rows) == [117, 120]
 
 
 def test_a_spec_shrinks_at_phase_changes_only_in_a_changing_world() -> None:

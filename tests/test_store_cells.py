@@ -126,7 +126,7 @@ def test_a_sequential_wave_adds_batches_of_a_cell(tmp_path: Path) -> None:
 
 
 def test_a_batch_may_hold_runs_of_several_cells_each_read_as_its_cells(tmp_path: Path) -> None:
-    shared = [(["none", "l2@0.001"], 12, 0), (["none", "l2@0.001"], 12, 1)]  # cells differing only in a traced rate
+    shared = [(["none", "l2@0.001"], 12, 0), (["l2@0.001"], 12, 1)]  # cells differing only in a traced rate
     runs = [*RUNS[:4], PlannedRun("none", 0, 0, 4, 1), PlannedRun("none", 1, 0, 5, 1)]
     runs += [PlannedRun("l2@0.001", 0, 1, 0, 1), PlannedRun("l2@0.001", 1, 1, 1, 1)]
     with Store.create(tmp_path, {"spec_json": SPEC}, CONDITIONS, shared, runs, cells=CELLS) as store:
@@ -177,6 +177,9 @@ def test_a_study_without_factors_is_one_cell_named_all(tmp_path: Path) -> None:
         ({"runs": [*RUNS[:7], PlannedRun("none", 2, 2, 1, 1)]}, "not of a condition of its cell in a new batch naming"),
         ({"runs": [*RUNS, PlannedRun("none", 2, 3, 0, 1)]}, "not of a condition of its cell in a new batch"),
         ({"runs": [*RUNS, PlannedRun("l1", 2, 2, 2, 1)]}, "not of a condition of its cell"),
+        ({"runs": RUNS[:6]}, r"batch 2 names conditions \['l2@0.001'\] but its runs are of \[\]"),
+        ({"batches": [(["none", "l2@0.001"], 12, 0), (["none", "l2@0.001"], 20, 1), BATCHES[2]]},
+         r"batch 1 names conditions \['l2@0.001', 'none'\] but its runs are of \['none'\]"),
     ],
     ids=[
         "conditions-not-cell-by-cell",
@@ -189,6 +192,8 @@ def test_a_study_without_factors_is_one_cell_named_all(tmp_path: Path) -> None:
         "a-run-in-a-batch-without-its-condition",
         "a-run-of-no-batch",
         "a-run-of-a-condition-its-cell-lacks",
+        "a-batch-without-runs",
+        "a-batch-naming-a-condition-none-of-its-runs-has",
     ],
 )
 def test_a_plan_that_mixes_cells_up_is_refused_before_anything_is_written(

@@ -173,6 +173,8 @@ def test_a_tuned_study_keeps_each_conditions_best_and_resumes_to_the_uninterrupt
         assert {run.seed for run in tuned.runs()} == {100, 101} and {run.seed for run in store.runs()} == {0, 1}
         for batch in tuned.batches():  # each batch trains both candidates of a board, each run at its own rate
             assert len({run.cell for run in tuned.runs() if run.batch == batch.batch_id}) == 2
+        env, states = results.episode(tuned, "none", 101, cell=1, max_steps=20)  # its batch: cells 0 and 1
+        assert env.rows == 5 and len(states.head) <= 21
         for cell in range(4):
             for curves in results.curves(tuned, "learning_rate", cell=cell):
                 assert np.allclose(curves.values[:, 0], (3e-4, 3e-3)[cell % 2])

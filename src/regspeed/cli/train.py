@@ -132,6 +132,8 @@ def train(
         raise ConfigError("eval_every", f"must be >= 0 (got {eval_every})")
     regularizer = regs.Regularizer(reg, network=reg_network, period=reg_period, perturb=reg_perturb)
     regs.check_strength(regularizer, strength)
+    change_list = _change_list(changes)
+    _refuse_stray_schedule_flags(phase_steps, change_list, schedule_seed, min_side, phase_obstacle_density)
     given = {
         "env": dict(
             rows=rows, cols=cols, observation=observation, window_size=window, action_mode=action_mode,
@@ -143,7 +145,7 @@ def train(
         ),
         algo: dict(num_envs=num_envs, rollout_steps=rollout_steps, learning_rate=lr),
         "schedule": dict(
-            phase_steps=phase_steps, changes=_change_list(changes), seed=schedule_seed, min_side=min_side,
+            phase_steps=phase_steps, changes=change_list, seed=schedule_seed, min_side=min_side,
             obstacle_density=phase_obstacle_density,
         ),
     }
@@ -240,6 +242,24 @@ def _change_list(changes: str | None) -> list[str] | None:
     if changes is None:
         return None
     return [change.strip() for change in changes.split(",") if change.strip()]
+
+
+def _refuse_stray_schedule_flags(
+    phase_steps: int | None, changes: list[str] | None, seed: int | None, min_side: int | None, density: float | None
+) -> None:
+    """Refuse a schedule flag that would be dropped or do nothing, by what was passed (not
+    by comparing with the defaults): a setting without ``--phase-steps`` or with 0
+    (``--changes`` given: the schedule asks for ``phase_steps`` itself), or a change's own
+    setting without its change in ``--changes``."""
+    settings = {"schedule_seed": (seed, None), "min_side": (min_side, "board"),
+                "phase_obstacle_density": (density, "obstacles")}  # fmt: skip
+    for flag, (value, change) in settings.items():
+        if value is None:
+            continue
+        if not phase_steps and changes is None:  # none, or 0: a world that never changes
+            raise ConfigError(flag, "sets a world that changes: give --phase-steps and --changes too")
+        if change is not None and change not in (changes or []):
+            raise ConfigError(flag, f'is a setting of the "{change}" change, which --changes does not list')
 
 
 def _layer_sizes(hidden: str | None) -> tuple[int, ...] | None:

@@ -17,7 +17,9 @@ A changing world (:mod:`~regspeed.envs.schedule`): ``schedule=Schedule(...)`` (o
 its fields, e.g. ``gymnasium.make("regspeed/Snake-v0", schedule={"phase_steps": 100_000,
 "changes": ["observations", "actions"], "seed": 0})``) changes the world every
 ``phase_steps`` env steps exactly as the JAX learners meet it: the same tables for the same
-seed (:func:`~regspeed.envs.schedule.tables`), applied on the host. Env steps count as the
+seed (:func:`~regspeed.envs.schedule.phase_row`, the rows of
+:func:`~regspeed.envs.schedule.tables`), applied on the host, each phase's drawn as it
+comes (an env holds two phases' rows however long it runs). Env steps count as the
 learners count them, every environment's step, so a vector env of ``n`` environments
 advances ``n`` per call (the whole call in the world of the env steps before it). The
 counter lives as long as the env: ``reset`` starts an episode, not a new sequence of worlds.
@@ -42,7 +44,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from regspeed.envs import render, schedule, snake
+from regspeed.envs import render, snake
+from regspeed.envs import schedule as schedules
 
 GYM_CHANGES = ("actions", "observations", "rewards")  # the changes the Gymnasium adapters make
 
@@ -95,35 +98,42 @@ def _make_config(config: snake.SnakeConfig | None, kwargs: dict[str, Any]) -> sn
 @dataclasses.dataclass
 class Phases:
     """Where a Gymnasium env is in its changing world: the schedule, env steps so far (never
-    reset by ``reset``) and the tables of the phases drawn so far (grown as phases come)."""
+    reset by ``reset``) and the rows of the last two phases drawn (a step's and the next's;
+    earlier ones are dropped, so an env holds two rows however long it runs)."""
 
-    schedule: schedule.Schedule
+    schedule: schedules.Schedule
     num_actions: int
     observation_size: int
     env_steps: int = 0
-    world: schedule.WorldTables | None = None
+    rows: dict[int, schedules.PhaseRow] = dataclasses.field(default_factory=dict)
 
     @property
     def phase(self) -> int:
         """The phase of the next env step."""
         return self.env_steps // self.schedule.phase_steps
 
-    def tables(self, phase: int) -> schedule.WorldTables:
-        """Tables holding ``phase`` (drawn by :func:`schedule.tables`, the learners' function;
-        doubled when a later phase comes: a phase's row does not depend on how many are drawn)."""
-        if self.world is None or len(self.world.actions) <= phase:
-            drawn = max(2 * (phase + 1), 8)
-            self.world = schedule.tables(self.schedule, self.num_actions, self.observation_size, drawn)
-        return self.world
+    def row(self, phase: int) -> schedules.PhaseRow:
+        """``phase``'s world, drawn by :func:`schedules.phase_row` (the rows of the learners'
+        :func:`schedules.tables`) when first asked for."""
+        if phase not in self.rows:
+            drawn = schedules.phase_row(self.schedule, self.num_actions, self.observation_size, phase)
+            self.rows = {**dict(list(self.rows.items())[-1:]), phase: drawn}  # the last row drawn before, and this
+        return self.rows[phase]
 
 
-def _phases(found: schedule.Schedule | dict[str, Any] | None, config: snake.SnakeConfig) -> Phases | None:
+SCHEDULE_FIELDS = tuple(field.name for field in dataclasses.fields(schedules.Schedule))
+
+
+def _phases(found: schedules.Schedule | dict[str, Any] | None, config: snake.SnakeConfig) -> Phases | None:
     """The :class:`Phases` of a ``schedule`` argument (None: a world that never changes)."""
     if found is None:
         return None
     if isinstance(found, dict):
-        found = schedule.Schedule(**{key: tuple(v) if key == "changes" else v for key, v in found.items()})
-    if not isinstance(found, schedule.Schedule):
+        unknown = [key for key in found if key not in SCHEDULE_FIELDS]
+        if unknown:
+            raise snake.ConfigError("schedule", f"unknown field {unknown[0]!r}; fields: {', '.join(SCHEDULE_FIELDS)}")
+        found = schedules.Schedule(**found)  # its own checks name the field (a list of changes is kept as a tuple)
+    if not isinstance(found, schedules.Schedule):
         raise snake.ConfigError("schedule", f"must be a Schedule or a dict of its fields (got {found!r})")
     unsupported = [change for change in found.changes if change not in GYM_CHANGES]
     if unsupported:
@@ -134,21 +144,21 @@ def _phases(found: schedule.Schedule | dict[str, Any] | None, config: snake.Snak
     return Phases(found, config.num_actions, int(np.prod(config.observation_shape)))
 
 
-def seen(world: schedule.WorldTables, phase: int, observation: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """:func:`schedule.seen` on the host (NumPy in and out)."""
+def seen(row: schedules.PhaseRow, observation: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """:func:`schedules.seen` on the host in ``row``'s phase (NumPy in and out)."""
     batch = observation.shape[: observation.ndim - len(shape)]
-    return observation.reshape(*batch, -1)[..., world.observations[phase]].reshape(observation.shape)
+    return observation.reshape(*batch, -1)[..., row.observations].reshape(observation.shape)
 
 
-def carried_out(world: schedule.WorldTables, phase: int, action: Any) -> np.ndarray:
-    """:func:`schedule.carried_out` on the host: the world's actions for the agent's."""
-    return world.actions[phase][np.asarray(action, np.int64)].astype(np.int32)
+def carried_out(row: schedules.PhaseRow, action: Any) -> np.ndarray:
+    """:func:`schedules.carried_out` on the host: the world's actions for the agent's in ``row``'s phase."""
+    return row.actions[np.asarray(action, np.int64)].astype(np.int32)
 
 
-def scaled(world: schedule.WorldTables, phase: int, reward: Any) -> np.ndarray:
-    """:func:`schedule.scaled` on the host, in float32 as the learners compute it."""
-    scale = np.float32(1.0 if world.rewards is None else world.rewards[phase])
-    return np.asarray(reward, np.float32) * scale
+def scaled(row: schedules.PhaseRow, reward: Any) -> np.ndarray:
+    """:func:`schedules.scaled` on the host in ``row``'s phase, in float32 as the learners compute it
+    (the scale rounded to float32 as in :func:`schedules.tables`)."""
+    return np.asarray(reward, np.float32) * np.float32(row.reward)
 
 
 def _observation_space(config: snake.SnakeConfig) -> spaces.Box:
@@ -174,7 +184,7 @@ class SnakeEnv(gymnasium.Env):
         self,
         render_mode: str | None = None,
         config: snake.SnakeConfig | None = None,
-        schedule: schedule.Schedule | dict[str, Any] | None = None,
+        schedule: schedules.Schedule | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         self.config = _make_config(config, kwargs)
@@ -204,7 +214,7 @@ class SnakeEnv(gymnasium.Env):
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         phase = self.phase
         if self._phases is not None:
-            action = carried_out(self._phases.tables(phase), phase, action)
+            action = carried_out(self._phases.row(phase), action)
             self._phases.env_steps += 1
         self._state, packed = _step_packed(self.config, self._state, np.int32(action))
         observation, reward, terminated, truncated, info = self._unpack(np.asarray(packed))
@@ -228,10 +238,11 @@ class SnakeEnv(gymnasium.Env):
         observation and action mask of the next step's phase."""
         if self._phases is None:
             return observation, reward, info
-        world, following = self._phases.tables(self.phase), self.phase
-        info = {**info, "phase": following, "action_mask": info["action_mask"][world.actions[following]]}
-        reward = float(scaled(world, phase, reward))
-        return seen(world, following, observation, self.config.observation_shape), reward, info
+        following = self.phase
+        row = self._phases.row(following)
+        info = {**info, "phase": following, "action_mask": info["action_mask"][row.actions]}
+        reward = float(scaled(self._phases.row(phase), reward))
+        return seen(row, observation, self.config.observation_shape), reward, info
 
     def _unpack(self, packed: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         size = int(np.prod(self.config.observation_shape))
@@ -271,7 +282,7 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
         num_envs: int,
         render_mode: str | None = None,
         config: snake.SnakeConfig | None = None,
-        schedule: schedule.Schedule | dict[str, Any] | None = None,
+        schedule: schedules.Schedule | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
@@ -298,8 +309,7 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
         self._states = _reset_batch(self.config, keys)
         observations = np.asarray(_observe_batch(self.config, self._states))
         if self._phases is not None:
-            world, phase = self._phases.tables(self.phase), self.phase
-            observations = seen(world, phase, observations, self.config.observation_shape)
+            observations = seen(self._phases.row(self.phase), observations, self.config.observation_shape)
         return observations, {}
 
     @property
@@ -320,7 +330,7 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
         # cost 30 and 45 us per call, as much as the compiled step itself (measured).
         actions, phase = np.asarray(actions, np.int32), self.phase
         if self._phases is not None:
-            actions = carried_out(self._phases.tables(phase), phase, actions)
+            actions = carried_out(self._phases.row(phase), actions)
             self._phases.env_steps += self.num_envs
         self._states, timestep = _autoreset_batch(self.config, self._states, actions)
         ts = jax.tree.map(np.array, timestep)
@@ -343,12 +353,12 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
     def _as_seen(self, ts: snake.TimeStep, phase: int) -> snake.TimeStep:
         """A step's results as the agent gets them in a changing world: the reward and the
         reached states (``final_obs``) of the step's ``phase``, the observations of the next call's."""
-        shape, following = self.config.observation_shape, self.phase
-        world = self._phases.tables(following)
+        shape, row = self.config.observation_shape, self._phases.row(self.phase)
+        stepped = self._phases.row(phase)
         return ts.replace(
-            observation=seen(world, following, ts.observation, shape),
-            final_observation=seen(world, phase, ts.final_observation, shape),
-            reward=scaled(world, phase, ts.reward),
+            observation=seen(row, ts.observation, shape),
+            final_observation=seen(stepped, ts.final_observation, shape),
+            reward=scaled(stepped, ts.reward),
         )
 
     def render(self) -> tuple[np.ndarray, ...] | None:

@@ -75,6 +75,10 @@ class Schedule:
         if not isinstance(self.phase_steps, int) or isinstance(self.phase_steps, bool) or self.phase_steps < 0:
             raise ConfigError("phase_steps", f"must be an integer >= 0, 0 for a world that never changes "
                               f"(got {self.phase_steps!r})")  # fmt: skip
+        if not isinstance(self.changes, (tuple, list)) or not all(isinstance(c, str) for c in self.changes):
+            raise ConfigError("changes", f"must be a list of changes, some of {', '.join(CHANGES)} "
+                              f"(got {self.changes!r})")  # fmt: skip
+        object.__setattr__(self, "changes", tuple(self.changes))  # a list (as TOML and JSON give) kept hashable
         unknown = [change for change in self.changes if change not in CHANGES]
         if unknown:
             raise ConfigError("changes", f"unknown change {unknown[0]!r}; choose from {', '.join(CHANGES)}")
@@ -91,7 +95,8 @@ class Schedule:
         if not whole or not (self.min_side == 0 or self.min_side >= 4):
             raise ConfigError("min_side", "must be an integer >= 4 (the smallest board), or 0 for the least the "
                               f"snake needs (got {self.min_side!r})")  # fmt: skip
-        if isinstance(self.obstacle_density, bool) or not 0 < self.obstacle_density <= 0.25:
+        number = isinstance(self.obstacle_density, (int, float)) and not isinstance(self.obstacle_density, bool)
+        if not number or not 0 < self.obstacle_density <= 0.25:
             raise ConfigError("obstacle_density", "must be in (0, 0.25]: obstacles stand on every other row and "
                               f"column (got {self.obstacle_density!r})")  # fmt: skip
         for setting, change in SETTINGS.items():
@@ -124,20 +129,58 @@ class Schedule:
 
 
 MAX_PHASES = 10_000  # a run's phases: each phase's world is a table compiled into the program
+MAX_TABLE_BYTES = 64 * 2**20  # all phases' tables together: constants of the compiled program
+WALL_INTS_PER_CELL = 11  # a World's int32 per board cell and phase: walls, starts (4 headings x 2), free, rank
 
 
-def phases_problem(found: Schedule, total_updates: int, steps_per_update: int) -> str | None:
-    """Why a run of ``total_updates`` meets too many phases of ``found`` for its tables
-    (a problem of ``phase_steps``), or None."""
+def phases_problem(found: Schedule, total_updates: int, steps_per_update: int, ints_per_phase: int = 0) -> str | None:
+    """Why a run of ``total_updates`` meets too many phases of ``found`` for its tables (a
+    problem of ``phase_steps``), or None: more than :data:`MAX_PHASES`, or tables of
+    ``ints_per_phase`` int32 per phase over :data:`MAX_TABLE_BYTES`."""
     count = found.phases(total_updates, steps_per_update)
-    if count <= MAX_PHASES:
-        return None
-    return (f"gives {count:,} phases over the budget, more than {MAX_PHASES:,} (each phase's world is a table "
-            "compiled into the program): make phases longer or the budget shorter")  # fmt: skip
+    fix = "make phases longer or the budget shorter"
+    if count > MAX_PHASES:
+        return (f"gives {count:,} phases over the budget, more than {MAX_PHASES:,} (each phase's world is a table "
+                f"compiled into the program): {fix}")  # fmt: skip
+    size = count * ints_per_phase * 4
+    if size > MAX_TABLE_BYTES:
+        return (f"gives {count:,} phases whose worlds' tables take {size / 2**20:,.0f} MiB, more than "
+                f"{MAX_TABLE_BYTES // 2**20} MiB compiled into the program: {fix}")  # fmt: skip
+    return None
+
+
+def ints_per_phase(found: Schedule, observation_size: int, num_actions: int, num_cells: int) -> int:
+    """How many int32 a snake's world tables hold per phase (an upper bound): the observation
+    and action permutations, and with walls that change, :data:`WALL_INTS_PER_CELL` per cell."""
+    walls = WALL_INTS_PER_CELL * num_cells if found.changes_walls else 0
+    return observation_size + num_actions + 1 + walls
 
 
 REWARD_SCALES = (0.1, 10.0)  # the ``rewards`` change's scales: log-uniform between these
 _REWARDS = 0x5CA1E  # the random stream of a phase's reward scale, apart from its permutations' and walls'
+
+
+class PhaseRow(NamedTuple):
+    """One phase's world: the action permutation ``[num_actions]``, the observation
+    permutation ``[observation_size]`` (both int32, identity in phase 0 and for what does not
+    change) and the reward scale (1 in phase 0 and without the ``rewards`` change)."""
+
+    actions: np.ndarray
+    observations: np.ndarray
+    reward: float
+
+
+def phase_row(schedule: Schedule, num_actions: int, observation_size: int, phase: int) -> PhaseRow:
+    """``phase``'s row of :func:`tables`, drawn from ``(schedule.seed, phase)`` alone (so a
+    Gymnasium adapter draws only the phase it is in)."""
+    actions, observations = np.arange(num_actions), np.arange(observation_size)
+    if phase > 0:
+        generator = np.random.default_rng([schedule.seed, phase])
+        if "actions" in schedule.changes or "labels" in schedule.changes:
+            actions = derangement(generator, num_actions)
+        if "observations" in schedule.changes:
+            observations = generator.permutation(observation_size)
+    return PhaseRow(actions.astype(np.int32), observations.astype(np.int32), reward_scale(schedule, phase))
 
 
 class WorldTables(NamedTuple):
@@ -150,18 +193,15 @@ class WorldTables(NamedTuple):
 
 
 def tables(schedule: Schedule, num_actions: int, observation_size: int, phases: int) -> WorldTables:
-    """Every phase's permutations (identity for what does not change); deterministic in
-    ``schedule.seed``, the same whatever the number of phases asked for."""
-    actions = np.tile(np.arange(num_actions), (phases, 1))
-    observations = np.tile(np.arange(observation_size), (phases, 1))
-    for phase in range(1, phases):
-        generator = np.random.default_rng([schedule.seed, phase])
-        if "actions" in schedule.changes or "labels" in schedule.changes:
-            actions[phase] = derangement(generator, num_actions)
-        if "observations" in schedule.changes:
-            observations[phase] = generator.permutation(observation_size)
-    rewards = np.array([reward_scale(schedule, phase) for phase in range(phases)], np.float32)
-    return WorldTables(actions.astype(np.int32), observations.astype(np.int32), rewards)
+    """Every phase's permutations (identity for what does not change) and reward scales, the
+    rows of :func:`phase_row` stacked; deterministic in ``schedule.seed``, the same whatever
+    the number of phases asked for."""
+    rows = [phase_row(schedule, num_actions, observation_size, phase) for phase in range(phases)]
+    return WorldTables(
+        np.array([row.actions for row in rows], np.int32).reshape(phases, num_actions),
+        np.array([row.observations for row in rows], np.int32).reshape(phases, observation_size),
+        np.array([row.reward for row in rows], np.float32),
+    )
 
 
 def reward_scale(schedule: Schedule, phase: int) -> float:
@@ -234,8 +274,9 @@ def check_world(found: Schedule, env: snake.SnakeConfig) -> None:
         return
     if env.has_levels:
         changes = " and ".join(change for change in found.changes if change in WALL_CHANGES)
-        raise ConfigError("changes", f"{changes} need a world without levels: set env.levels = 0 and "
-                          "env.obstacle_density = 0 (the \"obstacles\" change brings obstacles)")  # fmt: skip
+        raise ConfigError("changes", f"{changes} need a world without levels: set the env's levels and "
+                          "obstacle_density to 0 (--levels 0 --obstacle-density 0 on the command line; the "
+                          "\"obstacles\" change brings obstacles)")  # fmt: skip
     if "board" not in found.changes:
         return
     needs = env.initial_length + 1
@@ -280,7 +321,7 @@ def next_area(
     """A phase's active area ``(top, left, rows, cols)``: rows and cols each uniform from
     :func:`least_side` to the board's, at a uniform place on the board, drawn again while it is the
     ``previous`` phase's area."""
-    while True:
+    while True:  # ends: check_world refuses a board whose area cannot change (least_side = rows = cols)
         rows = int(generator.integers(least_side(found, env), env.rows + 1))
         cols = int(generator.integers(least_side(found, env), env.cols + 1))
         area = (int(generator.integers(0, env.rows - rows + 1)), int(generator.integers(0, env.cols - cols + 1)), rows,

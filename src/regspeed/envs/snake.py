@@ -545,12 +545,12 @@ class World(NamedTuple):
         open: int32, how many cells are not walls.
     """
 
-    walls: Any
-    starts: Any
-    counts: Any
-    free: Any
-    rank: Any
-    open: Any
+    walls: np.ndarray | jax.Array
+    starts: np.ndarray | jax.Array
+    counts: np.ndarray | jax.Array
+    free: np.ndarray | jax.Array
+    rank: np.ndarray | jax.Array
+    open: np.ndarray | jax.Array
 
 
 def area_walls(config: SnakeConfig, top: int, left: int, rows: int, cols: int) -> np.ndarray:

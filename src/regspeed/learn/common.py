@@ -61,6 +61,7 @@ def _unchanged(x: jax.Array) -> jax.Array:
     return x
 
 
+@functools.lru_cache(maxsize=16)  # drawn on the host: once per configuration, not at every trace
 def world_tables(config: Any) -> schedule.WorldTables | None:
     """The phases' permutations of an agent config's world (None: it never changes);
     ``config`` has ``schedule``, ``env``, ``total_updates`` and ``steps_per_update``."""
@@ -72,6 +73,7 @@ def world_tables(config: Any) -> schedule.WorldTables | None:
     return schedule.tables(found, config.env.num_actions, size, phases)
 
 
+@functools.lru_cache(maxsize=16)
 def world_walls(config: Any) -> snake.World | None:
     """The phases' walls of an agent config's world, a leading axis of phases (None: its
     walls never change); ``config`` as for :func:`world_tables`."""
@@ -91,12 +93,13 @@ def perspective(config: Any, update: jax.Array | int) -> Perspective:
     phase = schedule.phase_of(jnp.asarray(update), phase_updates, len(tables.actions))
     shape = config.env.observation_shape
     walls = world_walls(config)
+    changes = config.schedule.changes  # what does not change needs no table lookup (identity tables cost gathers)
     return Perspective(
-        see=lambda observation: schedule.seen(tables, phase, observation, shape),
-        act=lambda action: schedule.carried_out(tables, phase, action),
+        see=(lambda observation: schedule.seen(tables, phase, observation, shape))
+        if "observations" in changes else _unchanged,
+        act=(lambda action: schedule.carried_out(tables, phase, action)) if "actions" in changes else _unchanged,
         world=None if walls is None else snake.world_at(walls, phase),
-        reward=(lambda reward: schedule.scaled(tables, phase, reward)) if "rewards" in config.schedule.changes
-        else _unchanged,
+        reward=(lambda reward: schedule.scaled(tables, phase, reward)) if "rewards" in changes else _unchanged,
     )
 
 

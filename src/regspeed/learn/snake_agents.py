@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from regspeed.envs import play as play_module
 from regspeed.envs import schedule, snake
@@ -122,7 +123,7 @@ def build(config_class: type, algo: str, default_learning_rate: float, tables: T
     if updates < 1:
         one_update = f"num_envs x rollout_steps = {config.steps_per_update} env steps"
         raise ConfigProblemsError([("budget", f"must be at least one update = {one_update} (got {request.budget})")])
-    raise_schedule_problems(config.schedule, config.steps_per_update, updates)
+    raise_schedule_problems(config.schedule, config.steps_per_update, updates, _ints_per_phase(config))
     return Setup(dataclasses.replace(config, total_updates=updates), rate)
 
 
@@ -140,8 +141,18 @@ def _changing_walls(parts: dict[str, Any]) -> Problems:
     return []
 
 
-def raise_schedule_problems(found: schedule.Schedule, steps_per_update: int, updates: int) -> None:
-    """A changing world's phases must be whole updates, and more than one must fit the budget."""
+def _ints_per_phase(config: Any) -> int:
+    """How many int32 an agent config's world tables hold per phase (:func:`schedule.ints_per_phase`)."""
+    env = config.env
+    size = int(np.prod(env.observation_shape))
+    return schedule.ints_per_phase(config.schedule, size, env.num_actions, env.num_cells)
+
+
+def raise_schedule_problems(
+    found: schedule.Schedule, steps_per_update: int, updates: int, ints_per_phase: int = 0
+) -> None:
+    """A changing world's phases must be whole updates, more than one must fit the budget,
+    and their tables (``ints_per_phase`` int32 each) must fit the program."""
     if not found.changing:
         return
     if "labels" in found.changes:
@@ -156,7 +167,7 @@ def raise_schedule_problems(found: schedule.Schedule, steps_per_update: int, upd
         budget = f"{updates * steps_per_update:,} env steps"
         raise ConfigProblemsError([("schedule.phase_steps", f"must be shorter than the budget ({budget}) for the "
                                     "world to change; make phases shorter or the budget longer")])  # fmt: skip
-    if problem := schedule.phases_problem(found, updates, steps_per_update):
+    if problem := schedule.phases_problem(found, updates, steps_per_update, ints_per_phase):
         raise ConfigProblemsError([("schedule.phase_steps", problem)])
 
 

@@ -394,7 +394,10 @@ def _objective(config: SupervisedConfig, w: jax.Array, b: jax.Array, strength: j
 def optimum_progress(config: SupervisedConfig, params: Any, init_params: Any, strength: jax.Array) -> jax.Array:
     """How far a linear model has come towards the optimum of its own (L2-)regularized
     objective: ``1 - (f(w) - f*) / (f(w0) - f*)``, 1 at the optimum. Defined for ``linreg``
-    with a linear model under ``none`` or ``l2``; NaN otherwise."""
+    with a linear model under ``none`` or ``l2``; NaN otherwise. In a continual task
+    ``params`` and ``init_params`` are as the phase's model applies them (a :class:`View`'s
+    ``params``): its permuted inputs' objective is the dataset's at the permuted weights,
+    with the same optimum value."""
     w_star, b_star = ridge_optimum(config, strength)
     best = _objective(config, w_star, b_star, strength)
 
@@ -437,8 +440,11 @@ def update(config: SupervisedConfig, carry: Carry) -> tuple[Carry, Metrics]:
     params = optax.apply_updates(carry.params, updates)
     mechanism = mechanism_metrics(config, updates, params, x_batch, carry.update + 1, seen)
     carry = carry.replace(params=params, opt_state=opt_state, key=key, update=carry.update + 1)
+    # On the phase's task: the weights as the model applies them, from the initial weights as
+    # the phase would apply them (its inputs permuted leave the ridge optimum's value as it is).
+    l2_strength = jnp.where(regularizer.kind == "l2", strength, 0.0)
     progress = (
-        optimum_progress(config, params, carry.init_params, jnp.where(regularizer.kind == "l2", strength, 0.0))
+        optimum_progress(config, seen.params(params), seen.params(carry.init_params), l2_strength)
         if has_optimum(config)
         else jnp.asarray(jnp.nan, jnp.float32)
     )

@@ -183,6 +183,10 @@ def answer(analysis: StudyAnalysis) -> str:
     if not analysis.primary:
         return "No thresholds were set for any metric, so learning speed was not compared."
     subject = "the snake" if analysis.game else "the network"
+    if analysis.phases is not None:  # a changing world: relearning is the answer, first learning beside it
+        sentences = _phase_answer(analysis, subject)
+        measured = "from the run's start the first time and from each change's start for relearning"
+        return _sentences([*sentences, f"learning speed here is {threshold_words(analysis)}, {measured}."])
     primary = list(analysis.primary.values())
     sentences = []
     faster = _verdict_phrase(analysis, "faster")
@@ -204,11 +208,12 @@ def answer(analysis: StudyAnalysis) -> str:
     inconclusive = _verdict_phrase(analysis, "inconclusive")
     if inconclusive:
         sentences.append(f"For {inconclusive}, {analysis.seeds} seeds cannot tell{_too_few(analysis.seeds)}.")
-    measured = f"Learning speed here is {threshold_words(analysis)}"
-    if analysis.phases is not None:  # a changing world: relearning is the answer, first learning beside it
-        sentences = _phase_answer(analysis, subject)
-        measured += ", from the run's start the first time and from each change's start for relearning"
-    sentences.append(f"{measured}.")
+    sentences.append(f"Learning speed here is {threshold_words(analysis)}.")
+    return _sentences(sentences)
+
+
+def _sentences(sentences: list[str]) -> str:
+    """Sentences joined, each starting with a capital."""
     return " ".join(sentence[0].upper() + sentence[1:] for sentence in sentences)
 
 
@@ -334,7 +339,10 @@ def findings(analysis: StudyAnalysis) -> list[str]:
 def verdict_title(analysis: StudyAnalysis) -> str:
     """What the verdict table compares."""
     first = next(iter(analysis.primary.values()), None)
-    return f"{analysis.name}: time to {first.metric} {first.threshold:g} vs baseline" if first else analysis.name
+    if first is None:
+        return analysis.name
+    whole = " over the whole run (the world changes: relearning below)" if analysis.phases is not None else ""
+    return f"{analysis.name}: time to {first.metric} {first.threshold:g} vs baseline{whole}"
 
 
 def health_note(health: RunHealth | None) -> str:
@@ -809,7 +817,10 @@ def map_answer(answer_map: MapAnalysis) -> str:
     if rest:
         sentences.append("; ".join(rest) + ".")
     sentences.append(f"Learning speed here is {_map_threshold_words(answer_map)}.")
-    return " ".join(sentence[0].upper() + sentence[1:] for sentence in sentences)
+    if any(cell.analysis.phases is not None for cell in answer_map.cells):
+        sentences.append("the world changes during the runs: these are the whole runs' times; each cell's "
+                         "relearning after the changes is in its section.")  # fmt: skip
+    return _sentences(sentences)
 
 
 def _changes_sentence(answer_map: MapAnalysis, changing: list[str]) -> str:

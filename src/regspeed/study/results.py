@@ -698,7 +698,7 @@ def episode(
     )
     setup = spec_module.setup(spec, regularizer)
     arrays = read_checkpoint(store.folder, batch.checkpoint)
-    runs_in_batch = sum(r.batch == run.batch for r in runs)
+    runs_in_batch = sum(r.batch == run.batch for r in store.runs())  # a batch may hold other cells' runs too
     template = learner.start(setup, [0] * runs_in_batch, np.zeros(runs_in_batch))
     try:
         carry = checkpoint.from_arrays(arrays, template, f"batch {run.batch}")

@@ -698,21 +698,28 @@ def _insert_plan(
     ids = {
         (cell, name): id_ for cell, name, id_ in connection.execute("SELECT cell, name, condition_id FROM conditions")
     }
+    known = {name for _, name in ids}
     planned = {}
     for index, batch in enumerate(batches, start=first):
         names, total, cell = _with_cell(batch, 2)
         if cell not in cells:
             raise ValueError(f"batch {index} is of cell {cell}, which the study does not have")
-        known = {name for _, name in ids}
         if unknown := [name for name in names if name not in known]:
             raise ValueError(f"batch {index} names conditions {unknown} that no cell has")
         planned[index] = (list(names), total, cell)
+    held: dict[int, set[str]] = {index: set() for index in planned}
     for run in runs:
         names, _, cell = planned.get(run.batch, ([], 0, None))
         if (run.cell, run.condition) not in ids or run.condition not in names:
             raise ValueError(f"{run} is not of a condition of its cell in a new batch naming it")
         if run.position == 0 and run.cell != cell:
             raise ValueError(f"{run} is the first of batch {run.batch} but not of its cell {cell}")
+        held[run.batch].add(run.condition)
+    firsts = {run.batch for run in runs if run.position == 0}
+    for index, (names, _, _) in planned.items():
+        if set(names) != held[index] or index not in firsts:
+            raise ValueError(f"batch {index} names conditions {sorted(names)} but its runs are of "
+                             f"{sorted(held[index])}, or it has no first run (position 0)")  # fmt: skip
     connection.executemany(
         "INSERT INTO batches (batch_id, condition_ids, total_updates, cell) VALUES (?, ?, ?, ?)",
         [(index, json.dumps(names), total, cell) for index, (names, total, cell) in planned.items()],
