@@ -25,16 +25,21 @@ of the per-seed log time ratios, the Hodges-Lehmann speed-up with its exact inte
 equivalence test against ``[analysis] margin``; Holm over the conditions; :func:`stats.verdict`),
 two families, each Holm-corrected over the conditions on its own:
 
-- **first learning**: phase 0's time (the ratios are exactly :func:`stats.paired_ratios`');
-- **relearning**: per seed, the *mean* time over the relearning phases (``k >= 1``). A phase
-  that never reached the threshold enters at its censoring time (its end), a lower bound of
-  its true time: the comparison is conservative. The test and the estimate restrict both runs
-  of a pair, phase by phase, to the earlier censoring time of the two (then both are known
-  exactly and swapping the labels negates their log ratio, so the signed-rank null stays
-  exact; for one phase this is :func:`stats.paired_ratios`' ``observed``): a phase neither run
-  relearned is a tie, so censoring shrinks a difference, never inflates it. The interval and
-  the equivalence test use bounds: a mean with a censored phase is open above, so censoring
-  widens, never narrows, what they claim. A pair is compared on the phases both runs entered.
+- **first learning**: phase 0's time;
+- **relearning**: per seed, the *mean* time over the relearning phases (``k >= 1``).
+
+A phase's time is *restricted to the phase*: a phase recorded to its end without reaching the
+threshold counts as its length, exactly (a restricted mean time, as survival analysis's
+restricted mean survival time: "how much of the phase went by before it got there"), which is
+what the tables show. So a phase the world changed too early for is not an unknown but the
+worst time that phase allows, and the interval stays finite: treating it as censored (its
+true time open above) would make one such phase of one seed open every interval. Only a run
+whose record stops inside a phase (unfinished, failed) is censored there. The test and the
+estimate restrict both runs of a pair, phase by phase, to the earlier censoring time of the two
+(then both are known exactly and swapping the labels negates their log ratio, so the
+signed-rank null stays exact; for one phase this is :func:`stats.paired_ratios`' ``observed``);
+the interval and the equivalence test use bounds, open above a censored mean. A pair is
+compared on the phases both runs entered.
 
 **The trend across phases** ("does phase k take longer than phase 1?"): per run, the OLS slope
 of the *log* time against the phase index over the relearning phases (at least two known,
@@ -201,19 +206,21 @@ def _mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def paired_phase_ratios(base: PhaseTimes, other: PhaseTimes, phases: slice) -> stats.PairedRatios:
     """Per seed both ran (and entered one of ``phases`` in both): the log ratio, baseline over
-    condition, of the mean time over the phases both entered, as :class:`stats.PairedRatios`:
-    ``observed`` with each phase restricted to the pair's earlier censoring time, ``low`` and
-    ``high`` bounding the unrestricted ratio (see the module docstring)."""
+    condition, of the mean time over the phases both entered (each restricted to its phase: a
+    phase recorded to its end without reaching counts as its length, exactly), as
+    :class:`stats.PairedRatios`: ``observed`` with each phase restricted to the pair's earlier
+    censoring time (a record that stopped inside the phase), ``low`` and ``high`` bounding the
+    ratio where one is censored (see the module docstring)."""
     _, in_base, in_other = np.intersect1d(base.seeds, other.seeds, return_indices=True)
     # a run at its threshold from the first point has time 0: one step, as stats.paired_ratios counts it
-    t0, r0 = np.maximum(base.times[in_base, phases], 1.0), base.reached[in_base, phases]
-    t1, r1 = np.maximum(other.times[in_other, phases], 1.0), other.reached[in_other, phases]
+    t0, k0 = np.maximum(base.times[in_base, phases], 1.0), base.known[in_base, phases]
+    t1, k1 = np.maximum(other.times[in_other, phases], 1.0), other.known[in_other, phases]
     both = np.isfinite(t0) & np.isfinite(t1)
     keep = both.any(axis=1)
-    t0, r0, t1, r1, both = t0[keep], r0[keep], t1[keep], r1[keep], both[keep]
-    limit = np.minimum(np.where(r0, np.inf, t0), np.where(r1, np.inf, t1))
+    t0, k0, t1, k1, both = t0[keep], k0[keep], t1[keep], k1[keep], both[keep]
+    limit = np.minimum(np.where(k0, np.inf, t0), np.where(k1, np.inf, t1))
     observed = np.log(_mean(np.minimum(t0, limit), both)) - np.log(_mean(np.minimum(t1, limit), both))
-    bounds = stats.paired_ratios(_mean(t0, both), (r0 | ~both).all(axis=1), _mean(t1, both), (r1 | ~both).all(axis=1))
+    bounds = stats.paired_ratios(_mean(t0, both), (k0 | ~both).all(axis=1), _mean(t1, both), (k1 | ~both).all(axis=1))
     return dataclasses.replace(bounds, observed=observed)
 
 
