@@ -581,6 +581,86 @@ def test_the_gymnasium_adapters_hold_only_the_phases_they_are_in() -> None:
     assert vector.phase == 120 and sorted(vector._phases.rows) == [117, 120]
 
 
+WALL_SCHEDULES = [["board"], ["obstacles"], ["board", "obstacles", "actions", "observations"]]
+
+
+@pytest.mark.parametrize("changes", WALL_SCHEDULES)
+def test_the_gymnasium_adapters_meet_the_learners_walls(changes: list[str]) -> None:
+    """board / obstacles: the adapters' config is the agents' (changing_walls, the grid's walls
+    channel from phase 0), and their world at phase k is common.world_walls' phase k for the
+    same schedule, whether drawn alone, on from the phase before, or by an env as it goes."""
+    from regspeed.envs import snake
+    from regspeed.envs.gym import SnakeEnv, SnakeVectorEnv
+    from regspeed.envs.schedule import phase_walls
+
+    env_table = {"rows": 7, "cols": 7, "observation": "grid"}
+    fields = {"phase_steps": 128, "changes": changes, "seed": 5}
+    agents = tiny.setup("snake-ppo", env=env_table, schedule=fields).config
+    learners = common.world_walls(agents)
+    found, phases = agents.schedule, len(learners.walls)
+    env, vector = SnakeEnv(schedule=fields, **env_table), SnakeVectorEnv(2, schedule=fields, **env_table)
+    assert env.config == vector.config and env.config.changing_walls and agents.env.changing_walls
+    assert env.config.observation_shape == agents.env.observation_shape == (4, 7, 7)  # the agents: a wider window
+    assert env.observation_space.shape == vector.single_observation_space.shape == (4, 7, 7)
+    assert phases == 8 and not learners.walls[0].any() and all(learners.walls[k].any() for k in range(1, phases))
+    previous = None
+    for phase in range(phases):
+        alone, _ = phase_walls(found, env.config, phase)
+        on, previous = phase_walls(found, env.config, phase, previous)
+        assert np.array_equal(alone, learners.walls[phase]) and np.array_equal(on, learners.walls[phase])
+        held = env._phases.world(phase)
+        expected = snake.world_at(learners, phase)
+        for name in ("walls", "counts", "free", "rank", "open"):
+            assert np.array_equal(getattr(held, name), getattr(expected, name)), name
+        assert np.array_equal(held.starts, np.asarray(expected.starts)[:, : held.starts.shape[1]])
+        assert len(env._phases.worlds) <= 2
+    assert np.array_equal(phase_walls(found, env.config, 3, previous)[0], learners.walls[3])  # an earlier phase too
+
+
+def test_the_gymnasium_adapters_keep_food_and_snakes_off_the_walls_across_phases() -> None:
+    """A few hundred random steps over phases of 16 env steps (board and obstacles): every
+    episode's walls are those of the phase it started in (reset: the next step's phase; a
+    vector env's same-step reset: the step's), across boundaries too; neither the food nor a
+    running snake's head is ever on a wall; the observation's shape never changes."""
+    from regspeed.envs import snake
+    from regspeed.envs.gym import SnakeEnv, SnakeVectorEnv
+
+    env_table = {"rows": 8, "cols": 8, "observation": "grid"}
+    fields = {"phase_steps": 16, "changes": ["board", "obstacles"], "seed": 2, "min_side": 5}
+    env, vector = SnakeEnv(schedule=fields, **env_table), SnakeVectorEnv(3, schedule=fields, **env_table)
+    layouts = schedule.walls(schedule.Schedule(**fields), env.config, 300 * 3 // 16 + 2)
+    generator, shape = np.random.default_rng(0), env.observation_space.shape
+
+    def check(state: snake.SnakeState, started: int, running: bool) -> None:
+        walls = np.asarray(state.body) < 0
+        assert np.array_equal(walls, layouts[started])
+        food, head = (int(r) * 8 + int(c) for r, c in (np.asarray(state.food), np.asarray(state.head)))
+        assert not walls[food] and (not running or not walls[head])
+
+    observation, _ = env.reset(seed=0)
+    started, crossed = env.phase, set()
+    for _ in range(300):
+        check(env._state, started, True)
+        observation, _, terminated, truncated, _ = env.step(int(generator.integers(3)))
+        assert observation.shape == shape
+        check(env._state, started, not terminated)
+        crossed.add(env.phase != started)
+        if terminated or truncated:
+            observation, _ = env.reset(seed=int(generator.integers(1000)))
+            started = env.phase
+    assert crossed == {True, False}  # episodes ran across boundaries and within one phase
+    observation, _ = vector.reset(seed=0)
+    starts = np.full(3, vector.phase)
+    for _ in range(100):
+        phase = vector.phase
+        observation, _, terminated, truncated, _ = vector.step(generator.integers(0, 3, 3))
+        assert observation.shape == (3, *shape)
+        starts = np.where(terminated | truncated, phase, starts)
+        for i in range(3):
+            check(jax.tree.map(lambda x, i=i: x[i], vector._states), int(starts[i]), True)
+    assert vector.phase == 18 and starts.max() > 0 and len(vector._phases.worlds) <= 2  # same-step resets later on
+
+
 def test_a_spec_shrinks_at_phase_changes_only_in_a_changing_world() -> None:
     from test_study import TINY_SPEC
 

@@ -26,8 +26,19 @@ counter lives as long as the env: ``reset`` starts an episode, not a new sequenc
 What the agent gets is the phase's: the observation it will act on (after a step, in the
 world of the next step), the reward of its step (scaled where ``rewards`` change), the
 action mask of its own actions; ``info["final_obs"]`` is seen in the world of the step that
-reached it, as the learners bootstrap. ``actions``, ``observations`` and ``rewards`` change
-here; ``env.phase`` and ``env.env_steps`` say where it is.
+reached it, as the learners bootstrap. ``actions``, ``observations``, ``rewards``, ``board``
+and ``obstacles`` change here (not ``labels``, a supervised task's); ``env.phase`` and
+``env.env_steps`` say where it is.
+
+Walls that change (``board``, ``obstacles``): the env's config gets ``changing_walls`` (as the
+agents' does), so the ``grid`` observation has its walls channel from phase 0 on and the
+observation space never changes. Each phase's walls are the learners' for the same seed
+(the rows of :func:`~regspeed.envs.schedule.walls`, made into a
+:class:`~regspeed.envs.snake.World` as :func:`~regspeed.learn.common.world_walls` does), drawn
+as the phase comes (:func:`schedules.phase_walls`). A new episode starts in its phase's walls (``reset``
+in the phase of the next step; a vector env's same-step reset in the phase of the step that
+ended the episode); an episode running across a phase boundary finishes in the walls it
+started with.
 """
 
 from __future__ import annotations
@@ -47,15 +58,23 @@ from gymnasium.vector.utils import batch_space
 from regspeed.envs import render, snake
 from regspeed.envs import schedule as schedules
 
-GYM_CHANGES = ("actions", "observations", "rewards")  # the changes the Gymnasium adapters make
+GYM_CHANGES = ("actions", "observations", "rewards", *schedules.WALL_CHANGES)  # the changes the adapters make
 
 # Static config first: the jit cache is keyed on it, so every instance with an equal config
 # shares one compiled function.
-_reset_batch = jax.jit(lambda config, keys: jax.vmap(lambda k: snake.reset(config, k))(keys), static_argnums=0)
-_autoreset_batch = jax.jit(
-    lambda config, states, actions: jax.vmap(lambda s, a: snake.autoreset_step(config, s, a))(states, actions),
-    static_argnums=0,
+# ``world``: the walls fresh episodes start in where they change (a traced World), else None.
+_reset_batch = jax.jit(
+    lambda config, keys, world=None: jax.vmap(lambda k: snake.reset(config, k, world))(keys), static_argnums=0
 )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _autoreset_batch(
+    config: snake.SnakeConfig, states: snake.SnakeState, actions: jax.Array, world: snake.World | None = None
+) -> tuple[snake.SnakeState, snake.TimeStep]:
+    return jax.vmap(lambda s, a: snake.autoreset_step(config, s, a, world=world))(states, actions)
+
+
 _observe_batch = jax.jit(lambda config, states: jax.vmap(lambda s: snake.observe(config, s))(states), static_argnums=0)
 
 
@@ -72,8 +91,10 @@ def _pack(config: snake.SnakeConfig, state: snake.SnakeState, observation: jax.A
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _reset_packed(config: snake.SnakeConfig, key: jax.Array) -> tuple[snake.SnakeState, jax.Array]:
-    state = snake.reset(config, key)
+def _reset_packed(
+    config: snake.SnakeConfig, key: jax.Array, world: snake.World | None = None
+) -> tuple[snake.SnakeState, jax.Array]:
+    state = snake.reset(config, key, world)
     running = snake.Cause.RUNNING
     return state, _pack(config, state, snake.observe(config, state), 0.0, False, False, running, state.length, 0)
 
@@ -99,13 +120,18 @@ def _make_config(config: snake.SnakeConfig | None, kwargs: dict[str, Any]) -> sn
 class Phases:
     """Where a Gymnasium env is in its changing world: the schedule, env steps so far (never
     reset by ``reset``) and the rows of the last two phases drawn (a step's and the next's;
-    earlier ones are dropped, so an env holds two rows however long it runs)."""
+    earlier ones are dropped, so an env holds two rows however long it runs); where the walls
+    change (``env``, with ``changing_walls``), the last two phases' worlds likewise and the last
+    area drawn."""
 
     schedule: schedules.Schedule
     num_actions: int
     observation_size: int
+    env: snake.SnakeConfig | None = None
     env_steps: int = 0
     rows: dict[int, schedules.PhaseRow] = dataclasses.field(default_factory=dict)
+    worlds: dict[int, snake.World] = dataclasses.field(default_factory=dict)
+    area: tuple[int, schedules.Area] | None = None
 
     @property
     def phase(self) -> int:
@@ -120,14 +146,29 @@ class Phases:
             self.rows = {**dict(list(self.rows.items())[-1:]), phase: drawn}  # the last row drawn before, and this
         return self.rows[phase]
 
+    def world(self, phase: int) -> snake.World | None:
+        """The walls an episode starting in ``phase`` starts in (on the device; None where the
+        walls do not change), drawn by :func:`schedules.phase_walls` when first asked for."""
+        if self.env is None:
+            return None
+        if phase not in self.worlds:
+            layout, self.area = schedules.phase_walls(self.schedule, self.env, phase, self.area)
+            drawn = snake.world_at(snake.worlds(self.env, layout[None]), 0)
+            self.worlds = {**dict(list(self.worlds.items())[-1:]), phase: drawn}
+        return self.worlds[phase]
+
 
 SCHEDULE_FIELDS = tuple(field.name for field in dataclasses.fields(schedules.Schedule))
 
 
-def _phases(found: schedules.Schedule | dict[str, Any] | None, config: snake.SnakeConfig) -> Phases | None:
-    """The :class:`Phases` of a ``schedule`` argument (None: a world that never changes)."""
+def _phases(
+    found: schedules.Schedule | dict[str, Any] | None, config: snake.SnakeConfig
+) -> tuple[snake.SnakeConfig, Phases | None]:
+    """The env's config and the :class:`Phases` of a ``schedule`` argument (None: a world that
+    never changes); where the schedule changes the walls, the config gets ``changing_walls``
+    as the agents' does (after :func:`schedules.check_world`)."""
     if found is None:
-        return None
+        return config, None
     if isinstance(found, dict):
         unknown = [key for key in found if key not in SCHEDULE_FIELDS]
         if unknown:
@@ -140,8 +181,12 @@ def _phases(found: schedules.Schedule | dict[str, Any] | None, config: snake.Sna
         raise snake.ConfigError("changes", f"the Gymnasium adapters change {', '.join(GYM_CHANGES)} "
                                 f"(got {unsupported[0]!r})")  # fmt: skip
     if not found.changing:
-        return None
-    return Phases(found, config.num_actions, int(np.prod(config.observation_shape)))
+        return config, None
+    env = None
+    if found.changes_walls:
+        schedules.check_world(found, config)
+        config = env = dataclasses.replace(config, changing_walls=True)
+    return config, Phases(found, config.num_actions, int(np.prod(config.observation_shape)), env)
 
 
 def seen(row: schedules.PhaseRow, observation: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -187,8 +232,7 @@ class SnakeEnv(gymnasium.Env):
         schedule: schedules.Schedule | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self.config = _make_config(config, kwargs)
-        self._phases = _phases(schedule, self.config)
+        self.config, self._phases = _phases(schedule, _make_config(config, kwargs))
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise snake.ConfigError(
                 "render_mode", f"must be one of {self.metadata['render_modes']} or None (got {render_mode!r})"
@@ -203,7 +247,8 @@ class SnakeEnv(gymnasium.Env):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode; the same seed gives the same episode."""
         super().reset(seed=seed)
-        self._state, packed = _reset_packed(self.config, _key_from_generator(self.np_random))
+        world = None if self._phases is None else self._phases.world(self.phase)
+        self._state, packed = _reset_packed(self.config, _key_from_generator(self.np_random), world)
         observation, _, _, _, info = self._unpack(np.asarray(packed))
         observation, _, info = self._as_seen(observation, 0.0, info, self.phase)
         return observation, info
@@ -287,8 +332,7 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise snake.ConfigError("num_envs", f"must be a positive integer (got {num_envs!r})")
-        self.config = _make_config(config, kwargs)
-        self._phases = _phases(schedule, self.config)
+        self.config, self._phases = _phases(schedule, _make_config(config, kwargs))
         self.num_envs = num_envs
         self.render_mode = render_mode
         self.single_observation_space = _observation_space(self.config)
@@ -306,7 +350,8 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
         else:
             self._np_random, self._np_random_seed = gymnasium.utils.seeding.np_random(seed)
             keys = jax.random.split(_key_from_generator(self._np_random), self.num_envs)
-        self._states = _reset_batch(self.config, keys)
+        world = None if self._phases is None else self._phases.world(self.phase)
+        self._states = _reset_batch(self.config, keys, world)
         observations = np.asarray(_observe_batch(self.config, self._states))
         if self._phases is not None:
             observations = seen(self._phases.row(self.phase), observations, self.config.observation_shape)
@@ -328,11 +373,11 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
             raise gymnasium.error.ResetNeeded("call reset() before step()")
         # NumPy in, one writable NumPy copy per leaf out: jnp.asarray and jax.device_get
         # cost 30 and 45 us per call, as much as the compiled step itself (measured).
-        actions, phase = np.asarray(actions, np.int32), self.phase
+        actions, phase, world = np.asarray(actions, np.int32), self.phase, None
         if self._phases is not None:
-            actions = carried_out(self._phases.row(phase), actions)
+            actions, world = carried_out(self._phases.row(phase), actions), self._phases.world(phase)
             self._phases.env_steps += self.num_envs
-        self._states, timestep = _autoreset_batch(self.config, self._states, actions)
+        self._states, timestep = _autoreset_batch(self.config, self._states, actions, world)
         ts = jax.tree.map(np.array, timestep)
         if self._phases is not None:
             ts = self._as_seen(ts, phase)

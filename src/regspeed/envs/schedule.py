@@ -297,22 +297,41 @@ def least_side(found: Schedule, env: snake.SnakeConfig) -> int:
     return found.min_side or max(snake.MIN_SIZE, env.initial_length + 1)
 
 
+Area = tuple[int, int, int, int]  # a board phase's active area: top, left, rows, cols
+
+
 def walls(found: Schedule, env: snake.SnakeConfig, phases: int) -> np.ndarray:
     """Every phase's walls, bool[phases, rows * cols] row-major (phase 0: none, the world as
     configured); deterministic in ``found.seed``, the same whatever the number of phases asked
     for. ``board``: the cells outside the phase's active area; ``obstacles``: a pillar layout
-    inside it (:func:`~regspeed.envs.snake.pillar_walls`)."""
+    inside it (:func:`~regspeed.envs.snake.pillar_walls`). Rows of :func:`phase_walls`."""
     check_world(found, env)
     layouts = np.zeros((phases, env.num_cells), bool)
-    area = (0, 0, env.rows, env.cols)
+    previous = None
     for phase in range(1, phases):
-        if "board" in found.changes:
-            area = next_area(found, env, area, np.random.default_rng([found.seed, phase, _BOARD]))
-        layouts[phase] = snake.area_walls(env, *area)
-        if "obstacles" in found.changes:
-            generator = np.random.default_rng([found.seed, phase, _OBSTACLES])
-            layouts[phase] = snake.pillar_walls(env, layouts[phase], found.obstacle_density, generator)
+        layouts[phase], previous = phase_walls(found, env, phase, previous)
     return layouts
+
+
+def phase_walls(
+    found: Schedule, env: snake.SnakeConfig, phase: int, previous: tuple[int, Area] | None = None
+) -> tuple[np.ndarray, tuple[int, Area]]:
+    """Row ``phase`` of :func:`walls` (bool[rows * cols]) drawn alone, and the ``(phase,
+    area)`` to pass as ``previous`` for a later phase. The ``obstacles`` layout is drawn from
+    ``(seed, phase)`` alone; a ``board`` phase's area from the one before it, so the areas are
+    drawn on from ``previous`` (a phase at most ``phase`` and its area; None: from phase 0), a
+    few integers a phase (what the Gymnasium adapters draw as their phase comes)."""
+    known, area = previous if previous is not None and previous[0] <= phase else (0, (0, 0, env.rows, env.cols))
+    if "board" in found.changes:
+        for later in range(known + 1, phase + 1):
+            area = next_area(found, env, area, np.random.default_rng([found.seed, later, _BOARD]))
+    if phase == 0:
+        return np.zeros(env.num_cells, bool), (0, area)
+    layout = snake.area_walls(env, *area)
+    if "obstacles" in found.changes:
+        generator = np.random.default_rng([found.seed, phase, _OBSTACLES])
+        layout = snake.pillar_walls(env, layout, found.obstacle_density, generator)
+    return layout, (phase, area)
 
 
 def next_area(
