@@ -158,6 +158,7 @@ def test_cells_that_differ_only_in_the_learning_rate_share_batches() -> None:
     assert [sorted({r.cell for r in b.runs}) for b in runner.plan_parts(parts, [0]).batches] == [[0, 1], [0, 1]]
 
 
+@pytest.mark.slow
 def test_a_tuned_study_keeps_each_conditions_best_and_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     """Two cells, two conditions, two learning rates on two tuning seeds: the tuning runs are a
     study of their own in FOLDER/tuning; each condition of each cell is evaluated at the rate
