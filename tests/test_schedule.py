@@ -155,6 +155,8 @@ def test_a_changing_world_resumes_bit_identical(name: str, tmp_path: Path) -> No
         ('phase_steps = 1024\nchanges = ["rules"]', "config.schedule.changes: unknown change 'rules'"),
         ("phase_steps = 1024", "config.schedule.changes: give what changes every 1024 env steps"),
         ('phase_steps = 1024\nchanges = ["actions"]\nwhen = 3', "config.schedule.when: unknown key"),
+        ('phase_steps = 1024\nchanges = ["board"]\nmin_side = 7', "config.schedule.min_side: must be at most"),
+        ('phase_steps = 1024\nchanges = ["actions"]\nmin_side = 5', "config.schedule.min_side: is a setting of"),
     ],
 )
 def test_a_bad_schedule_in_a_spec_exits_2_with_its_path(tmp_path: Path, table: str, problem: str) -> None:

@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 import tiny
 from conftest import leaves_equal
-from typer.testing import CliRunner
 
-from regspeed.cli import app
 from regspeed.envs import schedule, snake
 from regspeed.errors import ConfigError, ConfigProblemsError
 from regspeed.learn import checkpoint, common, registry
@@ -332,20 +330,3 @@ def test_a_world_of_changing_walls_resumes_bit_identical(name: str, tmp_path: Pa
     assert leaves_equal(resumed, straight)
     for metric, values in straight_history.updates.items():
         np.testing.assert_array_equal(history.updates[metric], values)
-
-
-@pytest.mark.parametrize(
-    ("table", "problem"),
-    [
-        ('phase_steps = 1024\nchanges = ["board"]\nmin_side = 7', "config.schedule.min_side: must be at most"),
-        ('phase_steps = 1024\nchanges = ["actions"]\nmin_side = 5', "config.schedule.min_side: is a setting of"),
-    ],
-)
-def test_a_bad_board_in_a_spec_exits_2_with_its_path(tmp_path: Path, table: str, problem: str) -> None:
-    from test_study import TINY_SPEC
-
-    path = tmp_path / "walls.toml"
-    path.write_text(TINY_SPEC.replace("[config.ppo]", f"[config.schedule]\n{table}\n[config.ppo]", 1))
-    result = CliRunner().invoke(app, ["study", str(path), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2 and problem in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "out").exists()

@@ -214,7 +214,24 @@ def _key_from_generator(generator: np.random.Generator) -> jax.Array:
     return jax.random.key(int(generator.integers(0, 2**32, dtype=np.uint64)))
 
 
-class SnakeEnv(gymnasium.Env):
+class _InPhases:
+    """Where an adapter is in its changing world (``_phases``; None: a world that never changes)."""
+
+    _phases: Phases | None
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps taken since the env was made, every environment's (a vector env's
+        ``num_envs`` a call; 0 in a world that never changes)."""
+        return 0 if self._phases is None else self._phases.env_steps
+
+    @property
+    def phase(self) -> int:
+        """The phase of the next step (0 in a world that never changes)."""
+        return 0 if self._phases is None else self._phases.phase
+
+
+class SnakeEnv(_InPhases, gymnasium.Env):
     """One Snake episode at a time, stepped from Python.
 
     ``info`` carries ``score`` (food eaten), ``length``, ``steps``, ``cause`` (a
@@ -266,16 +283,6 @@ class SnakeEnv(gymnasium.Env):
         observation, reward, info = self._as_seen(observation, reward, info, phase)
         return observation, reward, terminated, truncated, info
 
-    @property
-    def env_steps(self) -> int:
-        """Env steps taken since the env was made (0 in a world that never changes)."""
-        return 0 if self._phases is None else self._phases.env_steps
-
-    @property
-    def phase(self) -> int:
-        """The phase of the next step (0 in a world that never changes)."""
-        return 0 if self._phases is None else self._phases.phase
-
     def _as_seen(
         self, observation: np.ndarray, reward: float, info: dict[str, Any], phase: int
     ) -> tuple[np.ndarray, float, dict[str, Any]]:
@@ -311,7 +318,7 @@ class SnakeEnv(gymnasium.Env):
         return render.to_rgb(self.config, self._state)
 
 
-class SnakeVectorEnv(gymnasium.vector.VectorEnv):
+class SnakeVectorEnv(_InPhases, gymnasium.vector.VectorEnv):
     """``num_envs`` Snake episodes stepped together in one compiled call (same-step reset).
 
     ``info`` holds, per environment, ``final_obs`` (masked by ``_final_obs``) and the ended
@@ -356,16 +363,6 @@ class SnakeVectorEnv(gymnasium.vector.VectorEnv):
         if self._phases is not None:
             observations = seen(self._phases.row(self.phase), observations, self.config.observation_shape)
         return observations, {}
-
-    @property
-    def env_steps(self) -> int:
-        """Env steps taken since the env was made, ``num_envs`` a call (0 in a world that never changes)."""
-        return 0 if self._phases is None else self._phases.env_steps
-
-    @property
-    def phase(self) -> int:
-        """The phase of the next call's steps (0 in a world that never changes)."""
-        return 0 if self._phases is None else self._phases.phase
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every environment; ended episodes restart within the same call."""
