@@ -76,11 +76,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--updates", type=int, default=4, help="updates per timed call (phases of 2 updates)")
     parser.add_argument("--rounds", type=int, default=5)
+    names = [f"{learner}:{observation}" for learner, observation in CASES]
+    parser.add_argument("--case", action="append", choices=names, help="measure only these (default: all)")
     args = parser.parse_args()
     table = Table(title=f"a changing world against a stationary one ({args.runs} runs, {jax.devices()[0].device_kind})")
     for column in ("learner", "observation", "world", "env steps/s", "cost over stationary"):
         table.add_column(column, justify="right")
     for learner_name, observation in CASES:
+        if args.case and f"{learner_name}:{observation}" not in args.case:
+            continue
         found = rates(learner_name, observation, args.runs, args.updates, args.rounds)
         still = found["stationary"]
         for name, rate in found.items():
