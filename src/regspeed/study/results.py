@@ -246,7 +246,8 @@ def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) ->
     several = len(store.cells()) > 1
     spec = json.loads(cell_row.spec_json if several else meta["spec_json"])
     filled = spec_module.with_added_defaults(spec)
-    runs = [run for run in store.runs() if run.cell == cell]
+    every_run = store.runs()
+    runs = [run for run in every_run if run.cell == cell]
     conditions = [condition for condition in store.conditions() if condition["cell"] == cell]
     in_cell = {run.batch for run in runs}
     batches = [batch for batch in store.batches() if batch.batch_id in in_cell]  # some may hold other cells' runs too
@@ -279,7 +280,7 @@ def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) ->
             for run in runs
         ],
         curves=curves_by_metric,
-        wall_seconds=_cell_wall_seconds(store.runs(), batches, cell),
+        wall_seconds=_cell_wall_seconds(every_run, batches, cell),
         versions=json.loads(meta.get("versions", "{}")),
         spec_toml=meta.get("spec_toml", ""),
         metric_labels=facts.metric_labels,
@@ -680,7 +681,8 @@ def episode(
     names = [c["name"] for c in store.conditions() if c["cell"] == cell]
     if condition not in names:
         raise ConfigError("condition", f"no condition {condition!r}; choose one of {', '.join(names)}")
-    runs = [r for r in store.runs() if r.cell == cell]
+    every_run = store.runs()
+    runs = [r for r in every_run if r.cell == cell]
     run = next((r for r in runs if r.condition == condition and r.seed == seed), None)
     if run is None:
         seeds = sorted(r.seed for r in runs if r.condition == condition)
@@ -698,7 +700,7 @@ def episode(
     )
     setup = spec_module.setup(spec, regularizer)
     arrays = read_checkpoint(store.folder, batch.checkpoint)
-    runs_in_batch = sum(r.batch == run.batch for r in store.runs())  # a batch may hold other cells' runs too
+    runs_in_batch = sum(r.batch == run.batch for r in every_run)  # a batch may hold other cells' runs too
     template = learner.start(setup, [0] * runs_in_batch, np.zeros(runs_in_batch))
     try:
         carry = checkpoint.from_arrays(arrays, template, f"batch {run.batch}")
