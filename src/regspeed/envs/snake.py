@@ -858,6 +858,9 @@ def autoreset_step(
             level = _draw_level(config, words[0])
             continuing = _continuing(config, outcome, _level_start(config, level), level)
         else:
+            if config.changing_walls and final_observation:
+                (reached_body,) = _materialised(outcome.reached.body)
+                outcome = outcome._replace(reached=outcome.reached.replace(body=reached_body))
             continuing = _continuing(config, outcome, _start(config, words[1:], world))
     observation = observe(config, continuing)
     final = observe(config, outcome.reached) if final_observation else observation
@@ -995,9 +998,14 @@ def _window_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
     cells = state.head + jnp.asarray(_window_offsets(size))[state.heading]
     in_bounds = (cells >= 0).all(-1) & (cells[:, 0] < config.rows) & (cells[:, 1] < config.cols)
     safe = jnp.clip(cells, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
-    seen = state.body[_flat(config, safe)]
-    wall = ~in_bounds | (seen == WALL) if config.has_walls else ~in_bounds
-    age = jnp.maximum(seen, 0).astype(jnp.float32) / state.length.astype(jnp.float32)
+    index = _flat(config, safe)
+    if config.has_walls:
+        walls, ages = _materialised(state.body == WALL, jnp.maximum(state.body, 0))
+        wall = ~in_bounds | walls[index]
+        seen = ages[index]
+    else:
+        wall, seen = ~in_bounds, state.body[index]
+    age = seen.astype(jnp.float32) / state.length.astype(jnp.float32)
     body = jnp.where(in_bounds, age, 0.0)
     food = in_bounds & (cells == state.food).all(-1)
     deltas = jnp.asarray(DELTAS)
