@@ -15,7 +15,8 @@ test: $(VENV)/.installed-dev
 	@command -v chromium >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
 		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	@# one worker per core, a test file per worker (its compiled programs stay in one process)
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/env_throughput.py
