@@ -5,6 +5,9 @@ report."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -213,10 +216,22 @@ def test_every_learner_declares_the_mechanism_metrics() -> None:
 
 
 def test_the_lapack_under_jax_runs_on_one_thread() -> None:
-    """Importing the mechanisms limits scipy's BLAS (jaxlib's LAPACK calls run on it): an SVD
-    inside a busy XLA program does not wait for OpenBLAS threads."""
-    import threadpoolctl
-
+    """Importing regspeed leaves scipy's BLAS as it was; tracing the srank (an SVD) on the CPU
+    limits it to one thread (jaxlib's LAPACK calls run on it): an SVD inside a busy XLA
+    program does not wait for OpenBLAS threads. In a fresh process, as a user's would be."""
+    script = """
+import json, pathlib, scipy.linalg.cython_lapack, threadpoolctl
+def threads():
     blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
-    scipy_own = [lib for lib in blas if Path(lib["filepath"]).parent.name.startswith("scipy")]  # pip: scipy.libs
-    assert blas and all(lib["num_threads"] == 1 for lib in scipy_own or blas)
+    own = [lib for lib in blas if pathlib.Path(lib["filepath"]).parent.name.startswith("scipy")]
+    return [lib["num_threads"] for lib in own or blas]
+before = threads()
+import jax, jax.numpy as jnp
+from regspeed.learn import learner, mechanisms
+imported = threads()
+jax.jit(mechanisms.srank).lower(jnp.ones((8, 4)))
+print(json.dumps([before, imported, threads()]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    before, imported, traced = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before and imported == before and traced == [1] * len(before)

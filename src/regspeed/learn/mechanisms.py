@@ -31,12 +31,14 @@ on, and how often (:func:`metrics`, :func:`every`): PPO every update; DQN and th
 supervised tasks, whose updates are small, every few updates, NaN on the others, which the
 store leaves out as it does every non-finite value.
 
-Importing this module runs jaxlib's CPU LAPACK (the SVD) on one thread:
-:func:`single_threaded_lapack`.
+Tracing an SVD on the CPU (:func:`srank`) first limits the BLAS that jaxlib's CPU LAPACK
+runs on to one thread, once per process: :func:`single_threaded_lapack`. Importing this
+module changes nothing.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,8 +59,10 @@ SRANK_DELTA = 0.01
 REPRESENTATION_METRICS = (*DORMANT_TAUS, "feature_srank")
 
 
+@functools.cache
 def single_threaded_lapack() -> None:
-    """Limit the BLAS under jaxlib's CPU LAPACK calls (scipy's) to one thread.
+    """Limit the BLAS under jaxlib's CPU LAPACK calls (scipy's) to one thread, for the rest of
+    the process (the calls run inside compiled programs, later than any Python scope).
 
     jaxlib computes an SVD on the CPU with scipy's LAPACK, whose OpenBLAS starts threads of
     its own and busy-waits for them; called from inside XLA's thread pool on a busy machine
@@ -78,9 +82,6 @@ def single_threaded_lapack() -> None:
     own = [path for path in paths if Path(path).parent.name.startswith("scipy")]
     if paths:
         controller.select(filepath=own or paths).limit(limits=1)
-
-
-single_threaded_lapack()
 
 
 def sow_hidden(module: nn.Module, activation: jax.Array) -> None:
@@ -117,6 +118,8 @@ def dormant_fraction(activations: Sequence[jax.Array], tau: float) -> jax.Array:
 def srank(features: jax.Array, delta: float = SRANK_DELTA) -> jax.Array:
     """Kumar et al.'s effective rank of ``features`` [rows, units]: the smallest k with
     ``sum(top-k singular values) >= (1 - delta) * sum(all)`` (0 for a zero matrix), as a float."""
+    if jax.default_backend() == "cpu":  # where the SVD is jaxlib's LAPACK: limit it before it runs
+        single_threaded_lapack()
     singular = jnp.linalg.svd(features, compute_uv=False)  # descending
     cumulative = jnp.cumsum(singular)
     total = cumulative[-1]
