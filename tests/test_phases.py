@@ -149,6 +149,52 @@ def test_the_smoothing_restarts_at_each_phase_start() -> None:
     np.testing.assert_array_equal(phases.smoothed(STEPS, values, 0, PHASES * PHASE), whole)
 
 
+def _capped(times: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Curves that rise linearly from 0 at each phase's start to ``caps[phase]``, reached at
+    the run's time for that phase (``times[runs, phases]``), then stay there."""
+    steps = STEPS
+    values = np.zeros((times.shape[0], len(steps)))
+    for phase, cap in enumerate(caps):
+        points = (steps > phase * PHASE) & (steps <= (phase + 1) * PHASE)
+        rising = cap * (steps[points] - phase * PHASE)[None, :] / times[:, phase : phase + 1]
+        values[:, points] = np.minimum(rising, cap)
+    return values
+
+
+def test_where_the_walls_change_each_phase_is_measured_against_its_own_best() -> None:
+    """Phases alternate between a large area (a score of 4 possible) and a small one (1):
+    against the whole run's "auto" threshold (half its final IQM, 2) the small phases are
+    never relearned, so a condition twice as slow there cannot be told from the baseline;
+    against each phase's own (half that phase's best), it is, and its time is measured."""
+    caps = np.array([4.0, 1.0, 4.0, 1.0, 4.0])
+    base = np.full((SEEDS, PHASES), 400.0)
+    slow = base.copy()
+    slow[:, [1, 3]] = 800.0  # relearns the small areas twice as slowly
+    slow *= np.random.default_rng(1).uniform(0.98, 1.02, (SEEDS, 1))
+    data = dataclasses.replace(
+        _study({"none": _capped(base, caps), "l2@0.01": _capped(slow, caps)}), thresholds={"score": "auto"}
+    )
+    walls = compare.analyze(dataclasses.replace(data, phase_changes=("board", "obstacles")))
+    found = walls.phases
+    assert walls.thresholds["score"][1] == 2.0 and found.threshold == 2.0  # the whole run's middle threshold
+    assert found.per_phase and found.fraction == 0.5
+    np.testing.assert_array_equal(found.thresholds, [2.0, 0.5, 2.0, 0.5, 2.0])
+    assert found.runs["none"].reached.all() and found.runs["l2@0.01"].reached.all()
+    np.testing.assert_allclose(found.runs["none"].times, 200.0, atol=30)  # half the cap: half the ramp
+    assert found.of("l2@0.01").relearning_vs_baseline.verdict == "slower"
+    assert found.of("l2@0.01").first_vs_baseline.verdict != "slower"
+    words = text.relearning_sentence(walls)
+    assert "50% of the best condition's final the score in that phase" in words and "2, 0.5, 2, 0.5, 2" in words
+
+    permuted = compare.analyze(dataclasses.replace(data, phase_changes=("actions", "observations"))).phases
+    assert not permuted.per_phase and (permuted.thresholds == 2.0).all()  # the attainable score does not change
+    assert not permuted.runs["l2@0.01"].reached[:, [1, 3]].any()  # the small areas: never 2, both at their length
+    np.testing.assert_array_equal(permuted.runs["none"].times[:, [1, 3]], PHASE)
+    assert permuted.of("l2@0.01").relearning_vs_baseline.verdict != "slower"
+    fixed = compare.analyze(dataclasses.replace(data, thresholds={"score": [2.0]}, phase_changes=("board",))).phases
+    assert not fixed.per_phase  # a threshold the spec sets is kept in every phase
+
+
 def test_phase_edges_with_a_shorter_last_phase_and_the_points_of_each_phase() -> None:
     np.testing.assert_array_equal(phases.phase_edges(4_500, 1_000), [0, 1_000, 2_000, 3_000, 4_000, 4_500])
     steps = np.array([0.0, 500, 1_000, 1_010, 2_000])

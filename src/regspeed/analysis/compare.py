@@ -312,11 +312,14 @@ def generalization(data: StudyData) -> list[Generalization]:
 
 def _phases(data: StudyData, metric: str | None, thresholds: dict[str, list[float]]) -> PhaseAnalysis | None:
     """A changing world's per-phase learning speed at the primary family's metric and middle
-    threshold (:func:`phases.analyze`); None for a stationary world or without a threshold."""
+    threshold (:func:`phases.analyze`; "auto": the middle fraction, of each phase's best where
+    the walls change); None for a stationary world or without a threshold."""
     levels = thresholds.get(metric or "", [])
     if metric is None or not levels:
         return None
-    return phases.analyze(data, metric, levels[len(levels) // 2])
+    auto = (data.thresholds or {metric: "auto"}).get(metric) == "auto"
+    fraction = metrics.AUTO_LEVELS[len(metrics.AUTO_LEVELS) // 2] if auto else None
+    return phases.analyze(data, metric, levels[len(levels) // 2], fraction)
 
 
 def _decided_sequentially(comparison: Comparison, looks: sequential.SequentialOutcome) -> Comparison:

@@ -7,7 +7,13 @@ when the budget is not a multiple of ``P``. A point at a boundary (the update th
 there) is the end of the phase that ended there.
 
 Everything is measured at one metric and threshold: the primary family's of
-:func:`~regspeed.analysis.compare.analyze` (the study's answer). Per run and phase:
+:func:`~regspeed.analysis.compare.analyze` (the study's answer). Where the walls change
+(``board``, ``obstacles``: :data:`RELATIVE_CHANGES`) and that threshold is ``"auto"``, what a
+run can reach differs from phase to phase (a 6 x 6 area holds fewer foods than 14 x 14), so a
+fixed threshold would measure the area, not learning: each phase then has its own, the same
+fraction of the best condition's final IQM *in that phase* (over the last 10% of the phase,
+as :func:`metrics.auto_thresholds` takes it over the budget's; a phase whose best is not
+positive keeps the whole run's). Per run and phase:
 
 - **time to threshold from the phase's start**: :func:`metrics.steps_to_threshold` on the
   phase's segment alone, its steps counted from the phase's start. So the trailing mean
@@ -65,6 +71,7 @@ from regspeed.analysis.stats import Interval
 from regspeed.study.results import ConditionCurves, StudyData
 
 NOT_ESTIMATED = Interval(float("nan"), float("nan"), float("nan"))
+RELATIVE_CHANGES = ("board", "obstacles")  # changes after which a phase may allow more or less than another
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,11 +134,18 @@ class PhaseAnalysis:
     """A changing world's learning speed, phase by phase, at one metric and threshold."""
 
     metric: str
-    threshold: float
+    threshold: float  # the whole run's (the study's primary threshold)
     phase_steps: int
     edges: np.ndarray  # phase k runs from edges[k] to edges[k + 1] (budget units)
     conditions: list[PhaseCondition]  # study order: the baseline first
     runs: dict[str, PhaseTimes]  # condition -> its runs phase by phase
+    thresholds: np.ndarray  # per phase, the threshold its times are measured at
+    fraction: float | None = None  # thresholds this fraction of each phase's best (walls change); None: ``threshold``
+
+    @property
+    def per_phase(self) -> bool:
+        """Whether each phase has its own threshold (relative to its best), not the whole run's."""
+        return self.fraction is not None
 
     @property
     def count(self) -> int:
@@ -171,11 +185,14 @@ def smoothed(steps: np.ndarray, values: np.ndarray, phase_steps: int, budget: fl
     return result
 
 
-def phase_times(curve: ConditionCurves, edges: np.ndarray, threshold: float, observed: np.ndarray) -> PhaseTimes:
+def phase_times(
+    curve: ConditionCurves, edges: np.ndarray, threshold: float | np.ndarray, observed: np.ndarray
+) -> PhaseTimes:
     """Per run (recorded up to step ``observed[run]``) and phase: the time to ``threshold``
-    from the phase's start on the phase's own points (censored at its end or where the
-    record stops) and the area under the phase's curve."""
+    (one for every phase, or one per phase) from the phase's start on the phase's own points
+    (censored at its end or where the record stops) and the area under the phase's curve."""
     runs, count = len(curve.seeds), len(edges) - 1
+    levels = np.broadcast_to(np.asarray(threshold, float), (count,))
     times, auc = np.full((runs, count), np.nan), np.full((runs, count), np.nan)
     reached, known = np.zeros((runs, count), bool), np.zeros((runs, count), bool)
     for phase in range(count):
@@ -186,7 +203,7 @@ def phase_times(curve: ConditionCurves, edges: np.ndarray, threshold: float, obs
         hit, at, area = np.zeros(runs, bool), limit, np.full(runs, np.nan)
         if points.any():
             steps = np.asarray(curve.steps, float)[points] - start
-            found = metrics.steps_to_threshold(steps, curve.values[:, points], threshold, end - start)
+            found = metrics.steps_to_threshold(steps, curve.values[:, points], float(levels[phase]), end - start)
             hit = found.reached & (found.steps <= limit)
             at = np.where(hit, found.steps, limit)
             area = metrics.area_under_curve(steps, curve.values[:, points], end - start)
@@ -280,19 +297,43 @@ def _summary(times: PhaseTimes) -> tuple[list[Interval], list[Interval], Interva
     return per_phase, areas, relearning, stats.iqm_estimate(log_slopes(capped[:, 1:]))
 
 
-def analyze(data: StudyData, metric: str, threshold: float) -> PhaseAnalysis | None:
+def phase_thresholds(
+    curves: dict[str, ConditionCurves], edges: np.ndarray, fraction: float, fallback: float
+) -> np.ndarray:
+    """Per phase: ``fraction`` of the best condition's final IQM in that phase (its runs' means
+    over the phase's last :data:`metrics.FINAL_FRACTION`), rounded to 3 significant digits as
+    :func:`metrics.auto_thresholds` rounds; ``fallback`` where no condition's is positive."""
+    found = np.full(len(edges) - 1, float(fallback))
+    for phase in range(len(edges) - 1):
+        start, end = edges[phase], edges[phase + 1]
+        finals = []
+        for curve in curves.values():
+            points = phase_points(curve.steps, edges, phase)
+            steps = np.asarray(curve.steps, float)[points] - start
+            finals.append(stats.iqm(metrics.final_performance(steps, curve.values[:, points], end - start)))
+        best = max((value for value in finals if np.isfinite(value)), default=np.nan)
+        if np.isfinite(best) and best > 0:
+            found[phase] = float(f"{fraction * best:.3g}")
+    return found
+
+
+def analyze(data: StudyData, metric: str, threshold: float, fraction: float | None = None) -> PhaseAnalysis | None:
     """A changing world's learning speed phase by phase at ``metric`` and ``threshold`` (see
-    the module docstring); None for a stationary world (``phase_steps`` 0), a budget of one
-    phase, or a metric not recorded."""
+    the module docstring); with ``fraction`` (the threshold is that fraction of the best final
+    IQM, "auto") in a world whose walls change, at that fraction of each phase's best. None
+    for a stationary world (``phase_steps`` 0), a budget of one phase, or a metric not recorded."""
     if data.phase_steps <= 0 or metric not in data.curves:
         return None
     edges = phase_edges(data.budget_steps, data.phase_steps)
     if len(edges) < 3:
         return None
     curves = data.curves_of(metric)
+    relative = fraction if any(change in RELATIVE_CHANGES for change in data.phase_changes) else None
+    levels = (phase_thresholds(curves, edges, relative, threshold) if relative is not None
+              else np.full(len(edges) - 1, float(threshold)))  # fmt: skip
     limits = metrics.observed_until(data.runs, data.budget_steps)
     runs = {
-        c.name: phase_times(curves[c.name], edges, threshold,
+        c.name: phase_times(curves[c.name], edges, levels,
                             np.asarray([limits[c.name, seed] for seed in curves[c.name].seeds], float))
         for c in data.conditions
     }  # fmt: skip
@@ -324,4 +365,6 @@ def analyze(data: StudyData, metric: str, threshold: float) -> PhaseAnalysis | N
                 slope_p_holm=float(slope_holm[other]) if index else float("nan"),
             )
         )
-    return PhaseAnalysis(metric, float(threshold), data.phase_steps, edges, rows, runs)
+    return PhaseAnalysis(
+        metric, float(threshold), data.phase_steps, edges, rows, runs, levels, relative
+    )

@@ -142,13 +142,12 @@ def relearning_figures(analysis: StudyAnalysis) -> list[Figure]:
     drawn = plots.phase_curves(analysis, text.display_names(analysis))
     if drawn is None or analysis.phases is None:
         return []
-    found = analysis.phases
     caption = (
-        f"Phase by phase, each condition's {analysis.step_unit} from the phase's start to {found.metric} "
-        f"{found.threshold:g} (left; lower is faster; a phase that never got there counts as its length, the "
-        "dotted line) and the area under the phase's curve (right; higher is better): IQM over runs with 95% "
-        "bootstrap intervals. Phase 0 is first learning; a line rising from phase 1 on is relearning getting "
-        "slower each time the world changes."
+        f"Phase by phase, each condition's {analysis.step_unit} from the phase's start to "
+        f"{text.phase_threshold_words(analysis)} (left; lower is faster; a phase that never got there counts as "
+        "its length, the dotted line) and the area under the phase's curve (right; higher is better): IQM over "
+        "runs with 95% bootstrap intervals. Phase 0 is first learning; a line rising from phase 1 on is "
+        "relearning getting slower each time the world changes."
     )
     return [Figure("Relearning: phase by phase", caption, plots.to_png(drawn), "relearning")]
 

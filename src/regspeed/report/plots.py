@@ -186,7 +186,8 @@ def phase_curves(analysis: StudyAnalysis, names: dict[str, str]) -> Figure | Non
             axis.plot(index, centre, color=colour, marker="o", markersize=3, linewidth=1.4, label=label)
             axis.fill_between(index, low, high, color=colour, alpha=0.15, linewidth=0)
     left.plot(index, np.diff(found.edges), color="0.55", linestyle=":", linewidth=1, label="phase length")
-    left.set_ylabel(_plain(f"{analysis.step_unit} to {found.metric} {found.threshold:g} from the phase's start"))
+    target = f"{found.fraction:.0%} of the phase's best" if found.per_phase else f"{found.metric} {found.threshold:g}"
+    left.set_ylabel(_plain(f"{analysis.step_unit} to {target} from the phase's start"))
     right.set_ylabel(_plain(f"{found.metric}: area under the phase's curve"))
     for axis in (left, right):
         axis.set_xlabel("phase (0: first learning; the world changes at each next one)")

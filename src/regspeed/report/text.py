@@ -544,6 +544,20 @@ def relearning_rows(analysis: StudyAnalysis) -> list[list[str]]:
     return rows
 
 
+def phase_threshold_words(analysis: StudyAnalysis, shown: int = 6) -> str:
+    """What a changing world's phase times are measured to: the whole run's threshold, or
+    (walls changing, "auto") a share of each phase's best with the first ``shown`` values."""
+    found = analysis.phases
+    assert found is not None
+    label = analysis.label(found.metric)
+    if not found.per_phase:
+        return f"a {label} of {found.threshold:g}"
+    values = ", ".join(f"{value:g}" for value in found.thresholds[:shown])
+    more = ", ..." if found.count > shown else ""
+    return (f"{found.fraction:.0%} of the best condition's final {label} in that phase (the walls change, so "
+            f"each phase allows a different score; phase by phase: {values}{more})")  # fmt: skip
+
+
 def relearning_sentence(analysis: StudyAnalysis) -> str | None:
     """What relearning after the world changes says, in a few words: the design, who relearned
     faster (and whether it had learned faster the first time), who slower, and the baseline's
@@ -554,7 +568,7 @@ def relearning_sentence(analysis: StudyAnalysis) -> str | None:
     shown = display_names(analysis)
     said = (
         f"The world changed every {found.phase_steps:,} {analysis.step_unit} ({found.count} phases); a phase's time "
-        f"is the {analysis.step_unit} from its start to a {analysis.label(found.metric)} of {found.threshold:g} "
+        f"is the {analysis.step_unit} from its start to {phase_threshold_words(analysis)} "
         "(a phase that never got there counts as its whole length)"
     )
     compared = [row for row in found.conditions[1:] if row.relearning_vs_baseline is not None]

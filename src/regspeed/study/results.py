@@ -112,6 +112,7 @@ class StudyData:
     cell: str = "all"  # the label of the cell (a combination of factor values) this data is of
     tuning: TuningChoice | None = None  # a tuned study: what its tuning chose, of this cell only (one in cells)
     phase_steps: int = 0  # a changing world ([config.schedule]): steps (budget units) per phase; 0: stationary
+    phase_changes: tuple[str, ...] = ()  # what changes at each phase boundary ([config.schedule] changes)
 
     def label(self, metric: str) -> str:
         """The metric in words (its name if it has none)."""
@@ -289,6 +290,7 @@ def load(store: Store, metrics: tuple[str, ...] | None = None, cell: int = 0) ->
         cell=cell_row.label,
         tuning=_cell_tuning(meta, cell),
         phase_steps=_phase_steps(spec),
+        phase_changes=_phase_changes(spec),
     )
 
 
@@ -305,6 +307,13 @@ def _phase_steps(spec: dict[str, Any]) -> int:
     schedule = (spec.get("config") or {}).get("schedule") or {}
     steps = schedule.get("phase_steps", 0) if isinstance(schedule, dict) else 0
     return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else 0
+
+
+def _phase_changes(spec: dict[str, Any]) -> tuple[str, ...]:
+    """What a changing world's stored spec changes at each boundary (empty: stationary)."""
+    schedule = (spec.get("config") or {}).get("schedule") or {}
+    changes = schedule.get("changes", ()) if isinstance(schedule, dict) and _phase_steps(spec) else ()
+    return tuple(str(change) for change in changes) if isinstance(changes, list | tuple) else ()
 
 
 def _cell_tuning(meta: dict[str, str], cell: int) -> TuningChoice | None:
