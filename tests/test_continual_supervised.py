@@ -245,9 +245,10 @@ def test_a_continual_supervised_study_reports_relearning(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     with store_module.Store.open(tmp_path / "out") as store:
         data = results.load(store)
-    assert data.phase_steps == 20
+    assert data.phase_steps == 20 and data.phase_changes == ("observations", "labels")
     found = compare.analyze(data).phases
     assert found is not None and found.count == 3 and found.metric == "train_accuracy"
+    assert not found.per_phase and (found.thresholds == 0.3).all()  # a threshold the spec sets, in every phase
     assert "Relearning after the world changes" in (tmp_path / "out" / "summary.md").read_text()
 
 
