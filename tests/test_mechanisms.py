@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -215,23 +216,36 @@ def test_every_learner_declares_the_mechanism_metrics() -> None:
         assert set(NAMES) <= set(declared) and not any(registry.get(name).metric(m).check_finite for m in NAMES)
 
 
-def test_the_lapack_under_jax_runs_on_one_thread() -> None:
-    """Importing regspeed leaves scipy's BLAS as it was; tracing the srank (an SVD) on the CPU
-    limits it to one thread (jaxlib's LAPACK calls run on it): an SVD inside a busy XLA
-    program does not wait for OpenBLAS threads. In a fresh process, as a user's would be."""
-    script = """
-import json, pathlib, scipy.linalg.cython_lapack, threadpoolctl
+LAPACK_PROBE = """
+import json, pathlib, sys, scipy.linalg.cython_lapack, threadpoolctl
 def threads():
     blas = [lib for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
     own = [lib for lib in blas if pathlib.Path(lib["filepath"]).parent.name.startswith("scipy")]
     return [lib["num_threads"] for lib in own or blas]
 before = threads()
 import jax, jax.numpy as jnp
-from regspeed.learn import learner, mechanisms
+from regspeed.learn import common, mechanisms
 imported = threads()
-jax.jit(mechanisms.srank).lower(jnp.ones((8, 4)))
+if sys.argv[1] == "srank":
+    jax.jit(mechanisms.srank).lower(jnp.ones((8, 4)))
+else:
+    init_batch, _, _ = common.compiled(lambda config, key, hp: hp, lambda c, x, n: (x, {}), lambda c, x: {})
+    init_batch.lower(None, jax.random.split(jax.random.key(0), 2), jnp.zeros(2))
 print(json.dumps([before, imported, threads()]))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
-    before, imported, traced = json.loads(done.stdout.strip().splitlines()[-1])
-    assert before and imported == before and traced == [1] * len(before)
+
+
+@pytest.mark.parametrize("traced", ["srank", "init"])
+def test_the_lapack_under_jax_runs_on_one_thread(traced: str) -> None:
+    """Importing regspeed leaves scipy's BLAS as it was; tracing the srank (an SVD) or a
+    learner's initialisation (orthogonal initialisers: QRs) on the CPU limits it to one thread
+    (jaxlib's LAPACK calls run on it): a decomposition inside a busy XLA program does not wait
+    for OpenBLAS threads. In a fresh process, as a user's would be, whose BLAS starts 2 threads."""
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    env.update(OPENBLAS_NUM_THREADS="2", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", LAPACK_PROBE, traced], capture_output=True, text=True, timeout=120,
+                          env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    before, imported, limited = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any(threads > 1 for threads in before), before  # else the test could not tell
+    assert imported == before and limited == [1] * len(before)

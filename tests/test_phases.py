@@ -184,7 +184,18 @@ def test_where_the_walls_change_each_phase_is_measured_against_its_own_best() ->
     assert found.of("l2@0.01").relearning_vs_baseline.verdict == "slower"
     assert found.of("l2@0.01").first_vs_baseline.verdict != "slower"
     words = text.relearning_sentence(walls)
-    assert "50% of the best condition's final the score in that phase" in words and "2, 0.5, 2, 0.5, 2" in words
+    assert "50% of the best condition's final" in words and "phase by phase: 2, 0.5, 2, 0.5, 2)" in words
+    assert "from each phase's start to 50% of the best" in text.answer(walls)  # the answer says what it measured
+    assert not any("the whole run's" in part for part in (words, text.answer(walls)))
+
+    silent = _capped(base, caps)
+    silent[:, (STEPS > 3 * PHASE) & (STEPS <= 4 * PHASE)] = 0.0  # phase 3: nobody scores
+    fallback = compare.analyze(dataclasses.replace(data, phase_changes=("board",), curves={"score": [
+        ConditionCurves(name, list(range(SEEDS)), STEPS, silent) for name in ("none", "l2@0.01")]})).phases
+    np.testing.assert_array_equal(fallback.thresholds, [2.0, 0.5, 2.0, 2.0, 2.0])  # phase 3: the whole run's
+    np.testing.assert_array_equal(fallback.own, [True, True, True, False, True])
+    assert "phase 3: no condition scored above 0 at its end, the whole run's 2" in text.phase_threshold_words(
+        dataclasses.replace(walls, phases=fallback))
 
     permuted = compare.analyze(dataclasses.replace(data, phase_changes=("actions", "observations"))).phases
     assert not permuted.per_phase and (permuted.thresholds == 2.0).all()  # the attainable score does not change

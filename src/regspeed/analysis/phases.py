@@ -13,7 +13,9 @@ run can reach differs from phase to phase (a 6 x 6 area holds fewer foods than 1
 fixed threshold would measure the area, not learning: each phase then has its own, the same
 fraction of the best condition's final IQM *in that phase* (over the last 10% of the phase,
 as :func:`metrics.auto_thresholds` takes it over the budget's; a phase whose best is not
-positive keeps the whole run's). Per run and phase:
+positive keeps the whole run's). Such thresholds absorb what every condition shares: a best that
+falls phase after phase (loss of plasticity all conditions suffer, or harder layouts) does not
+lengthen the times; the per-phase areas under the curve show it. Per run and phase:
 
 - **time to threshold from the phase's start**: :func:`metrics.steps_to_threshold` on the
   phase's segment alone, its steps counted from the phase's start. So the trailing mean
@@ -68,10 +70,11 @@ import numpy as np
 
 from regspeed.analysis import metrics, stats
 from regspeed.analysis.stats import Interval
+from regspeed.envs import schedule
 from regspeed.study.results import ConditionCurves, StudyData
 
 NOT_ESTIMATED = Interval(float("nan"), float("nan"), float("nan"))
-RELATIVE_CHANGES = ("board", "obstacles")  # changes after which a phase may allow more or less than another
+RELATIVE_CHANGES = schedule.WALL_CHANGES  # changes after which a phase may allow more or less than another
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +144,7 @@ class PhaseAnalysis:
     runs: dict[str, PhaseTimes]  # condition -> its runs phase by phase
     thresholds: np.ndarray  # per phase, the threshold its times are measured at
     fraction: float | None = None  # thresholds this fraction of each phase's best (walls change); None: ``threshold``
+    own: np.ndarray | None = None  # per phase (with ``fraction``): it has its own; False: no best > 0, ``threshold``
 
     @property
     def per_phase(self) -> bool:
@@ -299,11 +303,12 @@ def _summary(times: PhaseTimes) -> tuple[list[Interval], list[Interval], Interva
 
 def phase_thresholds(
     curves: dict[str, ConditionCurves], edges: np.ndarray, fraction: float, fallback: float
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Per phase: ``fraction`` of the best condition's final IQM in that phase (its runs' means
     over the phase's last :data:`metrics.FINAL_FRACTION`), rounded to 3 significant digits as
-    :func:`metrics.auto_thresholds` rounds; ``fallback`` where no condition's is positive."""
-    found = np.full(len(edges) - 1, float(fallback))
+    :func:`metrics.auto_thresholds` rounds, and whether the phase has it; ``fallback`` (not
+    its own) where no condition's is positive."""
+    found, own = np.full(len(edges) - 1, float(fallback)), np.zeros(len(edges) - 1, bool)
     for phase in range(len(edges) - 1):
         start, end = edges[phase], edges[phase + 1]
         finals = []
@@ -313,8 +318,8 @@ def phase_thresholds(
             finals.append(stats.iqm(metrics.final_performance(steps, curve.values[:, points], end - start)))
         best = max((value for value in finals if np.isfinite(value)), default=np.nan)
         if np.isfinite(best) and best > 0:
-            found[phase] = float(f"{fraction * best:.3g}")
-    return found
+            found[phase], own[phase] = float(f"{fraction * best:.3g}"), True
+    return found, own
 
 
 def analyze(data: StudyData, metric: str, threshold: float, fraction: float | None = None) -> PhaseAnalysis | None:
@@ -329,8 +334,8 @@ def analyze(data: StudyData, metric: str, threshold: float, fraction: float | No
         return None
     curves = data.curves_of(metric)
     relative = fraction if any(change in RELATIVE_CHANGES for change in data.phase_changes) else None
-    levels = (phase_thresholds(curves, edges, relative, threshold) if relative is not None
-              else np.full(len(edges) - 1, float(threshold)))  # fmt: skip
+    levels, own = (phase_thresholds(curves, edges, relative, threshold) if relative is not None
+                   else (np.full(len(edges) - 1, float(threshold)), None))  # fmt: skip
     limits = metrics.observed_until(data.runs, data.budget_steps)
     runs = {
         c.name: phase_times(curves[c.name], edges, levels,
@@ -366,5 +371,5 @@ def analyze(data: StudyData, metric: str, threshold: float, fraction: float | No
             )
         )
     return PhaseAnalysis(
-        metric, float(threshold), data.phase_steps, edges, rows, runs, levels, relative
+        metric, float(threshold), data.phase_steps, edges, rows, runs, levels, relative, own
     )

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from regspeed.envs import schedule, snake
+from regspeed.learn import mechanisms
 from regspeed.learn import regularizers as regs
 
 Metrics = dict[str, jax.Array]
@@ -308,6 +309,8 @@ def compiled(
     @functools.partial(jax.jit, static_argnums=0)
     def init_batch(config: Any, keys: jax.Array, hp: Any) -> Any:
         """``init`` for each run (keys and hparams with a leading run axis)."""
+        if jax.default_backend() == "cpu":  # orthogonal initialisation runs QRs on jaxlib's LAPACK
+            mechanisms.single_threaded_lapack()
         return jax.lax.map(lambda key_and_hp: init(config, *key_and_hp), (keys, hp))
 
     @functools.partial(jax.jit, static_argnums=(0, 2), donate_argnums=1)

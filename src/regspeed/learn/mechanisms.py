@@ -31,9 +31,9 @@ on, and how often (:func:`metrics`, :func:`every`): PPO every update; DQN and th
 supervised tasks, whose updates are small, every few updates, NaN on the others, which the
 store leaves out as it does every non-finite value.
 
-Tracing an SVD on the CPU (:func:`srank`) first limits the BLAS that jaxlib's CPU LAPACK
-runs on to one thread, once per process: :func:`single_threaded_lapack`. Importing this
-module changes nothing.
+Tracing an SVD on the CPU (:func:`srank`), or a learner's initialisation (its orthogonal
+initialisers' QRs, ``common.compiled``), first limits the BLAS that jaxlib's CPU LAPACK runs
+on to one thread, once per process: :func:`single_threaded_lapack`. Importing changes nothing.
 """
 
 from __future__ import annotations

@@ -185,8 +185,13 @@ def answer(analysis: StudyAnalysis) -> str:
     subject = "the snake" if analysis.game else "the network"
     if analysis.phases is not None:  # a changing world: relearning is the answer, first learning beside it
         sentences = _phase_answer(analysis, subject)
-        measured = "from the run's start the first time and from each change's start for relearning"
-        return _sentences([*sentences, f"learning speed here is {threshold_words(analysis)}, {measured}."])
+        if analysis.phases.per_phase:
+            said = (f"learning speed here is the {analysis.step_unit} a run needs from each phase's start to "
+                    f"{phase_threshold_words(analysis)}, the run's start the first time")  # fmt: skip
+        else:
+            said = (f"learning speed here is {threshold_words(analysis)}, from the run's start the first time and "
+                    "from each change's start for relearning")  # fmt: skip
+        return _sentences([*sentences, f"{said}."])
     primary = list(analysis.primary.values())
     sentences = []
     faster = _verdict_phrase(analysis, "faster")
@@ -554,8 +559,12 @@ def phase_threshold_words(analysis: StudyAnalysis, shown: int = 6) -> str:
         return f"a {label} of {found.threshold:g}"
     values = ", ".join(f"{value:g}" for value in found.thresholds[:shown])
     more = ", ..." if found.count > shown else ""
+    own = found.own if found.own is not None else np.ones(found.count, bool)
+    kept = [str(phase) for phase in np.flatnonzero(~own)]
+    fell_back = (f"; phase{'s' if len(kept) > 1 else ''} {_join(kept)}: no condition scored above 0 at its end, "
+                 f"the whole run's {found.threshold:g}") if kept else ""  # fmt: skip
     return (f"{found.fraction:.0%} of the best condition's final {label} in that phase (the walls change, so "
-            f"each phase allows a different score; phase by phase: {values}{more})")  # fmt: skip
+            f"each phase allows a different score; phase by phase: {values}{more}{fell_back})")  # fmt: skip
 
 
 def relearning_sentence(analysis: StudyAnalysis) -> str | None:
@@ -568,8 +577,8 @@ def relearning_sentence(analysis: StudyAnalysis) -> str | None:
     shown = display_names(analysis)
     said = (
         f"The world changed every {found.phase_steps:,} {analysis.step_unit} ({found.count} phases); a phase's time "
-        f"is the {analysis.step_unit} from its start to {phase_threshold_words(analysis)} "
-        "(a phase that never got there counts as its whole length)"
+        f"is the {analysis.step_unit} from its start to {phase_threshold_words(analysis)}; a phase that never "
+        "got there counts as its whole length"
     )
     compared = [row for row in found.conditions[1:] if row.relearning_vs_baseline is not None]
     faster = [row for row in compared if row.relearning_vs_baseline.verdict == "faster"]
@@ -734,13 +743,19 @@ def caveats(analysis: StudyAnalysis, gifs_left_out: tuple[str, ...] = ()) -> lis
     ]
     if analysis.phases is not None:
         notes.append(
-            "Relearning (a changing world): each phase's time to the threshold is measured from the phase's start on "
+            "Relearning (a changing world): each phase's time to its threshold is measured from the phase's start on "
             "that phase's points alone (the smoothing restarts at each change) and censored at the phase's end. In "
             "a seed's mean over the relearning phases a censored phase counts at its end, a lower bound: differences "
             "in relearning speed are understated, never overstated, and an interval is open where a phase was "
             "censored. The change per phase is the slope of log time over the relearning phases (phase 0, learned "
             "from a fresh network, is reported on its own)."
         )
+        if analysis.phases.per_phase:
+            notes.append(
+                "Where the walls change, each phase's threshold is a share of that phase's best final value: a "
+                "decline every condition shares (a best that falls phase after phase) does not lengthen the times; "
+                "the per-phase areas under the curve show it."
+            )
     if analysis.power is not None:
         power = analysis.power
         needed = power.seeds_for.get(1.2, -1)
