@@ -999,9 +999,9 @@ def _window_observation(config: SnakeConfig, state: SnakeState) -> jax.Array:
     in_bounds = (cells >= 0).all(-1) & (cells[:, 0] < config.rows) & (cells[:, 1] < config.cols)
     safe = jnp.clip(cells, 0, jnp.asarray([config.rows - 1, config.cols - 1]))
     index = _flat(config, safe)
-    if config.has_walls:
-        walls, ages = _materialised(state.body == WALL, jnp.maximum(state.body, 0))
-        wall = ~in_bounds | walls[index]
+    if config.has_walls:  # two boards computed once: a gather with two readers recomputed the step's board per cell
+        wall_cells, ages = _materialised(state.body == WALL, jnp.maximum(state.body, 0))
+        wall = ~in_bounds | wall_cells[index]
         seen = ages[index]
     else:
         wall, seen = ~in_bounds, state.body[index]
