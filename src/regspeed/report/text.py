@@ -559,8 +559,7 @@ def phase_threshold_words(analysis: StudyAnalysis, shown: int = 6) -> str:
         return f"a {label} of {found.threshold:g}"
     values = ", ".join(f"{value:g}" for value in found.thresholds[:shown])
     more = ", ..." if found.count > shown else ""
-    own = found.own if found.own is not None else np.ones(found.count, bool)
-    kept = [str(phase) for phase in np.flatnonzero(~own)]
+    kept = [str(phase) for phase in np.flatnonzero(~found.own)]  # per-phase thresholds always say which are own
     fell_back = (f"; phase{'s' if len(kept) > 1 else ''} {_join(kept)}: no condition scored above 0 at its end, "
                  f"the whole run's {found.threshold:g}") if kept else ""  # fmt: skip
     return (f"{found.fraction:.0%} of the best condition's final {label} in that phase (the walls change, so "
